@@ -1,0 +1,84 @@
+"""Figures drawn from files a run wrote (history.csv, metrics); never from inside the loop."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or wanted
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from cnnlab import runs
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 150) -> None:
+    """Render ``fig`` to PNG and write it atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    runs.write_bytes(Path(path), buf.getvalue())
+
+
+def plot_curves(history_csv: Path, out_png: Path, title: str = "") -> None:
+    """The chapter's two panels: loss and accuracy, training vs validation, per epoch."""
+    rows = runs.read_history(history_csv)
+    epochs = [r["epoch"] for r in rows]
+    fig = plt.figure(figsize=(13, 4))
+    for panel, key in enumerate(("loss", "accuracy")):
+        ax = fig.add_subplot(1, 2, panel + 1)
+        ax.plot(epochs, [r[key] for r in rows], "b", label=f"training {key}")
+        ax.plot(epochs, [r[f"val_{key}"] for r in rows], "r", label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    save_figure(fig, out_png)
+
+
+def plot_confusion(cm: np.ndarray, out_png: Path, title: str = "") -> None:
+    """A 10x10 confusion matrix (rows: true digit, columns: predicted), counts in the cells."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    # Log colour scale so the few errors stay visible next to the large diagonal.
+    im = ax.imshow(np.log1p(cm), cmap="Blues")
+    k = cm.shape[0]
+    for i in range(k):
+        for j in range(k):
+            colour = "white" if cm[i, j] > cm.max() / 3 else "black"
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(title or "confusion matrix (test set)")
+    fig.colorbar(im, ax=ax, label="log(1 + count)")
+    save_figure(fig, out_png)
+
+
+def plot_compare(histories: dict[str, Path], out_png: Path) -> None:
+    """Validation loss and accuracy per epoch of several runs on shared axes."""
+    fig = plt.figure(figsize=(13, 4))
+    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    for name, path in histories.items():
+        rows = runs.read_history(path)
+        epochs = [r["epoch"] for r in rows]
+        for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+            (line,) = ax.plot(epochs, [r[f"val_{key}"] for r in rows], label=f"{name} validation")
+            ax.plot(
+                epochs,
+                [r[key] for r in rows],
+                "--",
+                color=line.get_color(),
+                alpha=0.6,
+                label=f"{name} training",
+            )
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=7)
+    fig.suptitle("learning curves")
+    save_figure(fig, out_png)

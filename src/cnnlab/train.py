@@ -1,0 +1,337 @@
+"""The chapter's training recipe in plain PyTorch, with Keras' semantics where they decide a result.
+
+Recipe (``TrainConfig`` defaults): seed 42, Adam (lr 1e-3, epsilon 1e-7), cross-entropy,
+batch 32, up to 200 epochs, early stopping on validation accuracy with patience 5 (Keras'
+``EarlyStopping`` rule), best checkpoint by validation loss (Keras' ``ModelCheckpoint``
+with ``save_best_only``), then the best checkpoint evaluated on the test set.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from cnnlab import runs
+from cnnlab.data import Splits
+from cnnlab.errors import CnnlabError
+from cnnlab.models import case_name, count_params, create_model
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved as ``config.json`` in the run folder."""
+
+    case: str = "case1"
+    epochs: int = 200
+    batch_size: int = 32
+    patience: int = 5
+    seed: int = 42
+    lr: float = 1e-3
+    adam_eps: float = 1e-7  # Keras' default; PyTorch's is 1e-8
+    val_fraction: float = 0.25
+    eval_batch_size: int = 1000
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.case = case_name(self.case)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be 0 or more, got {self.patience}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class EarlyStopping:
+    """Keras' ``EarlyStopping(monitor="val_accuracy", patience=p)``: stop after ``p``
+    epochs in a row without a strictly higher validation accuracy."""
+
+    patience: int
+    best: float = -math.inf
+    wait: int = 0
+    best_epoch: int = 0
+
+    def step(self, epoch: int, value: float) -> bool:
+        """Record ``value`` for 1-based ``epoch``; True when training should stop."""
+        self.wait += 1
+        if value > self.best:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return False
+        # Keras checks ``epoch > 0`` with 0-based epochs: never stops after the first.
+        return self.wait >= self.patience and epoch > 1
+
+
+@dataclass
+class TrainState:
+    """What a resumed run needs besides the model and optimiser."""
+
+    epoch: int = 0
+    stopping: EarlyStopping = field(default_factory=lambda: EarlyStopping(5))
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CnnlabError("--device cuda was asked for, but no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise CnnlabError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def to_tensors(
+    x: np.ndarray, y: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W, 1) float32 + labels -> (N, 1, H, W) tensor + int64 labels on ``device``."""
+    n, h, w, c = x.shape
+    # With one channel, channels-last and channels-first share the same memory layout.
+    xt = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).reshape(n, c, h, w)
+    return xt.contiguous().to(device), torch.from_numpy(y).to(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> tuple[float, float, torch.Tensor]:
+    """Mean cross-entropy, accuracy and predicted classes of ``model`` on (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    preds: list[torch.Tensor] = []
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size])
+        loss_sum += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum").double()
+        preds.append(logits.argmax(1))
+    model.train(was_training)
+    pred = torch.cat(preds)
+    acc = (pred == y).double().mean().item()
+    return loss_sum.item() / len(x), acc, pred.cpu()
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    bar: tqdm | None = None,
+) -> tuple[float, float]:
+    """One pass over ``x[order]`` in mini-batches; returns (mean loss, accuracy).
+
+    Loss and hits accumulate on the device: nothing waits for the host per step.
+    """
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    hits = torch.zeros((), dtype=torch.int64, device=x.device)
+    for step, i in enumerate(range(0, len(order), batch_size)):
+        idx = order[i : i + batch_size]
+        xb, yb = x[idx], y[idx]
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().double() * len(idx)
+        hits += (logits.detach().argmax(1) == yb).sum()
+        if bar is not None:
+            bar.update(len(idx))
+            if step % 100 == 0:  # a host sync, so only now and then
+                seen = min(i + batch_size, len(order))
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.4f}", acc=f"{hits.item() / seen:.4f}"
+                )
+    n = len(order)
+    return loss_sum.item() / n, hits.item() / n
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"shuffle": gen.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(gen: torch.Generator, state: dict[str, Any]) -> None:
+    gen.set_state(state["shuffle"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def fit(
+    config: TrainConfig,
+    splits: Splits,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train ``config.case`` on ``splits``, writing the run into ``out_dir``; returns metrics."""
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = create_model(config.case).to(device)
+    optimizer = make_optimizer(model, config)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    state = TrainState(stopping=EarlyStopping(config.patience))
+    if resume:
+        ckpt = runs.load_checkpoint(out_dir / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(shuffle, ckpt["rng"])
+        state = TrainState(
+            epoch=ckpt["epoch"],
+            stopping=EarlyStopping(**ckpt["stopping"]),
+            best_val_loss=ckpt["best_val_loss"],
+            best_epoch=ckpt["best_epoch"],
+            train_seconds=ckpt["train_seconds"],
+            finished=ckpt["finished"],
+            history=ckpt["history"],
+        )
+        log(f"resuming {out_dir} after epoch {state.epoch}")
+    else:
+        runs.write_json(out_dir / "config.json", run_config(config, splits, device))
+
+    x_tr, y_tr = to_tensors(splits.x_train, splits.y_train, device)
+    x_va, y_va = to_tensors(splits.x_val, splits.y_val, device)
+    n = len(x_tr)
+    while not state.finished and state.epoch < config.epochs:
+        epoch = state.epoch + 1
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=shuffle).to(device)
+        with tqdm(
+            total=n,
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="img",
+            disable=not progress,
+            leave=False,
+        ) as bar:
+            loss, acc = train_epoch(model, optimizer, x_tr, y_tr, order, config.batch_size, bar)
+        val_loss, val_acc, _ = evaluate(model, x_va, y_va, config.eval_batch_size)
+        seconds = time.perf_counter() - start
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "accuracy": acc,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "seconds": seconds,
+        }
+        state.history.append(row)
+        state.train_seconds += seconds
+        state.epoch = epoch
+        note = ""
+        if val_loss < state.best_val_loss:
+            note = f"  val_loss improved from {state.best_val_loss:.5f}, saving best.pt"
+            state.best_val_loss, state.best_epoch = val_loss, epoch
+            runs.save_torch(out_dir / "best.pt", _checkpoint(config, model, epoch))
+        state.finished = state.stopping.step(epoch, val_acc) or epoch >= config.epochs
+        log(
+            f"epoch {epoch}: loss {loss:.4f} - accuracy {acc:.4f} - val_loss {val_loss:.4f}"
+            f" - val_accuracy {val_acc:.4f} - {seconds:.1f}s{note}"
+        )
+        runs.write_history(out_dir / "history.csv", state.history)
+        last = _checkpoint(config, model, epoch) | {
+            "optimizer": optimizer.state_dict(),
+            "rng": _rng_state(shuffle),
+            "stopping": asdict(state.stopping),
+            "best_val_loss": state.best_val_loss,
+            "best_epoch": state.best_epoch,
+            "train_seconds": state.train_seconds,
+            "finished": state.finished,
+            "history": state.history,
+        }
+        runs.save_torch(out_dir / "last.pt", last)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    if state.stopping.wait >= config.patience and state.epoch < config.epochs:
+        log(
+            f"early stopping after epoch {state.epoch}: no better val_accuracy "
+            f"for {config.patience} epochs"
+        )
+    log(f"training duration = {state.train_seconds:.3f}")
+    return finish(out_dir, config, splits, state, device, log)
+
+
+def _checkpoint(config: TrainConfig, model: nn.Module, epoch: int) -> dict[str, Any]:
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"format": runs.CHECKPOINT_FORMAT, "case": config.case, "epoch": epoch, "model": weights}
+
+
+def run_config(config: TrainConfig, splits: Splits, device: torch.device) -> dict[str, Any]:
+    return {
+        "config": asdict(config),
+        "resolved": {
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "n_train": len(splits.x_train),
+            "n_val": len(splits.x_val),
+            "n_test": len(splits.x_test),
+        },
+    }
+
+
+def finish(
+    out_dir: Path,
+    config: TrainConfig,
+    splits: Splits,
+    state: TrainState,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on the test set; write metrics.json and curves.png."""
+    from cnnlab.plots import plot_curves
+
+    model, ckpt = runs.load_model(out_dir, "best")
+    model.to(device)
+    x_te, y_te = to_tensors(splits.x_test, splits.y_test, device)
+    test_loss, test_acc, _ = evaluate(model, x_te, y_te, config.eval_batch_size)
+    metrics = {
+        "case": config.case,
+        "params": count_params(model),
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "best_epoch": ckpt["epoch"],
+        "epochs_run": state.epoch,
+        "stopped_early": state.epoch < config.epochs,
+        "best_val_loss": state.best_val_loss,
+        "best_val_accuracy": state.stopping.best,
+        "train_seconds": state.train_seconds,
+        "seconds_per_epoch": state.train_seconds / max(state.epoch, 1),
+    }
+    runs.write_json(out_dir / "metrics.json", metrics)
+    plot_curves(out_dir / "history.csv", out_dir / "curves.png", title=config.case)
+    log(
+        f"Test accuracy of the model with the lowest val_loss (epoch {ckpt['epoch']}) = "
+        f"{test_acc:.4f} (loss {test_loss:.4f})"
+    )
+    return metrics
