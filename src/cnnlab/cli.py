@@ -17,7 +17,10 @@ from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 
 # Modules that contribute sub-commands, in the order ``cnnlab --help`` lists them.
-COMMANDS: tuple[str, ...] = ("cnnlab.commands_core",)
+COMMANDS: tuple[str, ...] = (
+    "cnnlab.commands_core",
+    "cnnlab.commands_interop",
+)
 
 
 class Parser(argparse.ArgumentParser):

@@ -151,6 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not (args.run_dir / "best.pt").is_file():
         raise CnnlabError(f"{args.run_dir} has no best.pt: is it a cnnlab run folder?")
+    runs.load_checkpoint(args.run_dir / "best.pt")  # a damaged file fails before the data load
     metrics = evaluate_run(args.run_dir, data.load_mnist(args.data_dir), args.device)
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}")
     print(f"wrote {args.run_dir / 'metrics.json'} and {args.run_dir / 'confusion.png'}")
