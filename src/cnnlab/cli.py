@@ -20,6 +20,7 @@ from cnnlab.errors import CnnlabError
 COMMANDS: tuple[str, ...] = (
     "cnnlab.commands_core",
     "cnnlab.commands_interop",
+    "cnnlab.commands_predict",
 )
 
 

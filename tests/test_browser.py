@@ -1,0 +1,167 @@
+"""The draw-a-digit page in a real headless Chromium (Debian's chromium + chromium-driver).
+
+Selenium is pointed at /usr/bin/chromedriver explicitly, so Selenium Manager never
+downloads a browser or driver. Skipped, with the reason shown, where they are absent.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image, ImageDraw
+
+from cnnlab.predict import Predictor
+from cnnlab.serve import background_server, create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SEVEN = [(70, 60), (140, 60), (210, 60), (180, 130), (150, 200), (130, 250)]  # pad pixels
+
+
+@pytest.fixture(scope="module")
+def site(tiny_run: dict[str, Path]) -> Iterator[str]:
+    with background_server(create_app(Predictor.from_run(tiny_run["case1"]))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip("chromium/chromedriver not installed: apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    browser.set_page_load_timeout(60)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+def open_page(driver: Any, url: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    WebDriverWait(driver, 30).until(lambda d: "model case1" in d.find_element(By.ID, "model").text)
+
+
+def draw(driver: Any, points: list[tuple[int, int]], pointer: str = "mouse") -> None:
+    """One stroke through ``points`` (pad pixels), with a mouse or a finger."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+
+    pad = driver.find_element(By.ID, "pad")
+    kind = interaction.POINTER_TOUCH if pointer == "touch" else interaction.POINTER_MOUSE
+    actions = ActionBuilder(driver, mouse=PointerInput(kind, pointer), duration=20)
+    # Offsets are from the element's centre (the pad is 280x280 CSS pixels).
+    x0, y0 = points[0]
+    actions.pointer_action.move_to(pad, x0 - 140, y0 - 140).pointer_down()
+    for x, y in points[1:]:
+        actions.pointer_action.move_to(pad, x - 140, y - 140)
+    actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def wait_for_prediction(driver: Any) -> dict[str, Any]:
+    """Wait until the page shows a digit, the 28x28 input and both feature-map grids, and
+    has no answer still coming (the page sets aria-busy while one is)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    script = """
+      const img = (id) => document.getElementById(id);
+      const ready = (id) => img(id).complete && img(id).naturalWidth > 0
+        && img(id).src.startsWith('data:image/png');
+      return {
+        digit: img('digit').textContent,
+        ready: ready('input') && ready('map-conv1') && ready('map-conv2'),
+        maps: ['map-conv1', 'map-conv2'].map((id) => [img(id).naturalWidth, img(id).width]),
+        top: [...document.querySelectorAll('.bar.top')].length,
+        values: [...document.querySelectorAll('.bar .val')].map((e) => e.textContent),
+        status: document.getElementById('status').textContent,
+        busy: document.querySelector('.result').getAttribute('aria-busy'),
+      };
+    """
+    state: dict[str, Any] = {}
+
+    def shown(d: Any) -> bool:
+        state.update(d.execute_script(script))
+        digit = state["digit"]
+        return digit != "" and digit in "0123456789" and state["ready"] and state["busy"] == "false"
+
+    WebDriverWait(driver, 30).until(shown, message=f"no prediction shown: {state}")
+    return state
+
+
+def test_drawing_shows_prediction_and_feature_maps(driver: Any, site: str) -> None:
+    open_page(driver, site)
+    draw(driver, SEVEN)
+    state = wait_for_prediction(driver)
+    assert state["top"] == 1
+    assert abs(sum(float(v) for v in state["values"]) - 1.0) < 0.01
+    # conv1: 8 columns of 26-pixel maps (215 px), conv2: 8 of 11 (95 px), both enlarged
+    assert [m[0] for m in state["maps"]] == [215, 95]
+    assert all(shown_width > natural for natural, shown_width in state["maps"])
+    # What the page shows is the server's answer for what is on the pad.
+    png = base64.b64decode(
+        driver.execute_script("return document.getElementById('pad').toDataURL('image/png')")[22:]
+    )
+    answer = httpx.post(f"{site}/api/predict", content=png, params={"maps": "false"}).json()
+    assert state["digit"] == str(answer["digit"])
+    assert state["values"] == [f"{p:.3f}" for p in answer["probabilities"]]
+
+    driver.find_element("id", "clear").click()
+    assert driver.find_element("id", "digit").text == "–"
+
+
+def test_touch_drawing(driver: Any, site: str) -> None:
+    open_page(driver, site)
+    draw(driver, [(140, 40), (140, 140), (140, 250)], pointer="touch")  # a '1'
+    assert wait_for_prediction(driver)["top"] == 1
+
+
+def test_upload(driver: Any, site: str, tmp_path: Path) -> None:
+    img = Image.new("L", (300, 200), 230)
+    ImageDraw.Draw(img).ellipse([110, 30, 190, 170], outline=20, width=14)  # a pencil '0'
+    path = tmp_path / "zero.jpg"
+    img.save(path, format="JPEG")
+    open_page(driver, site)
+    driver.find_element("id", "file").send_keys(str(path))
+    state = wait_for_prediction(driver)
+    assert "inverted" in state["status"]
+
+
+def test_blank_upload_shows_the_servers_message(driver: Any, site: str, tmp_path: Path) -> None:
+    path = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(path)
+    open_page(driver, site)
+    driver.find_element("id", "file").send_keys(str(path))
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(
+        lambda d: "no digit found" in d.find_element("id", "status").text
+    )
+    assert "error" in driver.find_element("id", "status").get_attribute("class")
