@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "cnnlab.commands_core",
     "cnnlab.commands_interop",
     "cnnlab.commands_predict",
+    "cnnlab.commands_explain",
 )
 
 

@@ -1,0 +1,159 @@
+"""The HTML report: self-contained, every section present, caches reused, CLI errors clear."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnnlab import baselines, report
+from cnnlab.baselines import BaselineConfig, run_baselines
+from cnnlab.cli import main
+from cnnlab.data import MNIST, Splits
+from cnnlab.report import ReportConfig, build_report, md_to_html
+from cnnlab.shift import ShiftConfig
+
+SMALL_SHIFT = ShiftConfig(max_shift=1, n_images=30, invariance_images=4)
+
+
+@pytest.fixture(scope="module")
+def baselines_file(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> Path:
+    path = tmp_path_factory.mktemp("baselines") / "baselines.json"
+    baselines.save(run_baselines(BaselineConfig(), tiny_splits, log=lambda _m: None), path)
+    return path
+
+
+def _copy_runs(tiny_run: dict[str, Path], tmp_path: Path, cases: list[str]) -> list[Path]:
+    out = []
+    for case in cases:
+        shutil.copytree(tiny_run[case], tmp_path / case)
+        out.append(tmp_path / case)
+    return out
+
+
+def _images(page: str) -> list[str]:
+    return re.findall(r'<img alt="[^"]*" src="([^"]+)"', page)
+
+
+def test_single_run_report_is_self_contained(
+    tiny_run: dict[str, Path], tiny_mnist: MNIST, tmp_path: Path, baselines_file: Path
+) -> None:
+    (run,) = _copy_runs(tiny_run, tmp_path, ["case1"])
+    config = ReportConfig(index=2, shift=SMALL_SHIFT, baselines=baselines_file)
+    html_path, md_path = build_report([run], tiny_mnist, run / "report.html", config)
+    page = html_path.read_text()
+    srcs = _images(page)
+    # curves, confusion, overview, 4 map grids, 2 kernel grids, shift
+    assert len(srcs) == 10
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+    # No external assets of any kind.
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert "http://" not in page and "https://" not in page
+    for heading in (
+        "Baselines",
+        "Accuracy (%) under input shifts",
+        "Equivariance and local invariance per layer",
+        "Receptive fields and parameters",
+        "NumPy engine vs PyTorch",
+        "HOG + logistic regression",
+        "CNN case1",
+    ):
+        assert heading in page, heading
+    assert (run / "shift.json").is_file() and (run / "numpy_check.json").is_file()
+    assert (run / "confusion.json").is_file()
+    assert (run / "explain" / "test-2" / "overview.png").is_file()
+    md = md_path.read_text()
+    assert md.startswith("# cnnlab report: case1") and "| conv1 | Conv2D | 26x26x16 |" in md
+
+
+def test_comparison_report_and_figures(
+    tiny_run: dict[str, Path], tiny_mnist: MNIST, tmp_path: Path
+) -> None:
+    run_dirs = _copy_runs(tiny_run, tmp_path, ["case1", "case2", "case3"])
+    figures = tmp_path / "figures"
+    config = ReportConfig(shift=SMALL_SHIFT, verify=False, figures_dir=figures)
+    out = tmp_path / "cmp" / "report.html"
+    out.parent.mkdir()
+    build_report(run_dirs, tiny_mnist, out, config)
+    page = out.read_text()
+    assert page.count("<h2>case") == 3 and "<h2>Comparison</h2>" in page
+    assert "No baselines file given" in page and "NumPy engine check skipped" in page
+    names = {p.name for p in figures.iterdir()}
+    for case in ("case1", "case2", "case3"):
+        for what in ("curves", "confusion", "feature_maps", "kernels_conv1", "shift"):
+            assert f"{case}_{what}.png" in names
+    assert {"compare_curves.png", "compare_shift.png"} <= names
+    assert all(p.stat().st_size < 300_000 for p in figures.iterdir())
+
+
+def test_cached_results_are_reused(
+    tiny_run: dict[str, Path],
+    tiny_mnist: MNIST,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (run,) = _copy_runs(tiny_run, tmp_path, ["case2"])
+    config = ReportConfig(shift=SMALL_SHIFT)
+    build_report([run], tiny_mnist, run / "report.html", config)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("recomputed despite a valid cache")
+
+    monkeypatch.setattr(report, "verify_run", boom)
+    monkeypatch.setattr(report, "plot_confusion", boom)
+    build_report([run], tiny_mnist, run / "again.html", config)
+    assert (run / "again.html").is_file()
+
+
+def test_md_to_html_tables() -> None:
+    html = md_to_html("intro <b>\n\n| a | b |\n|---|---|\n| 1 | x<y |\n")
+    assert "<p>intro &lt;b&gt;</p>" in html
+    assert "<th>a</th><th>b</th>" in html and "<td>x&lt;y</td>" in html
+
+
+def test_cli_report_errors(
+    tiny_run: dict[str, Path],
+    tiny_mnist: MNIST,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cnnlab import data
+
+    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: tiny_mnist)
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no best.pt" in capsys.readouterr().err
+    (run,) = _copy_runs(tiny_run, tmp_path, ["case3"])
+    missing = tmp_path / "none.json"
+    assert main(["report", str(run), "--baselines", str(missing)]) == 2
+    assert "not found" in capsys.readouterr().err
+    args = ["report", str(run), "--max-shift", "1", "--shift-images", "20", "--no-verify"]
+    assert main([*args, "--index", "99999"]) == 2
+    assert "test index must be in" in capsys.readouterr().err
+    assert main(args) == 0
+    assert (run / "report.html").is_file() and (run / "report.md").is_file()
+
+
+def test_runs_without_history_like_keras_imports(
+    tiny_run: dict[str, Path], tiny_mnist: MNIST, tmp_path: Path
+) -> None:
+    from cnnlab import runs
+
+    run_dirs = _copy_runs(tiny_run, tmp_path, ["case1", "case3"])
+    for run in run_dirs:
+        for name in ("history.csv", "curves.png", "last.pt"):
+            (run / name).unlink()
+        runs.write_json(
+            run / "metrics.json",
+            {"best_epoch": 0, "params": 1, "imported_from": {"file": "m.keras"}},
+        )
+    out = tmp_path / "report.html"
+    build_report(run_dirs, tiny_mnist, out, ReportConfig(shift=SMALL_SHIFT, verify=False))
+    page = out.read_text()
+    assert "Keras import (m.keras)" in page and "Learning curves" not in page
+    assert not (tmp_path / "report_curves.png").exists()
