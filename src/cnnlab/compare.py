@@ -27,14 +27,18 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     if not metrics_path.exists():
         raise CnnlabError(f"{run_dir} has no metrics.json: is it a finished cnnlab run?")
     m = runs.read_json(metrics_path)
+    if "test_accuracy" not in m:
+        raise CnnlabError(f"{run_dir} has no test metrics yet: run cnnlab evaluate {run_dir}")
+    # Imported runs (cnnlab import-keras) have no training record: those cells show "-".
+    epochs, seconds = m.get("epochs_run"), m.get("train_seconds")
     return {
         "run": Path(run_dir).name,
         "case": m.get("case", "?"),
-        "params": m["params"],
-        "epochs": m["epochs_run"],
-        "best epoch": m["best_epoch"],
-        "train s": m["train_seconds"],
-        "s/epoch": m["train_seconds"] / max(m["epochs_run"], 1),
+        "params": m.get("params", "?"),
+        "epochs": epochs if epochs is not None else "-",
+        "best epoch": m.get("best_epoch") or "-",
+        "train s": seconds if seconds is not None else "-",
+        "s/epoch": seconds / max(epochs, 1) if seconds is not None and epochs else "-",
         "test accuracy": m["test_accuracy"],
         "test loss": m["test_loss"],
     }
@@ -42,7 +46,7 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     def cell(key: str, v: Any) -> str:
-        if key == "params":
+        if key == "params" and isinstance(v, int):
             return f"{v:,}"
         if key == "test accuracy":
             return f"{100 * v:.2f}%"
@@ -58,15 +62,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def compare(run_dirs: list[Path], out_dir: Path) -> str:
-    """Write ``compare.md`` and ``compare.png`` into ``out_dir``; returns the table."""
+    """Write ``compare.md`` and ``compare.png`` (curves of the runs that have a history)
+    into ``out_dir``; returns the table."""
     rows = [run_summary(d) for d in run_dirs]
     table = markdown_table(rows)
     runs.write_text(out_dir / "compare.md", table)
-    plot_compare(
-        {
-            f"{r['case']} ({r['run']})": Path(d) / "history.csv"
-            for r, d in zip(rows, run_dirs, strict=True)
-        },
-        out_dir / "compare.png",
-    )
+    histories = {
+        f"{r['case']} ({r['run']})": Path(d) / "history.csv"
+        for r, d in zip(rows, run_dirs, strict=True)
+        if (Path(d) / "history.csv").exists()
+    }
+    if histories:
+        plot_compare(histories, out_dir / "compare.png")
     return table

@@ -25,6 +25,9 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 
 CHECKPOINT_FORMAT = "cnnlab-checkpoint-1"
+# mkstemp makes owner-only files; run files get the usual mode, as open() would give them.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
@@ -40,6 +43,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
