@@ -31,5 +31,18 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# make bench: the chapter's Keras/TensorFlow code against cnnlab, ratios in one run
+# (benchmarks/README.md). BENCH_ARGS=--full trains to early stopping instead of 3 epochs.
+KERAS_VENV := benchmarks/.venv-keras
+KERAS_STAMP := $(KERAS_VENV)/.installed
+
+$(KERAS_STAMP): benchmarks/requirements-keras.txt
+	$(PYTHON) -m venv $(KERAS_VENV)
+	$(KERAS_VENV)/bin/pip install --quiet -r benchmarks/requirements-keras.txt
+	touch $(KERAS_STAMP)
+
+bench: $(STAMP) $(KERAS_STAMP)
+	$(BIN)/python benchmarks/run_bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

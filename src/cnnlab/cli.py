@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "cnnlab.commands_interop",
     "cnnlab.commands_predict",
     "cnnlab.commands_explain",
+    "cnnlab.commands_perf",
 )
 
 

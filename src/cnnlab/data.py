@@ -222,12 +222,12 @@ def split_indices(
 def prepare(mnist: MNIST, seed: int = 42, val_fraction: float = 0.25) -> Splits:
     """The chapter's preprocessing: scale, add a channel axis, stratified split."""
     train_idx, val_idx = split_indices(mnist.y_train, seed, val_fraction)
-    x = scale(mnist.x_train)
     y = mnist.y_train.astype(np.int64)
+    # Split the uint8 images, then scale: the same arrays without a float copy of all 60k.
     return Splits(
-        x_train=x[train_idx],
+        x_train=scale(mnist.x_train[train_idx]),
         y_train=y[train_idx],
-        x_val=x[val_idx],
+        x_val=scale(mnist.x_train[val_idx]),
         y_val=y[val_idx],
         x_test=scale(mnist.x_test),
         y_test=mnist.y_test.astype(np.int64),

@@ -4,6 +4,10 @@ Recipe (``TrainConfig`` defaults): seed 42, Adam (lr 1e-3, epsilon 1e-7), cross-
 batch 32, up to 200 epochs, early stopping on validation accuracy with patience 5 (Keras'
 ``EarlyStopping`` rule), best checkpoint by validation loss (Keras' ``ModelCheckpoint``
 with ``save_best_only``), then the best checkpoint evaluated on the test set.
+
+Two engines compute the same thing: ``"fast"`` (the default, :mod:`cnnlab.fastpath`) and
+``"plain"``, the straightforward PyTorch loop of :func:`train_epoch`, kept as the
+reference the fast one is tested against.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,10 @@ from tqdm import tqdm
 from cnnlab import runs
 from cnnlab.data import Splits
 from cnnlab.errors import CnnlabError
+from cnnlab.fastpath import EpochSums, as_float_images, fast_logits, make_step, run_epoch
 from cnnlab.models import case_name, count_params, create_model
+
+ENGINES = ("fast", "plain")
 
 
 @dataclass
@@ -42,6 +50,8 @@ class TrainConfig:
     val_fraction: float = 0.25
     eval_batch_size: int = 1000
     device: str = "cpu"
+    engine: str = "fast"  # "fast" (cnnlab.fastpath) or "plain" (the reference loop)
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
 
     def __post_init__(self) -> None:
         self.case = case_name(self.case)
@@ -52,6 +62,10 @@ class TrainConfig:
             raise ValueError(f"patience must be 0 or more, got {self.patience}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 or more, got {self.threads}")
 
 
 @dataclass
@@ -100,24 +114,40 @@ def resolve_device(device: str) -> torch.device:
 def to_tensors(
     x: np.ndarray, y: np.ndarray, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W, 1) float32 + labels -> (N, 1, H, W) tensor + int64 labels on ``device``."""
+    """(N, H, W, 1) images + labels -> (N, 1, H, W) tensor + int64 labels on ``device``.
+
+    The images keep their dtype: float32 in [0, 1], or uint8 (0-255), which the fast
+    engine and :func:`evaluate` scale batch by batch (a quarter of the memory).
+    """
     n, h, w, c = x.shape
     # With one channel, channels-last and channels-first share the same memory layout.
     xt = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).reshape(n, c, h, w)
     return xt.contiguous().to(device), torch.from_numpy(y).to(device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1000,
+    *,
+    fast: bool = True,
 ) -> tuple[float, float, torch.Tensor]:
-    """Mean cross-entropy, accuracy and predicted classes of ``model`` on (x, y)."""
+    """Mean cross-entropy, accuracy and predicted classes of ``model`` on (x, y).
+
+    ``fast`` computes the logits with :func:`cnnlab.fastpath.fast_logits` (the same
+    values to float rounding); False calls ``model`` itself.
+    """
     was_training = model.training
     model.eval()
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if fast and isinstance(model, nn.Sequential):
+        forward = partial(fast_logits, model)
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     preds: list[torch.Tensor] = []
     for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size])
+        logits = forward(as_float_images(x[i : i + batch_size]))
         loss_sum += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum").double()
         preds.append(logits.argmax(1))
     model.train(was_training)
@@ -127,7 +157,9 @@ def evaluate(
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
+    """Adam as Keras sets it up; the fast engine keeps its state in the same object."""
+    fused = config.engine == "fast"
+    return torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps, fused=fused)
 
 
 def train_epoch(
@@ -196,6 +228,10 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``config.case`` on ``splits``, writing the run into ``out_dir``; returns metrics."""
     device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest
     torch.manual_seed(config.seed)
     model = create_model(config.case).to(device)
     optimizer = make_optimizer(model, config)
@@ -219,8 +255,13 @@ def fit(
     else:
         runs.write_json(out_dir / "config.json", run_config(config, splits, device))
 
+    fast = config.engine == "fast"
+    step = make_step(model, optimizer) if fast else None  # after resume: it reads Adam's state
+    # The whole dataset moves to the device once; batches are gathered there.
     x_tr, y_tr = to_tensors(splits.x_train, splits.y_train, device)
     x_va, y_va = to_tensors(splits.x_val, splits.y_val, device)
+    if not fast:
+        x_tr = as_float_images(x_tr)  # the reference loop takes float images only
     n = len(x_tr)
     while not state.finished and state.epoch < config.epochs:
         epoch = state.epoch + 1
@@ -233,8 +274,19 @@ def fit(
             disable=not progress,
             leave=False,
         ) as bar:
-            loss, acc = train_epoch(model, optimizer, x_tr, y_tr, order, config.batch_size, bar)
-        val_loss, val_acc, _ = evaluate(model, x_va, y_va, config.eval_batch_size)
+            if step is None:
+                loss, acc = train_epoch(model, optimizer, x_tr, y_tr, order, config.batch_size, bar)
+            else:
+                sums = run_epoch(
+                    step,
+                    x_tr,
+                    y_tr,
+                    order,
+                    config.batch_size,
+                    on_batch=_progress(bar) if progress else None,
+                )
+                loss, acc = sums.means()
+        val_loss, val_acc, _ = evaluate(model, x_va, y_va, config.eval_batch_size, fast=fast)
         seconds = time.perf_counter() - start
         row = {
             "epoch": epoch,
@@ -280,6 +332,23 @@ def fit(
     return finish(out_dir, config, splits, state, device, log)
 
 
+def _progress(bar: tqdm) -> Callable[[int, EpochSums], None]:
+    """A progress-bar callback that reads the running sums (a host sync) only now and then."""
+    seen = steps = 0
+
+    def update(batch_len: int, sums: EpochSums) -> None:
+        nonlocal seen, steps
+        seen += batch_len
+        steps += 1
+        bar.update(batch_len)
+        if steps % 100 == 1:
+            bar.set_postfix(
+                loss=f"{sums.loss.item() / seen:.4f}", acc=f"{sums.hits.item() / seen:.4f}"
+            )
+
+    return update
+
+
 def _checkpoint(config: TrainConfig, model: nn.Module, epoch: int) -> dict[str, Any]:
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"format": runs.CHECKPOINT_FORMAT, "case": config.case, "epoch": epoch, "model": weights}
@@ -314,7 +383,9 @@ def finish(
     model, ckpt = runs.load_model(out_dir, "best")
     model.to(device)
     x_te, y_te = to_tensors(splits.x_test, splits.y_test, device)
-    test_loss, test_acc, _ = evaluate(model, x_te, y_te, config.eval_batch_size)
+    test_loss, test_acc, _ = evaluate(
+        model, x_te, y_te, config.eval_batch_size, fast=config.engine == "fast"
+    )
     metrics = {
         "case": config.case,
         "params": count_params(model),

@@ -1,0 +1,95 @@
+"""The speedrun: its network, schedule, determinism, honesty about data, and its command."""
+
+from __future__ import annotations
+
+import json
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab import speedrun
+from cnnlab.cli import main
+from cnnlab.data import MNIST
+from cnnlab.speedrun import SpeedrunConfig, accuracy, build_model, one_cycle, train
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError):
+        SpeedrunConfig(epochs=0)
+    with pytest.raises(ValueError):
+        SpeedrunConfig(warmup=1.0)
+
+
+def test_network_shape_and_size() -> None:
+    model = build_model(SpeedrunConfig())
+    out = model(torch.zeros(4, 1, 28, 28))
+    assert out.shape == (4, 10)
+    # conv 5x5 (1->32, with bias) + conv 3x3 (32->64) + BN + dense (576->10)
+    assert sum(p.numel() for p in model.parameters()) == 832 + 18432 + 128 + 5770
+
+
+def test_one_cycle_rises_then_falls() -> None:
+    cfg = SpeedrunConfig(lr=0.01, warmup=0.25)
+    lrs = [one_cycle(s, 100, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.001)
+    assert max(lrs) == pytest.approx(0.01) and int(np.argmax(lrs)) == 25
+    assert one_cycle(100, 100, cfg) == pytest.approx(0.01 / 100)  # where the decay ends
+    assert all(a < b for a, b in pairwise(lrs[:26]))
+    assert all(a > b for a, b in pairwise(lrs[25:]))
+
+
+def test_training_learns_and_is_deterministic(tiny_mnist: MNIST) -> None:
+    cfg = SpeedrunConfig(epochs=8, batch_size=32, lr=0.01)
+    a, seconds = train(tiny_mnist.x_train, tiny_mnist.y_train, cfg, seed=1)
+    b, _ = train(tiny_mnist.x_train, tiny_mnist.y_train, cfg, seed=1)
+    assert seconds > 0
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    # the synthetic digits are easy: far above the 10% of chance
+    assert accuracy(a, tiny_mnist.x_test, tiny_mnist.y_test, cfg) >= 0.6
+
+
+def test_run_never_trains_on_test_images(
+    tiny_mnist: MNIST, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[np.ndarray] = []
+    real_train = speedrun.train
+
+    def spy(images: np.ndarray, labels: np.ndarray, config: SpeedrunConfig, seed: int):  # type: ignore[no-untyped-def]
+        seen.append(images)
+        return real_train(images, labels, config, seed)
+
+    monkeypatch.setattr(speedrun, "train", spy)
+    cfg = SpeedrunConfig(epochs=1, batch_size=64)
+    summary = speedrun.run(tiny_mnist, cfg, seeds=[0, 1])
+    assert len(seen) == 2 and all(s is tiny_mnist.x_train for s in seen)
+    assert [r["seed"] for r in summary["seeds"]] == [0, 1]
+    accs = [r["test_accuracy"] for r in summary["seeds"]]
+    assert summary["mean_test_accuracy"] == pytest.approx(float(np.mean(accs)))
+    assert summary["params"] == 25_162
+
+
+def test_speedrun_command_refuses_an_unwritable_json_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["speedrun", "--json", str(tmp_path / "missing" / "out.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnnlab: error: cannot write") and err.count("\n") == 1
+
+
+@pytest.mark.mnist
+def test_speedrun_command_on_real_mnist(mnist_data_dir: Path, tmp_path: Path) -> None:
+    """One seed of the real thing: it reaches 99% (the recipe's margin is about 0.15%)."""
+    out = tmp_path / "speedrun.json"
+    code = main(["speedrun", "--seeds", "1", "--data-dir", str(mnist_data_dir), "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert {"seeds", "mean_test_accuracy", "mean_train_seconds", "params"} <= result.keys()
+    (seed,) = result["seeds"]
+    assert set(seed) == {"seed", "train_seconds", "test_accuracy"}
+    assert seed["train_seconds"] > 0
+    assert result["mean_test_accuracy"] >= 0.985
