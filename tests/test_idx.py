@@ -20,8 +20,14 @@ def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
 
 @pytest.mark.parametrize(
     ("dtype", "code"),
-    [(np.uint8, 0x08), (np.int8, 0x09), (np.int16, 0x0B), (np.int32, 0x0C), (np.float32, 0x0D),
-     (np.float64, 0x0E)],
+    [
+        (np.uint8, 0x08),
+        (np.int8, 0x09),
+        (np.int16, 0x0B),
+        (np.int32, 0x0C),
+        (np.float32, 0x0D),
+        (np.float64, 0x0E),
+    ],
 )
 @pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4)])
 def test_round_trip(dtype: type, code: int, shape: tuple[int, ...]) -> None:
