@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnnlab import data, runs
+from cnnlab import data, distributed, runs
 from cnnlab.errors import CnnlabError
 
 
@@ -134,15 +134,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
         )
-        out = (
-            runs.prepare_out_dir(args.out)
-            if args.out
-            else runs.new_run_dir(Path("runs"), config.case)
-        )
+        if distributed.launched():
+            # Every process must name the same folder; rank 0 alone checks and creates it.
+            if args.out is None:
+                raise CnnlabError("under torchrun, give --out: every process writes one run")
+            out = runs.prepare_out_dir(args.out) if distributed.launch_rank() == 0 else args.out
+        elif args.out:
+            out = runs.prepare_out_dir(args.out)
+        else:
+            out = runs.new_run_dir(Path("runs"), config.case)
     splits = data.prepare(data.load_mnist(args.data_dir), config.seed, config.val_fraction)
-    print(f"training {config.case} into {out}")
-    metrics = fit(config, splits, out, resume=args.resume is not None, progress=not args.quiet)
-    print(f"test accuracy {metrics['test_accuracy']:.4f}; outputs in {out}/")
+    main_process = distributed.launch_rank() == 0
+    if main_process:
+        print(f"training {config.case} into {out}")
+    try:
+        metrics = fit(config, splits, out, resume=args.resume is not None, progress=not args.quiet)
+    finally:
+        distributed.teardown()
+    if main_process:
+        print(f"test accuracy {metrics['test_accuracy']:.4f}; outputs in {out}/")
     return 0
 
 

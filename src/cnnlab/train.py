@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab import runs
+from cnnlab import distributed, runs
 from cnnlab.data import Splits
 from cnnlab.errors import CnnlabError
 from cnnlab.fastpath import EpochSums, as_float_images, fast_logits, make_step, run_epoch
@@ -228,6 +228,12 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``config.case`` on ``splits``, writing the run into ``out_dir``; returns metrics."""
     device = resolve_device(config.device)
+    ctx = distributed.setup(device)  # a single process unless started by torchrun
+    device = distributed.local_device(device, ctx)
+    if ctx.enabled and config.engine != "fast":
+        raise CnnlabError("distributed training needs the fast engine (engine='fast')")
+    if not ctx.is_main:  # only rank 0 prints and writes files
+        progress, log = False, _silent
     if config.threads:
         torch.set_num_threads(config.threads)
     if device.type == "cuda":
@@ -252,11 +258,14 @@ def fit(
             history=ckpt["history"],
         )
         log(f"resuming {out_dir} after epoch {state.epoch}")
-    else:
-        runs.write_json(out_dir / "config.json", run_config(config, splits, device))
+    elif ctx.is_main:
+        runs.write_json(out_dir / "config.json", run_config(config, splits, device, ctx))
 
     fast = config.engine == "fast"
-    step = make_step(model, optimizer) if fast else None  # after resume: it reads Adam's state
+    grad_hook = partial(distributed.all_reduce_grads, ctx=ctx) if ctx.enabled else None
+    shard = partial(distributed.shard, ctx=ctx) if ctx.enabled else None
+    # After resume: the step reads Adam's restored state.
+    step = make_step(model, optimizer, grad_hook) if fast else None
     # The whole dataset moves to the device once; batches are gathered there.
     x_tr, y_tr = to_tensors(splits.x_train, splits.y_train, device)
     x_va, y_va = to_tensors(splits.x_val, splits.y_val, device)
@@ -284,7 +293,10 @@ def fit(
                     order,
                     config.batch_size,
                     on_batch=_progress(bar) if progress else None,
+                    shard=shard,
                 )
+                distributed.all_reduce_sum(sums.loss, ctx)
+                distributed.all_reduce_sum(sums.hits, ctx)
                 loss, acc = sums.means()
         val_loss, val_acc, _ = evaluate(model, x_va, y_va, config.eval_batch_size, fast=fast)
         seconds = time.perf_counter() - start
@@ -303,24 +315,15 @@ def fit(
         if val_loss < state.best_val_loss:
             note = f"  val_loss improved from {state.best_val_loss:.5f}, saving best.pt"
             state.best_val_loss, state.best_epoch = val_loss, epoch
-            runs.save_torch(out_dir / "best.pt", _checkpoint(config, model, epoch))
+            if ctx.is_main:
+                runs.save_torch(out_dir / "best.pt", _checkpoint(config, model, epoch))
         state.finished = state.stopping.step(epoch, val_acc) or epoch >= config.epochs
         log(
             f"epoch {epoch}: loss {loss:.4f} - accuracy {acc:.4f} - val_loss {val_loss:.4f}"
             f" - val_accuracy {val_acc:.4f} - {seconds:.1f}s{note}"
         )
-        runs.write_history(out_dir / "history.csv", state.history)
-        last = _checkpoint(config, model, epoch) | {
-            "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(shuffle),
-            "stopping": asdict(state.stopping),
-            "best_val_loss": state.best_val_loss,
-            "best_epoch": state.best_epoch,
-            "train_seconds": state.train_seconds,
-            "finished": state.finished,
-            "history": state.history,
-        }
-        runs.save_torch(out_dir / "last.pt", last)
+        if ctx.is_main:
+            _save_epoch(out_dir, config, model, optimizer, shuffle, state)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     if state.stopping.wait >= config.patience and state.epoch < config.epochs:
@@ -329,7 +332,39 @@ def fit(
             f"for {config.patience} epochs"
         )
     log(f"training duration = {state.train_seconds:.3f}")
-    return finish(out_dir, config, splits, state, device, log)
+    if not ctx.is_main:
+        distributed.barrier(ctx)  # rank 0 evaluates the best checkpoint and writes the rest
+        return {}
+    metrics = finish(out_dir, config, splits, state, device, log)
+    distributed.barrier(ctx)
+    return metrics
+
+
+def _silent(_message: str) -> None:
+    pass
+
+
+def _save_epoch(
+    out_dir: Path,
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shuffle: torch.Generator,
+    state: TrainState,
+) -> None:
+    """history.csv and last.pt after an epoch: everything --resume needs."""
+    runs.write_history(out_dir / "history.csv", state.history)
+    last = _checkpoint(config, model, state.epoch) | {
+        "optimizer": optimizer.state_dict(),
+        "rng": _rng_state(shuffle),
+        "stopping": asdict(state.stopping),
+        "best_val_loss": state.best_val_loss,
+        "best_epoch": state.best_epoch,
+        "train_seconds": state.train_seconds,
+        "finished": state.finished,
+        "history": state.history,
+    }
+    runs.save_torch(out_dir / "last.pt", last)
 
 
 def _progress(bar: tqdm) -> Callable[[int, EpochSums], None]:
@@ -354,12 +389,18 @@ def _checkpoint(config: TrainConfig, model: nn.Module, epoch: int) -> dict[str, 
     return {"format": runs.CHECKPOINT_FORMAT, "case": config.case, "epoch": epoch, "model": weights}
 
 
-def run_config(config: TrainConfig, splits: Splits, device: torch.device) -> dict[str, Any]:
+def run_config(
+    config: TrainConfig,
+    splits: Splits,
+    device: torch.device,
+    ctx: distributed.DistContext | None = None,
+) -> dict[str, Any]:
     return {
         "config": asdict(config),
         "resolved": {
             "device": str(device),
             "threads": torch.get_num_threads(),
+            "world_size": ctx.world_size if ctx else 1,
             "torch": torch.__version__,
             "python": platform.python_version(),
             "n_train": len(splits.x_train),
