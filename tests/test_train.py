@@ -8,11 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from cnnlab import runs
-from cnnlab.data import Splits, prepare
+from cnnlab.data import MNIST, Splits, prepare
 from cnnlab.train import EarlyStopping, TrainConfig, fit
 
 QUIET = {"progress": False, "log": lambda _msg: None}
@@ -147,3 +148,14 @@ def test_one_epoch_of_case1_on_real_mnist(mnist_data_dir: Path, tmp_path: Path) 
     m = fit(TrainConfig(case="case1", epochs=1), splits, tmp_path, **QUIET)
     assert m["test_accuracy"] >= 0.97
     assert m["params"] == 61_002
+
+
+def test_uint8_images_train_exactly_as_scaled_ones(tiny_mnist: MNIST, tmp_path: Path) -> None:
+    """prepare(scaled=False) keeps uint8 (a quarter of the memory) and changes nothing."""
+    cfg = TrainConfig(case="case1", epochs=2, batch_size=16)
+    for name, scaled in (("float", True), ("uint8", False)):
+        splits = prepare(tiny_mnist, seed=42, scaled=scaled)
+        assert splits.x_train.dtype == (np.float32 if scaled else np.uint8)
+        (tmp_path / name).mkdir()
+        fit(cfg, splits, tmp_path / name, **QUIET)
+    assert history_without_time(tmp_path / "float") == history_without_time(tmp_path / "uint8")

@@ -143,7 +143,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = runs.prepare_out_dir(args.out)
         else:
             out = runs.new_run_dir(Path("runs"), config.case)
-    splits = data.prepare(data.load_mnist(args.data_dir), config.seed, config.val_fraction)
+    splits = data.prepare(
+        data.load_mnist(args.data_dir), config.seed, config.val_fraction, scaled=False
+    )
     main_process = distributed.launch_rank() == 0
     if main_process:
         print(f"training {config.case} into {out}")
@@ -175,7 +177,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = runs.prepare_out_dir(args.out) if args.out else runs.new_run_dir(Path("runs"), "compare")
     run_dirs = list(args.run_dirs)
     if not run_dirs:
-        splits = data.prepare(data.load_mnist(args.data_dir), args.seed)
+        splits = data.prepare(data.load_mnist(args.data_dir), args.seed, scaled=False)
         for case in ("case1", "case2", "case3"):
             config = TrainConfig(case=case, epochs=args.epochs, seed=args.seed, device=args.device)
             run_dir = runs.prepare_out_dir(out / case)

@@ -184,7 +184,8 @@ def verify(data_dir: Path | None = None) -> list[tuple[str, Path | None, str]]:
 
 @dataclass(frozen=True)
 class Splits:
-    """Preprocessed arrays: float32 images in [0, 1], channels-last (N, 28, 28, 1)."""
+    """Split arrays, channels-last (N, 28, 28, 1): float32 images in [0, 1], or uint8 images
+    (0-255) that the training engine scales batch by batch to the same float32 values."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -219,16 +220,24 @@ def split_indices(
     return np.asarray(train_idx), np.asarray(val_idx)
 
 
-def prepare(mnist: MNIST, seed: int = 42, val_fraction: float = 0.25) -> Splits:
-    """The chapter's preprocessing: scale, add a channel axis, stratified split."""
+def prepare(
+    mnist: MNIST, seed: int = 42, val_fraction: float = 0.25, *, scaled: bool = True
+) -> Splits:
+    """The chapter's preprocessing: scale, add a channel axis, stratified split.
+
+    ``scaled=False`` keeps the images uint8 (a quarter of the memory); the training engine
+    and :func:`cnnlab.train.evaluate` divide each batch by 255, which gives the float32
+    values :func:`scale` gives, bit for bit.
+    """
     train_idx, val_idx = split_indices(mnist.y_train, seed, val_fraction)
     y = mnist.y_train.astype(np.int64)
-    # Split the uint8 images, then scale: the same arrays without a float copy of all 60k.
+    convert = scale if scaled else (lambda images: images[..., np.newaxis])
+    # Split the uint8 images, then convert: no float copy of all 60k images.
     return Splits(
-        x_train=scale(mnist.x_train[train_idx]),
+        x_train=convert(mnist.x_train[train_idx]),
         y_train=y[train_idx],
-        x_val=scale(mnist.x_train[val_idx]),
+        x_val=convert(mnist.x_train[val_idx]),
         y_val=y[val_idx],
-        x_test=scale(mnist.x_test),
+        x_test=convert(mnist.x_test),
         y_test=mnist.y_test.astype(np.int64),
     )
