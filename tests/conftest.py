@@ -101,3 +101,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> d
         )
         out[case] = run_dir
     return out
+
+
+@pytest.fixture
+def synthetic_data(monkeypatch: pytest.MonkeyPatch, tiny_mnist: MNIST) -> MNIST:
+    """Commands run in-process load the synthetic stand-in instead of MNIST."""
+    from cnnlab import data
+
+    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: tiny_mnist)
+    return tiny_mnist

@@ -91,13 +91,11 @@ def test_config_is_checked() -> None:
 
 def test_cli_baselines_caches(
     tiny_mnist: MNIST,
+    synthetic_data: MNIST,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cnnlab import data
-
-    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: tiny_mnist)
     out = tmp_path / "b"
     assert main(["baselines", "--out", str(out), "--limit-train", "100"]) == 0
     first = capsys.readouterr().out

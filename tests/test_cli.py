@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 
 from cnnlab import cli, data
-from cnnlab.data import MNIST
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cnnlab.cli", *args], capture_output=True, text=True
     )
-
-
-@pytest.fixture
-def synthetic_data(monkeypatch: pytest.MonkeyPatch, tiny_mnist: MNIST) -> None:
-    """In-process commands load the synthetic stand-in instead of MNIST."""
-    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: tiny_mnist)
 
 
 @pytest.mark.parametrize(

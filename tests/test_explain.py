@@ -100,15 +100,13 @@ def test_load_image_file_inverts_dark_on_light(tmp_path: Path) -> None:
 def test_cli_explain_index_and_image(
     tiny_run: dict[str, Path],
     tiny_mnist: MNIST,
+    synthetic_data: MNIST,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cnnlab import data
-
     run = tmp_path / "run"
     shutil.copytree(tiny_run["case1"], run)
-    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: tiny_mnist)
     assert main(["explain", str(run), "--index", "3"]) == 0
     assert (run / "explain" / "test-3" / "maps_pool2.png").is_file()
     path = tmp_path / "digit.png"

@@ -131,14 +131,12 @@ def test_cli_verify_numpy_json(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tiny_mnist: MNIST,
+    synthetic_data: MNIST,
 ) -> None:
     import json
 
-    from cnnlab import data
-
     run = tmp_path / "run"
     shutil.copytree(tiny_run["case3"], run)
-    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: tiny_mnist)
     assert main(["verify-numpy", str(run), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["max_abs_diff"] <= TOLERANCE

@@ -119,13 +119,11 @@ def test_md_to_html_tables() -> None:
 def test_cli_report_errors(
     tiny_run: dict[str, Path],
     tiny_mnist: MNIST,
+    synthetic_data: MNIST,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cnnlab import data
-
-    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: tiny_mnist)
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no best.pt" in capsys.readouterr().err
     (run,) = _copy_runs(tiny_run, tmp_path, ["case3"])

@@ -148,15 +148,13 @@ def test_shift_config_is_checked() -> None:
 def test_cli_shift(
     tiny_run: dict[str, Path],
     tiny_mnist: MNIST,
+    synthetic_data: MNIST,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cnnlab import data
-
     run = tmp_path / "run"
     shutil.copytree(tiny_run["case3"], run)
-    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: tiny_mnist)
     args = ["shift", str(run), "--max-shift", "1", "--invariance-images", "4"]
     assert main(args) == 0
     out = capsys.readouterr().out
