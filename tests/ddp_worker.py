@@ -1,6 +1,6 @@
 """Run by tests/test_distributed.py, once under torchrun and once as a single process.
 
-Usage: python ddp_worker.py OUT_DIR CASE EPOCHS BATCH_SIZE
+Usage: python ddp_worker.py OUT_DIR CASE EPOCHS BATCH_SIZE ENGINE
 """
 
 from __future__ import annotations
@@ -19,5 +19,7 @@ if __name__ == "__main__":
     out, case, epochs, batch = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     out.mkdir(parents=True, exist_ok=True)
     splits = prepare(synthetic_mnist(n_train=300, n_test=50), seed=42)
-    config = TrainConfig(case=case, epochs=epochs, batch_size=batch, patience=100)
+    config = TrainConfig(
+        case=case, epochs=epochs, batch_size=batch, patience=100, engine=sys.argv[5]
+    )
     fit(config, splits, out, progress=False, log=lambda _msg: None)

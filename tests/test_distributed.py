@@ -16,8 +16,14 @@ from cnnlab import runs
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def run_worker(out: Path, case: str, *, nproc: int) -> None:
-    args = [str(out), case, "3", "26"]  # 225 training images: the last global batch is short
+def run_worker(out: Path, case: str, engine: str, *, nproc: int) -> None:
+    args = [
+        str(out),
+        case,
+        "3",
+        "26",
+        engine,
+    ]  # 225 training images: the last global batch is short
     if nproc == 1:
         cmd = [sys.executable, str(WORKER), *args]
     else:
@@ -31,10 +37,11 @@ def run_worker(out: Path, case: str, *, nproc: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["case3"])  # no dropout: both follow the same random path
-def test_two_processes_match_one(tmp_path: Path, case: str) -> None:
+@pytest.mark.parametrize("engine", ["fast", "plain"])  # own all-reduce; DistributedDataParallel
+def test_two_processes_match_one(tmp_path: Path, case: str, engine: str) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
-    run_worker(one, case, nproc=1)
-    run_worker(two, case, nproc=2)
+    run_worker(one, case, engine, nproc=1)
+    run_worker(two, case, engine, nproc=2)
     h1, h2 = runs.read_history(one / "history.csv"), runs.read_history(two / "history.csv")
     assert len(h1) == len(h2) == 3
     for r1, r2 in zip(h1, h2, strict=True):
@@ -44,7 +51,9 @@ def test_two_processes_match_one(tmp_path: Path, case: str) -> None:
     w2 = runs.load_checkpoint(two / "last.pt")["model"]
     assert w1.keys() == w2.keys()
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+        # Adam (epsilon 1e-7) magnifies rounding in near-zero gradients: a few weights
+        # drift by ~3e-5; the history above and a missing all-reduce differ by far more.
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-4)
     m1, m2 = runs.read_json(one / "metrics.json"), runs.read_json(two / "metrics.json")
     assert m1["best_epoch"] == m2["best_epoch"]
     assert m2["test_loss"] == pytest.approx(m1["test_loss"], rel=1e-4)

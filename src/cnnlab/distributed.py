@@ -1,4 +1,4 @@
-"""Data-parallel training across processes (torch.distributed, as DistributedDataParallel).
+"""Data-parallel training across processes (torch.distributed / DistributedDataParallel).
 
 ``cnnlab train`` run under ``torchrun`` finds the process group's size and rank in the
 variables torchrun sets, and then:
@@ -8,10 +8,12 @@ variables torchrun sets, and then:
   sampler does, batch by batch;
 - ``--batch-size`` stays the *global* batch: each of ``W`` processes computes ``B / W``
   samples, its loss sum divided by the global batch size, and the gradients are summed
-  across processes (one all-reduce per step, what DistributedDataParallel does, done
-  here by the fast engine's own step, which has a hand-written backward for Case 1);
-  so every step equals the single-process step on the whole batch, also for a short
-  last batch, and the learning rate needs no change;
+  across processes before every Adam step, so each step equals the single-process step on
+  the whole batch (also for a short last batch) and the learning rate needs no change.
+  The plain engine does this through ``DistributedDataParallel`` (which averages, so its
+  loss is scaled by ``W``); the fast engine, whose Case 1 backward is written out with no
+  autograd hooks for DDP to attach to, all-reduces the gradients in its own step
+  (:func:`all_reduce_grads`), one collective per step as DDP does;
 - epoch sums (loss, hits, counts) are all-reduced, so every process sees the same
   metrics and takes the same early-stopping decision; only rank 0 writes files or prints.
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cnnlab import distributed, runs
@@ -170,31 +171,47 @@ def train_epoch(
     order: torch.Tensor,
     batch_size: int,
     bar: tqdm | None = None,
+    ctx: distributed.DistContext | None = None,
 ) -> tuple[float, float]:
     """One pass over ``x[order]`` in mini-batches; returns (mean loss, accuracy).
 
-    Loss and hits accumulate on the device: nothing waits for the host per step.
+    Loss and hits accumulate on the device: nothing waits for the host per step. Under
+    torchrun ``model`` is a DistributedDataParallel and each process takes its share of
+    every global batch; its loss sum is scaled by world size / global batch size, so the
+    gradient DDP averages is the global batch's mean gradient, and the epoch sums are
+    all-reduced.
     """
+    ctx = ctx or distributed.DistContext()
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     hits = torch.zeros((), dtype=torch.int64, device=x.device)
     for step, i in enumerate(range(0, len(order), batch_size)):
         idx = order[i : i + batch_size]
+        denom = len(idx)
+        idx = distributed.shard(idx, ctx)
         xb, yb = x[idx], y[idx]
         logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        if ctx.enabled:
+            batch_sum = F.cross_entropy(logits, yb, reduction="sum")
+            loss = batch_sum * (ctx.world_size / denom)
+            batch_sum = batch_sum.detach()
+        else:
+            loss = F.cross_entropy(logits, yb)
+            batch_sum = loss.detach() * len(idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach().double() * len(idx)
+        loss_sum += batch_sum.double()
         hits += (logits.detach().argmax(1) == yb).sum()
         if bar is not None:
-            bar.update(len(idx))
+            bar.update(denom)
             if step % 100 == 0:  # a host sync, so only now and then
-                seen = min(i + batch_size, len(order))
+                seen = min(i + batch_size, len(order)) / ctx.world_size
                 bar.set_postfix(
                     loss=f"{loss_sum.item() / seen:.4f}", acc=f"{hits.item() / seen:.4f}"
                 )
+    distributed.all_reduce_sum(loss_sum, ctx)
+    distributed.all_reduce_sum(hits, ctx)
     n = len(order)
     return loss_sum.item() / n, hits.item() / n
 
@@ -230,8 +247,6 @@ def fit(
     device = resolve_device(config.device)
     ctx = distributed.setup(device)  # a single process unless started by torchrun
     device = distributed.local_device(device, ctx)
-    if ctx.enabled and config.engine != "fast":
-        raise CnnlabError("distributed training needs the fast engine (engine='fast')")
     if not ctx.is_main:  # only rank 0 prints and writes files
         progress, log = False, _silent
     if config.threads:
@@ -266,6 +281,9 @@ def fit(
     shard = partial(distributed.shard, ctx=ctx) if ctx.enabled else None
     # After resume: the step reads Adam's restored state.
     step = make_step(model, optimizer, grad_hook) if fast else None
+    # The plain engine trains through DistributedDataParallel, which averages gradients
+    # in its backward hooks; the fast engine all-reduces them in its own step (grad_hook).
+    ddp_model = DistributedDataParallel(model) if ctx.enabled and not fast else model
     # The whole dataset moves to the device once; batches are gathered there.
     x_tr, y_tr = to_tensors(splits.x_train, splits.y_train, device)
     x_va, y_va = to_tensors(splits.x_val, splits.y_val, device)
@@ -284,7 +302,9 @@ def fit(
             leave=False,
         ) as bar:
             if step is None:
-                loss, acc = train_epoch(model, optimizer, x_tr, y_tr, order, config.batch_size, bar)
+                loss, acc = train_epoch(
+                    ddp_model, optimizer, x_tr, y_tr, order, config.batch_size, bar, ctx
+                )
             else:
                 sums = run_epoch(
                     step,
