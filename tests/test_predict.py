@@ -225,8 +225,9 @@ def test_photographed_mnist_digits_are_recognised(
     well as the digits themselves: the preprocessing undoes enlargement, inversion,
     placement and JPEG."""
     from cnnlab.data import scale
+    from cnnlab.evaluate import to_tensors
     from cnnlab.models import create_model
-    from cnnlab.train import TrainConfig, make_optimizer, to_tensors, train_epoch
+    from cnnlab.train import TrainConfig, make_optimizer, train_epoch
 
     x_train, y_train = mnist.x_train[:3000], mnist.y_train[:3000]  # type: ignore[attr-defined]
     x_test, y_test = mnist.x_test[:200], mnist.y_test[:200]  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import torch
 from cnnlab import runs, shift
 from cnnlab.cli import main
 from cnnlab.data import MNIST, scale
+from cnnlab.evaluate import evaluate, to_tensors
 from cnnlab.numpy_engine import Layer, NumpyModel, from_run
 from cnnlab.shift import (
     ShiftConfig,
@@ -23,7 +24,6 @@ from cnnlab.shift import (
     shift_images,
     torch_predictor,
 )
-from cnnlab.train import evaluate, to_tensors
 
 
 def test_shift_images_by_hand() -> None:

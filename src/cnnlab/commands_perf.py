@@ -34,8 +34,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_speedrun(args: argparse.Namespace) -> int:
+    from cnnlab.evaluate import resolve_device
     from cnnlab.speedrun import SpeedrunConfig, run
-    from cnnlab.train import resolve_device
 
     if args.json is not None and not args.json.parent.is_dir():
         raise CnnlabError(f"cannot write {args.json}: {args.json.parent} is not a folder")

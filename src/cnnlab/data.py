@@ -226,7 +226,7 @@ def prepare(
     """The chapter's preprocessing: scale, add a channel axis, stratified split.
 
     ``scaled=False`` keeps the images uint8 (a quarter of the memory); the training engine
-    and :func:`cnnlab.train.evaluate` divide each batch by 255, which gives the float32
+    and :func:`cnnlab.evaluate.evaluate` divide each batch by 255, which gives the float32
     values :func:`scale` gives, bit for bit.
     """
     train_idx, val_idx = split_indices(mnist.y_train, seed, val_fraction)

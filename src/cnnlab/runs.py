@@ -156,3 +156,18 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[nn.Module, dict[str,
         raise CnnlabError(f"{run_dir / f'{which}.pt'} does not fit model {ckpt['case']}") from exc
     model.eval()
     return model, ckpt
+
+
+def rng_state(gen: torch.Generator) -> dict[str, Any]:
+    """Every random stream a resumed run needs: shuffling, dropout (CPU and CUDA)."""
+    state: dict[str, Any] = {"shuffle": gen.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(gen: torch.Generator, state: dict[str, Any]) -> None:
+    gen.set_state(state["shuffle"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

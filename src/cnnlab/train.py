@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,8 +29,8 @@ from tqdm import tqdm
 
 from cnnlab import distributed, runs
 from cnnlab.data import Splits
-from cnnlab.errors import CnnlabError
-from cnnlab.fastpath import EpochSums, as_float_images, fast_logits, make_step, run_epoch
+from cnnlab.evaluate import evaluate, resolve_device, to_tensors
+from cnnlab.fastpath import EpochSums, as_float_images, make_step, run_epoch
 from cnnlab.models import case_name, count_params, create_model
 
 ENGINES = ("fast", "plain")
@@ -102,61 +101,6 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CnnlabError("--device cuda was asked for, but no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise CnnlabError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    return torch.device(device)
-
-
-def to_tensors(
-    x: np.ndarray, y: np.ndarray, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W, 1) images + labels -> (N, 1, H, W) tensor + int64 labels on ``device``.
-
-    The images keep their dtype: float32 in [0, 1], or uint8 (0-255), which the fast
-    engine and :func:`evaluate` scale batch by batch (a quarter of the memory).
-    """
-    n, h, w, c = x.shape
-    # With one channel, channels-last and channels-first share the same memory layout.
-    xt = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).reshape(n, c, h, w)
-    return xt.contiguous().to(device), torch.from_numpy(y).to(device)
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int = 1000,
-    *,
-    fast: bool = True,
-) -> tuple[float, float, torch.Tensor]:
-    """Mean cross-entropy, accuracy and predicted classes of ``model`` on (x, y).
-
-    ``fast`` computes the logits with :func:`cnnlab.fastpath.fast_logits` (the same
-    values to float rounding); False calls ``model`` itself.
-    """
-    was_training = model.training
-    model.eval()
-    forward: Callable[[torch.Tensor], torch.Tensor] = model
-    if fast and isinstance(model, nn.Sequential):
-        forward = partial(fast_logits, model)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    preds: list[torch.Tensor] = []
-    for i in range(0, len(x), batch_size):
-        logits = forward(as_float_images(x[i : i + batch_size]))
-        loss_sum += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum").double()
-        preds.append(logits.argmax(1))
-    model.train(was_training)
-    pred = torch.cat(preds)
-    acc = (pred == y).double().mean().item()
-    return loss_sum.item() / len(x), acc, pred.cpu()
-
-
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam as Keras sets it up; the fast engine keeps its state in the same object."""
     fused = config.engine == "fast"
@@ -216,20 +160,6 @@ def train_epoch(
     return loss_sum.item() / n, hits.item() / n
 
 
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
-    state: dict[str, Any] = {"shuffle": gen.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(gen: torch.Generator, state: dict[str, Any]) -> None:
-    gen.set_state(state["shuffle"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -262,7 +192,7 @@ def fit(
         ckpt = runs.load_checkpoint(out_dir / "last.pt")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(shuffle, ckpt["rng"])
+        runs.set_rng_state(shuffle, ckpt["rng"])
         state = TrainState(
             epoch=ckpt["epoch"],
             stopping=EarlyStopping(**ckpt["stopping"]),
@@ -376,7 +306,7 @@ def _save_epoch(
     runs.write_history(out_dir / "history.csv", state.history)
     last = _checkpoint(config, model, state.epoch) | {
         "optimizer": optimizer.state_dict(),
-        "rng": _rng_state(shuffle),
+        "rng": runs.rng_state(shuffle),
         "stopping": asdict(state.stopping),
         "best_val_loss": state.best_val_loss,
         "best_epoch": state.best_epoch,
