@@ -90,10 +90,8 @@ def test_config_is_checked() -> None:
 
 
 def test_cli_baselines_caches(
-    tiny_mnist: MNIST,
     synthetic_data: MNIST,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "b"

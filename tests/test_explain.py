@@ -102,7 +102,6 @@ def test_cli_explain_index_and_image(
     tiny_mnist: MNIST,
     synthetic_data: MNIST,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     run = tmp_path / "run"

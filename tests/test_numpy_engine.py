@@ -129,8 +129,6 @@ def test_cli_verify_numpy_json(
     tiny_run: dict[str, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    tiny_mnist: MNIST,
     synthetic_data: MNIST,
 ) -> None:
     import json

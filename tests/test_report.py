@@ -118,10 +118,8 @@ def test_md_to_html_tables() -> None:
 
 def test_cli_report_errors(
     tiny_run: dict[str, Path],
-    tiny_mnist: MNIST,
     synthetic_data: MNIST,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["report", str(tmp_path / "nothing")]) == 2

@@ -147,10 +147,8 @@ def test_shift_config_is_checked() -> None:
 
 def test_cli_shift(
     tiny_run: dict[str, Path],
-    tiny_mnist: MNIST,
     synthetic_data: MNIST,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     run = tmp_path / "run"
