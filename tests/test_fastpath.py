@@ -56,9 +56,15 @@ def plain_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: i
     return out
 
 
-def fast_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int) -> list:
+def fast_losses(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bs: int,
+    use_native: bool | None = None,
+) -> list:
     opt = make_optimizer(model, TrainConfig(lr=1e-3, adam_eps=1e-7))
-    step = make_step(model, opt)
+    step = make_step(model, opt, use_native=use_native)
     model.train()
     out = []
     for i in range(0, len(x), bs):
@@ -67,8 +73,11 @@ def fast_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: in
     return out
 
 
-@pytest.mark.parametrize("case", ["case1", "case2", "case3"])
-def test_fast_steps_match_the_plain_loop(case: str) -> None:
+# Case 1 runs through the C++ kernels where they build (None) and through PyTorch ops (False)
+@pytest.mark.parametrize(
+    ("case", "use_native"), [("case1", None), ("case1", False), ("case2", None), ("case3", None)]
+)
+def test_fast_steps_match_the_plain_loop(case: str, use_native: bool | None) -> None:
     """Same batches, same dropout draws: same losses and weights after eight steps."""
     x, y = digits(8 * 16 - 5, seed=1)  # a short last batch, too
     torch.manual_seed(3)
@@ -77,7 +86,7 @@ def test_fast_steps_match_the_plain_loop(case: str) -> None:
     torch.manual_seed(11)  # the dropout masks come from torch's global generator
     expected = plain_losses(plain_model, x, y, 16)
     torch.manual_seed(11)
-    got = fast_losses(fast_model, x, y, 16)
+    got = fast_losses(fast_model, x, y, 16, use_native)
     assert len(got) == len(expected) == 8
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
     for (name, a), b in zip(

@@ -13,6 +13,10 @@ arithmetic.
 
 The dropout masks are drawn by the same calls as ``nn.Dropout``, in the same order, so a
 seeded run follows the plain loop's random path.
+
+On a CPU, when cnnlab's C++ kernels build (:mod:`cnnlab.native`), the step runs through
+them: the same arithmetic, with the small layers fused (``csrc/case1.cpp``). The functions
+here are the PyTorch version, used elsewhere (a GPU, no compiler) and as their reference.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.fastpath import CL, FusedAdam, GradHook, case1_weights, dropout_mask
+from cnnlab import native
+from cnnlab.fastpath import (
+    CL,
+    DROPOUT_KEEP,
+    FusedAdam,
+    GradHook,
+    as_float_images,
+    case1_weights,
+    dropout_mask,
+)
 
 
 def case1_features(
@@ -47,7 +60,10 @@ def case1_features(
 
 
 def case1_logits(weights: list[torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-    """Evaluation-mode logits (no dropout): (N, 28, 28) -> (N, 10)."""
+    """Evaluation-mode logits (no dropout): (N, 28, 28) float32 or uint8 -> (N, 10)."""
+    if xb.device.type == "cpu" and native.load():
+        return torch.ops.cnnlab.case1_logits(xb.contiguous(), weights)
+    xb = as_float_images(xb)
     w1, b1, w2, b2, w3, b3, w4, b4 = weights
     f = case1_features(xb, w1, b1, w2.contiguous(memory_format=CL), b2)[-1]
     return torch.addmm(b4, torch.addmm(b3, f, w3.t()).relu_(), w4.t())
@@ -116,6 +132,7 @@ class Case1Step:
         model: nn.Sequential,
         optimizer: torch.optim.Optimizer,
         grad_hook: GradHook | None = None,
+        use_native: bool | None = None,
     ) -> None:
         params = case1_weights(model)
         if params is None:
@@ -125,20 +142,36 @@ class Case1Step:
         self.grads = [torch.zeros_like(p) for p in params]
         self.adam = FusedAdam(optimizer, params)
         self.grad_hook = grad_hook  # between backward and Adam (a data-parallel all-reduce)
+        # the C++ kernels when they run here (None: whenever they build), else PyTorch ops
+        runs_here = params[0].device.type == "cpu" and native.load()
+        if use_native and not runs_here:
+            raise ValueError("cnnlab's C++ kernels do not run here (CPU only; see the warning)")
+        self.native = runs_here if use_native is None else use_native
+        self.native_masks = self.native and native.exact_dropout()
 
     def __call__(
         self, xb: torch.Tensor, yb: torch.Tensor, denom: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Update the weights on (xb (N, 28, 28), yb (N,)); returns (sum of losses, hits).
 
-        ``denom`` is the batch size the loss is averaged over (default N; a data-parallel
-        shard passes the global batch size).
+        ``xb`` is float32 in [0, 1] or uint8 (scaled here). ``denom`` is the batch size the
+        loss is averaged over (default N; a data-parallel shard passes the global batch size).
         """
         n = xb.shape[0]
         # nn.Dropout's draws, in its order: dropout1 (N, 1600), then dropout2 (N, 32)
-        m1 = dropout_mask((n, 1600), self.weights[0])
-        m2 = dropout_mask((n, 32), self.weights[0])
-        loss, hits = case1_gradients(self.weights, self.grads, xb, yb, m1, m2, denom or n)
+        if self.native_masks:
+            m1 = torch.ops.cnnlab.dropout_mask([n, 1600], DROPOUT_KEEP)
+            m2 = torch.ops.cnnlab.dropout_mask([n, 32], DROPOUT_KEEP)
+        else:
+            m1 = dropout_mask((n, 1600), self.weights[0])
+            m2 = dropout_mask((n, 32), self.weights[0])
+        if self.native:
+            loss, hits = torch.ops.cnnlab.case1_gradients(
+                xb.contiguous(), yb, self.weights, self.grads, m1, m2, denom or n
+            )
+        else:
+            xb = as_float_images(xb)
+            loss, hits = case1_gradients(self.weights, self.grads, xb, yb, m1, m2, denom or n)
         if self.grad_hook is not None:
             self.grad_hook(self.grads)
         self.adam.step(self.grads)

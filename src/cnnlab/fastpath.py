@@ -187,9 +187,9 @@ def fast_logits(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     images = x.reshape(x.shape[0], 1, x.shape[-2], x.shape[-1])
     out = []
     for i in range(0, len(images), EVAL_CHUNK):
-        chunk = as_float_images(images[i : i + EVAL_CHUNK])
+        chunk = images[i : i + EVAL_CHUNK]
         if weights is None:
-            out.append(fast_forward(model, chunk))
+            out.append(fast_forward(model, as_float_images(chunk)))
         else:
             out.append(case1_logits([w.detach() for w in weights], chunk[:, 0]))
     return torch.cat(out)
@@ -219,7 +219,7 @@ class AutogradStep:
     def __call__(
         self, xb: torch.Tensor, yb: torch.Tensor, denom: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = fast_forward(self.model, xb.unsqueeze(1))
+        logits = fast_forward(self.model, as_float_images(xb).unsqueeze(1))
         loss_sum = F.cross_entropy(logits, yb, reduction="sum")
         for p in self.params:
             p.grad = None
@@ -235,13 +235,20 @@ Step = Callable[[torch.Tensor, torch.Tensor, int | None], tuple[torch.Tensor, to
 
 
 def make_step(
-    model: nn.Sequential, optimizer: torch.optim.Optimizer, grad_hook: GradHook | None = None
+    model: nn.Sequential,
+    optimizer: torch.optim.Optimizer,
+    grad_hook: GradHook | None = None,
+    use_native: bool | None = None,
 ) -> Step:
-    """The fastest faithful step for ``model``: hand-written for Case 1, autograd otherwise."""
+    """The fastest faithful step for ``model``: hand-written for Case 1, autograd otherwise.
+
+    ``use_native`` picks Case 1's C++ kernels (True) or its PyTorch version (False); None
+    takes the kernels whenever they run here (:mod:`cnnlab.native`).
+    """
     from cnnlab.fastcase1 import Case1Step
 
     if case1_weights(model) is not None:
-        return Case1Step(model, optimizer, grad_hook)
+        return Case1Step(model, optimizer, grad_hook, use_native)
     return AutogradStep(model, optimizer, grad_hook)
 
 
@@ -255,7 +262,8 @@ def run_epoch(
     on_batch: Callable[[int, EpochSums], Any] | None = None,
     shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EpochSums:
-    """One pass over ``x[order]`` in mini-batches; x: (N, 1, 28, 28) float32 or uint8.
+    """One pass over ``x[order]`` in mini-batches; x: (N, 1, 28, 28) float32 or uint8
+    (the step scales uint8 batches).
 
     ``on_batch(batch_len, sums)`` is called after each step (for a progress bar).
     ``shard(batch_indices)`` picks this process's share of each global batch (data
@@ -276,7 +284,7 @@ def run_epoch(
         denom = len(idx)
         if shard is not None:
             idx = shard(idx)
-        xb = as_float_images(images.index_select(0, idx))
+        xb = images.index_select(0, idx)
         loss, hits = step(xb, y.index_select(0, idx), denom)
         sums.loss += loss
         sums.hits += hits

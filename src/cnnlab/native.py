@@ -1,0 +1,156 @@
+"""cnnlab's C++ kernels (``csrc/case1.cpp``): built on first use, cached, loaded as torch ops.
+
+The fast engine's Case 1 step on a CPU runs through them when they build; when they
+cannot (no C++ compiler, say), it runs the same arithmetic in PyTorch operations
+(:mod:`cnnlab.fastcase1`), about a third slower, after one warning. ``make install``
+builds them ahead (``python -m cnnlab.native``), so no training run waits for the
+compiler (about 15 s).
+
+The library is compiled with ``g++`` (or ``$CXX``) against the installed torch's headers
+and libraries, for this machine's CPU (``-march=native``), into
+``~/.cache/cnnlab/native/<key>/`` (``$XDG_CACHE_HOME`` is honoured). The key hashes the
+source, the torch version, the compiler flags and the CPU, so a changed source or a new
+torch gets a fresh build; the library is written to a temporary name and renamed, so an
+interrupted build never leaves a half-written one behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from functools import cache
+from pathlib import Path
+
+import torch
+import torch.utils.cpp_extension as cpp
+
+SOURCE = Path(__file__).with_name("csrc") / "case1.cpp"
+FLAGS = ["-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fopenmp", "-w"]
+
+
+class NativeBuildError(RuntimeError):
+    """The kernels could not be compiled or loaded here."""
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _command(source: Path, target: Path) -> list[str]:
+    torch_dir = Path(torch.__file__).parent
+    lib = torch_dir / "lib"
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    includes = [f"-I{p}" for p in cpp.include_paths()]
+    return [
+        os.environ.get("CXX", "g++"),
+        *FLAGS,
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        *includes,
+        str(source),
+        f"-L{lib}",
+        "-lc10",
+        "-ltorch_cpu",
+        f"-Wl,-rpath,{lib}",
+        "-o",
+        str(target),
+    ]
+
+
+def library_path() -> Path:
+    """Where this machine's build of the kernels lives (whether or not it exists yet)."""
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), torch.__version__.encode(), " ".join(FLAGS).encode()):
+        key.update(part)
+    key.update(f"{_cpu_name()} {platform.machine()} {sys.version_info[:2]}".encode())
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "cnnlab" / "native" / key.hexdigest()[:16] / "cnnlab_case1.so"
+
+
+def build(target: Path, source: Path = SOURCE) -> None:
+    """Compile ``source`` (the kernels) into ``target``, atomically; raises NativeBuildError."""
+    if platform.system() != "Linux":
+        raise NativeBuildError(f"the C++ kernels are built on Linux only, not {platform.system()}")
+    compiler = _command(source, target)[0]
+    if shutil.which(compiler) is None:
+        raise NativeBuildError(f"no C++ compiler ({compiler}) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        done = subprocess.run(_command(source, tmp), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise NativeBuildError(f"{compiler} failed: {last}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@cache
+def load() -> bool:
+    """Build (if needed) and load the kernels; True when ``torch.ops.cnnlab`` has them.
+
+    Warns once and returns False when they cannot be built or loaded here.
+    """
+    try:
+        target = library_path()
+        if not target.exists():
+            build(target)
+        torch.ops.load_library(str(target))
+    except (NativeBuildError, OSError, RuntimeError) as err:
+        warnings.warn(
+            f"cnnlab's C++ kernels are not available ({err}); "
+            "the fast engine runs its PyTorch version instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+@cache
+def exact_dropout() -> bool:
+    """Whether the kernels' dropout masks are PyTorch's, bit for bit, with this torch here.
+
+    They replay the generator calls of PyTorch's CPU ``bernoulli_``; checked once, on a
+    forked generator, in case a build of torch draws another way (then PyTorch draws them).
+    """
+    if not load():
+        return False
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(20260)
+        expected = torch.nn.functional.dropout(torch.ones(3, 700), 0.25, training=True)
+        torch.manual_seed(20260)
+        got = torch.ops.cnnlab.dropout_mask([3, 700], 0.75)
+    return torch.equal(got, expected)
+
+
+def main() -> int:
+    """``python -m cnnlab.native``: build the kernels now and say where they are."""
+    target = library_path()
+    try:
+        if not target.exists():
+            build(target)
+        torch.ops.load_library(str(target))
+    except (NativeBuildError, OSError, RuntimeError) as err:
+        print(f"cnnlab: C++ kernels not built ({err}); the fast engine will use PyTorch ops")
+        return 0  # not an error: the fast engine works without them
+    print(f"cnnlab: C++ kernels ready: {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
