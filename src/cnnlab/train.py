@@ -52,6 +52,7 @@ class TrainConfig:
     device: str = "cpu"
     engine: str = "fast"  # "fast" (cnnlab.fastpath) or "plain" (the reference loop)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
+    native: bool = True  # the fast engine's C++ kernels for Case 1 on a CPU, where they build
 
     def __post_init__(self) -> None:
         self.case = case_name(self.case)
@@ -210,7 +211,8 @@ def fit(
     grad_hook = partial(distributed.all_reduce_grads, ctx=ctx) if ctx.enabled else None
     shard = partial(distributed.shard, ctx=ctx) if ctx.enabled else None
     # After resume: the step reads Adam's restored state.
-    step = make_step(model, optimizer, grad_hook) if fast else None
+    use_native = None if config.native else False
+    step = make_step(model, optimizer, grad_hook, use_native) if fast else None
     # The plain engine trains through DistributedDataParallel, which averages gradients
     # in its backward hooks; the fast engine all-reduces them in its own step (grad_hook).
     ddp_model = DistributedDataParallel(model) if ctx.enabled and not fast else model
