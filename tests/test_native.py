@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from cnnlab import native
 from cnnlab.fastcase1 import Case1Step
-from cnnlab.fastpath import DROPOUT_KEEP, case1_weights
+from cnnlab.fastpath import DROPOUT_KEEP, FusedAdam, case1_weights
 from cnnlab.models import create_model
 from cnnlab.train import TrainConfig, make_optimizer
 
@@ -134,6 +134,33 @@ def test_case1_logits_match_the_model_in_float64(n: int) -> None:
         want = copy.deepcopy(model).double()(x.double().div(255).unsqueeze(1))
     assert got.shape == (n, 10) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_fused_adam_is_torch_adam(use_native: bool) -> None:
+    """cnnlab's C++ Adam and ``torch._fused_adam_`` against ``torch.optim.Adam``'s default."""
+    torch.manual_seed(0)
+    model = create_model("case1")
+    ref = copy.deepcopy(model)
+    fast_opt = make_optimizer(model, TrainConfig())
+    adam = FusedAdam(fast_opt, list(model.parameters()), use_native=use_native)
+    assert adam.native == use_native
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3, eps=1e-7, foreach=False)
+    g = torch.Generator().manual_seed(1)
+    for i in range(30):
+        # gradients of changing scale, some exactly zero (Adam's state still moves)
+        grads = [torch.randn(p.shape, generator=g) * 10.0 ** (-i % 4) for p in ref.parameters()]
+        grads[1].zero_()
+        for p, gr in zip(ref.parameters(), grads, strict=True):
+            p.grad = gr.clone()
+        ref_opt.step()
+        adam.step([gr.clone() for gr in grads])
+    for a, b in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+        sa, sb = fast_opt.state[a], ref_opt.state[b]
+        assert float(sa["step"]) == float(sb["step"]) == 30.0
+        torch.testing.assert_close(sa["exp_avg"], sb["exp_avg"], rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(sa["exp_avg_sq"], sb["exp_avg_sq"], rtol=1e-5, atol=1e-12)
 
 
 def test_kernels_reject_bad_inputs() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import runs
+from cnnlab import native, runs
 from cnnlab.data import MNIST, Splits, prepare
 from cnnlab.train import EarlyStopping, TrainConfig, fit
 
@@ -75,7 +75,10 @@ def test_fit_writes_a_complete_run(tiny_run: dict[str, Path]) -> None:
         assert metrics["best_epoch"] == best["epoch"]
         assert metrics["best_val_loss"] == pytest.approx(best["val_loss"])
         assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] > 0
-        assert runs.read_json(run_dir / "config.json")["config"]["case"] == case
+        config = runs.read_json(run_dir / "config.json")
+        assert config["config"]["case"] == case
+        # Case 1's C++ kernels run wherever they build (a C++ compiler); never for the others
+        assert config["resolved"]["native_kernels"] == (case == "case1" and native.load())
 
 
 def test_training_learns_synthetic_digits(tiny_splits: Splits, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cnnlab import distributed, runs
+from cnnlab import distributed, native, runs
 from cnnlab.data import Splits
 from cnnlab.evaluate import evaluate, resolve_device, to_tensors
 from cnnlab.fastpath import EpochSums, as_float_images, make_step, run_epoch
@@ -347,10 +347,13 @@ def run_config(
     device: torch.device,
     ctx: distributed.DistContext | None = None,
 ) -> dict[str, Any]:
+    kernels = config.engine == "fast" and config.native and config.case == "case1"
     return {
         "config": asdict(config),
         "resolved": {
             "device": str(device),
+            # Case 1's fast step: cnnlab's C++ kernels, or PyTorch ops where they don't build
+            "native_kernels": kernels and device.type == "cpu" and native.load(),
             "threads": torch.get_num_threads(),
             "world_size": ctx.world_size if ctx else 1,
             "torch": torch.__version__,

@@ -461,9 +461,67 @@ at::Tensor dropout_mask(at::IntArrayRef shape, double keep) {
   return mask;
 }
 
+// Adam's update, as torch.optim.Adam's default implementation computes it in float32
+// (lerp for the first moment, addcmul for the second, then sqrt(v) / sqrt(1 - beta2^t) +
+// eps and addcdiv with -lr / (1 - beta1^t)), one pass over each tensor. `steps` are the
+// optimiser's per-tensor step counts (float32 scalars), incremented here.
+void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+               at::TensorList exp_avg_sqs, at::TensorList steps, double lr, double beta1,
+               double beta2, double eps) {
+  const size_t count = params.size();
+  TORCH_CHECK(grads.size() == count && exp_avgs.size() == count &&
+                  exp_avg_sqs.size() == count && steps.size() == count,
+              "adam_step: lists of different lengths");
+  for (size_t t = 0; t < count; ++t) {
+    const at::Tensor& p = params[t];
+    for (const at::Tensor* u : {&p, &grads[t], &exp_avgs[t], &exp_avg_sqs[t]}) {
+      TORCH_CHECK(u->device().is_cpu() && u->scalar_type() == at::kFloat && u->is_contiguous() &&
+                      u->numel() == p.numel(),
+                  "adam_step: contiguous float32 CPU tensors of one size expected");
+    }
+    const at::Tensor& st = steps[t];
+    TORCH_CHECK(st.numel() == 1 && st.scalar_type() == at::kFloat, "adam_step: float32 steps");
+    float* step_ptr = st.data_ptr<float>();
+    *step_ptr += 1.0f;
+    const double step = *step_ptr;
+    // the scalars as torch.optim.Adam passes them to its tensor ops: doubles, used as float
+    const float w1 = static_cast<float>(1.0 - beta1);
+    const float b2 = static_cast<float>(beta2);
+    const float w2 = static_cast<float>(1.0 - beta2);
+    const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, step)));
+    const float neg_step_size = static_cast<float>(-(lr / (1.0 - std::pow(beta1, step))));
+    const float epsf = static_cast<float>(eps);
+    float* pp = p.data_ptr<float>();
+    const float* gp = grads[t].data_ptr<float>();
+    float* mp = exp_avgs[t].data_ptr<float>();
+    float* vp = exp_avg_sqs[t].data_ptr<float>();
+    // lerp's formula for weights below 0.5 (Adam's 1 - beta1 is 0.1)
+    TORCH_CHECK(w1 < 0.5f, "adam_step: beta1 must be above 0.5");
+    at::parallel_for(0, p.numel(), 16384, [=](int64_t begin, int64_t end) {
+      float* __restrict pr = pp;  // four distinct tensors: lets the loop vectorise
+      const float* __restrict gr = gp;
+      float* __restrict mr = mp;
+      float* __restrict vr = vp;
+      for (int64_t i = begin; i < end; ++i) {
+        const float g = gr[i];
+        const float m = mr[i] + w1 * (g - mr[i]);
+        const float v = vr[i] * b2 + w2 * g * g;
+        const float denom = std::sqrt(v) / bc2_sqrt + epsf;
+        mr[i] = m;
+        vr[i] = v;
+        pr[i] = pr[i] + neg_step_size * m / denom;
+      }
+    });
+  }
+}
+
 }  // namespace
 
 TORCH_LIBRARY(cnnlab, m) {
+  m.def(
+      "adam_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] steps, float lr, float beta1, float beta2, "
+      "float eps) -> ()");
   m.def("dropout_mask(int[] shape, float keep) -> Tensor");
   m.def("case1_logits(Tensor x, Tensor[] weights) -> Tensor");
   m.def(
@@ -478,4 +536,5 @@ TORCH_LIBRARY_IMPL(cnnlab, CPU, m) {
 
 TORCH_LIBRARY_IMPL(cnnlab, CompositeExplicitAutograd, m) {
   m.impl("dropout_mask", &dropout_mask);
+  m.impl("adam_step", &adam_step);
 }
