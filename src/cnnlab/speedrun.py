@@ -23,7 +23,7 @@ lowest, too little margin; batch normalisation after the first convolution as we
 time and gave no accuracy.
 
 The clock starts with the uint8 images in memory and stops with a trained model: it
-includes converting and normalising the images, building the model and every step.
+includes normalising the images (batch by batch), building the model and every step.
 """
 
 from __future__ import annotations
@@ -85,9 +85,13 @@ def build_model(config: SpeedrunConfig) -> nn.Sequential:
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
-def normalise(images: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> (N, 784) on ``device``, zero mean, unit variance, in ``dtype``."""
-    x = torch.from_numpy(images).to(device).reshape(len(images), -1).float()
+def normalise(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> (N, 1, 28, 28), zero mean, unit variance, in ``dtype``.
+
+    Applied batch by batch: a 256-image batch stays in the cache, where converting the
+    whole training set up front would make four passes over 188 MB of float32.
+    """
+    x = images.reshape(len(images), 1, 28, 28).float()
     return x.div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).to(dtype)
 
 
@@ -120,8 +124,9 @@ def train(
     _sync(device)
     start = time.perf_counter()
     torch.manual_seed(seed)
-    # The whole training set lives on the device, already in the dtype the convolutions use.
-    x = normalise(images, device, torch.bfloat16 if config.bf16 else torch.float32)
+    # The whole training set lives on the device as uint8; each batch is normalised there.
+    x = torch.from_numpy(images).to(device)
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     model = build_model(config).to(device)
     params = list(model.parameters())
@@ -138,7 +143,7 @@ def train(
         for i in range(min(per_epoch, total - step)):
             idx = order[i * bs : (i + 1) * bs]
             opt.param_groups[0]["lr"] = one_cycle(step, total, config)
-            xb = x.index_select(0, idx).view(-1, 1, 28, 28)  # (B, 1, 28, 28)
+            xb = normalise(x.index_select(0, idx), dtype)  # (B, 1, 28, 28)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(xb)
             loss = F.cross_entropy(
@@ -160,12 +165,13 @@ def accuracy(
     """Accuracy of ``model`` on uint8 images (evaluation mode; not timed)."""
     device = torch.device(config.device)
     model.eval()
-    x = normalise(images, device, torch.bfloat16 if config.bf16 else torch.float32)
+    x = torch.from_numpy(images).to(device)
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     hits = 0
     for i in range(0, len(x), 1000):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            pred = model(x[i : i + 1000].view(-1, 1, 28, 28)).argmax(1)
+            pred = model(normalise(x[i : i + 1000], dtype)).argmax(1)
         hits += int((pred == y[i : i + 1000]).sum())
     return hits / len(x)
 
