@@ -12,8 +12,12 @@
 // conv1, the poolings, the ReLUs, the dropout products, the softmax cross-entropy and
 // their backward passes are loops written here: each is one pass over a few hundred KB
 // where PyTorch would run several operations, each with its own dispatch and temporary.
-// The matrix products and conv2 stay with MKL and MKL-DNN. No -ffast-math: the loops do
+// conv2's backward pass is summed over its nonzero output gradients only. The dense
+// layers and conv2's forward pass stay with MKL and MKL-DNN. No -ffast-math: the loops do
 // IEEE float32 arithmetic, in a summation order that differs from MKL's only in rounding.
+//
+// Ops (torch.ops.cnnlab.*): case1_logits, case1_gradients, dropout_mask (PyTorch's CPU
+// dropout draws, replayed bit for bit) and adam_step (torch.optim.Adam's update).
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
