@@ -186,12 +186,12 @@ def test_build_is_atomic_and_a_missing_compiler_falls_back(
     source = tmp_path / "tiny.cpp"
     source.write_text('extern "C" int cnnlab_answer() { return 42; }\n')
     target = tmp_path / "lib" / "tiny.so"
-    native.build(target, source)
+    native.build(target, [source])
     assert target.stat().st_size > 0
     assert list(target.parent.iterdir()) == [target]  # no temporary left behind
     source.write_text("this is not C++\n")
     with pytest.raises(native.NativeBuildError, match="failed"):
-        native.build(target, source)
+        native.build(target, [source])
     assert list(target.parent.iterdir()) == [target]  # the good library is untouched
 
     monkeypatch.setenv("CXX", "no-such-compiler-here")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from itertools import pairwise
 from pathlib import Path
@@ -9,11 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from cnnlab import speedrun
+from cnnlab import native, speedrun
 from cnnlab.cli import main
 from cnnlab.data import MNIST
-from cnnlab.speedrun import SpeedrunConfig, accuracy, build_model, one_cycle, train
+from cnnlab.speedrun import (
+    SpeedrunConfig,
+    accuracy,
+    build_model,
+    make_forward,
+    normalise,
+    one_cycle,
+    train,
+)
 
 
 def test_config_rejects_bad_values() -> None:
@@ -50,6 +60,41 @@ def test_training_learns_and_is_deterministic(tiny_mnist: MNIST) -> None:
         assert torch.equal(pa, pb), name
     # the synthetic digits are easy: far above the 10% of chance
     assert accuracy(a, tiny_mnist.x_test, tiny_mnist.y_test, cfg) >= 0.6
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_both_first_blocks_learn(tiny_mnist: MNIST, fused: bool) -> None:
+    """The C++ first block (where it builds) and PyTorch's bfloat16 layers train alike."""
+    cfg = SpeedrunConfig(epochs=8, batch_size=32, lr=0.01, fused_first_block=fused)
+    model, _ = train(tiny_mnist.x_train, tiny_mnist.y_train, cfg, seed=2)
+    assert accuracy(model, tiny_mnist.x_test, tiny_mnist.y_test, cfg) >= 0.6
+
+
+@pytest.mark.skipif(not native.load(), reason="cnnlab's C++ kernels do not build here")
+def test_fused_first_block_is_conv_pool_relu_in_float64() -> None:
+    torch.manual_seed(0)
+    model = build_model(SpeedrunConfig())
+    conv = model[0]
+    images = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8)
+    images[:, :5] = 0  # a flat band: ties in the pooling windows
+    forward = make_forward(model, SpeedrunConfig(bf16=False))  # float32 after the block too
+    out = forward(images)
+    x = normalise(images, torch.float64)
+    ref = model.double()
+    with torch.no_grad():
+        expected = ref(x)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+    # gradients of the block's kernel and bias, through PyTorch's layers in float64
+    model.float()
+    g = torch.randn(6, 10, dtype=torch.float64)
+    (forward(images).double() * g).sum().backward()
+    w, b = conv.weight.detach().double().requires_grad_(), conv.bias.detach().double()
+    b.requires_grad_()
+    rest = copy.deepcopy(model[3:]).double()
+    h = torch.relu(F.max_pool2d(F.conv2d(x, w, b, stride=2, padding=2), 2))
+    gw, gb = torch.autograd.grad((rest(h) * g).sum(), (w, b))
+    torch.testing.assert_close(conv.weight.grad.double(), gw, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(conv.bias.grad.double(), gb, rtol=1e-4, atol=1e-5)
 
 
 def test_run_never_trains_on_test_images(

@@ -1,15 +1,16 @@
-"""cnnlab's C++ kernels (``csrc/case1.cpp``): built on first use, cached, loaded as torch ops.
+"""cnnlab's C++ kernels (``csrc/*.cpp``): built on first use, cached, loaded as torch ops.
 
-The fast engine's Case 1 step on a CPU runs through them when they build; when they
-cannot (no C++ compiler, say), it runs the same arithmetic in PyTorch operations
-(:mod:`cnnlab.fastcase1`), about a third slower, after one warning. ``make install``
+The fast engine's Case 1 step, its Adam update and the speedrun's first block run through
+them on a CPU when they build; when they cannot (no C++ compiler, say), the same
+arithmetic runs in PyTorch operations (:mod:`cnnlab.fastcase1`), about 2.5x slower, after
+one warning. ``make install``
 builds them ahead (``python -m cnnlab.native``), so no training run waits for the
-compiler (about 15 s).
+compiler (about 30 s).
 
 The library is compiled with ``g++`` (or ``$CXX``) against the installed torch's headers
 and libraries, for this machine's CPU (``-march=native``), into
 ``~/.cache/cnnlab/native/<key>/`` (``$XDG_CACHE_HOME`` is honoured). The key hashes the
-source, the torch version, the compiler flags and the CPU, so a changed source or a new
+sources, the torch version, the compiler flags and the CPU, so a changed source or a new
 torch gets a fresh build; the library is written to a temporary name and renamed, so an
 interrupted build never leaves a half-written one behind.
 """
@@ -24,12 +25,14 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "case1.cpp"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = (CSRC / "case1.cpp", CSRC / "speedrun.cpp")  # and the header they share, vec16.h
 # No -ffast-math: IEEE float32 results. -fno-math-errno only lets sqrt vectorise.
 FLAGS = [
     "-O3",
@@ -57,7 +60,7 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def _command(source: Path, target: Path) -> list[str]:
+def _command(sources: Sequence[Path], target: Path) -> list[str]:
     import torch.utils.cpp_extension as cpp  # slow to import; only needed to build
 
     torch_dir = Path(torch.__file__).parent
@@ -69,7 +72,7 @@ def _command(source: Path, target: Path) -> list[str]:
         *FLAGS,
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
         *includes,
-        str(source),
+        *map(str, sources),
         f"-L{lib}",
         "-lc10",
         "-ltorch_cpu",
@@ -82,18 +85,19 @@ def _command(source: Path, target: Path) -> list[str]:
 def library_path() -> Path:
     """Where this machine's build of the kernels lives (whether or not it exists yet)."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__.encode(), " ".join(FLAGS).encode()):
-        key.update(part)
+    for path in sorted(CSRC.iterdir()):
+        key.update(path.name.encode() + path.read_bytes())
+    key.update(torch.__version__.encode() + " ".join(FLAGS).encode())
     key.update(f"{_cpu_name()} {platform.machine()} {sys.version_info[:2]}".encode())
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "cnnlab" / "native" / key.hexdigest()[:16] / "cnnlab_case1.so"
 
 
-def build(target: Path, source: Path = SOURCE) -> None:
-    """Compile ``source`` (the kernels) into ``target``, atomically; raises NativeBuildError."""
+def build(target: Path, sources: Sequence[Path] = SOURCES) -> None:
+    """Compile ``sources`` (the kernels) into ``target``, atomically; raises NativeBuildError."""
     if platform.system() != "Linux":
         raise NativeBuildError(f"the C++ kernels are built on Linux only, not {platform.system()}")
-    compiler = _command(source, target)[0]
+    compiler = _command(sources, target)[0]
     if shutil.which(compiler) is None:
         raise NativeBuildError(f"no C++ compiler ({compiler}) on PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +105,7 @@ def build(target: Path, source: Path = SOURCE) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        done = subprocess.run(_command(source, tmp), capture_output=True, text=True, check=False)
+        done = subprocess.run(_command(sources, tmp), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise NativeBuildError(f"{compiler} failed: {last}")

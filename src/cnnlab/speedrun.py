@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab import native
 from cnnlab.data import MNIST
 from cnnlab.fastpath import FusedAdam
 from cnnlab.models import count_params
@@ -58,6 +59,8 @@ class SpeedrunConfig:
     width1: int = 32
     width2: int = 64
     bf16: bool = True  # autocast the convolutions to bfloat16 (float32 weights)
+    # on a CPU, conv1 + pool + ReLU in cnnlab's C++ kernel (float32), where it builds
+    fused_first_block: bool = True
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
@@ -95,6 +98,53 @@ def normalise(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).to(dtype)
 
 
+class _FirstBlock(torch.autograd.Function):
+    """conv 5x5/2 (1 -> 32) -> max pool 2 -> ReLU as one C++ kernel (``csrc/speedrun.cpp``).
+
+    (B, 28, 28) float32 images -> (B, 32, 7, 7) channels-last; the backward pass returns
+    the kernel's and bias's gradients (the images need none).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        out, idx = torch.ops.cnnlab.speedrun_block(x, weight, bias)  # (B, 7, 7, 32) each
+        ctx.save_for_backward(x, out, idx)
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor]:
+        x, out, idx = ctx.saved_tensors
+        g = grad.permute(0, 2, 3, 1).contiguous()  # (B, 7, 7, 32)
+        gw, gb = torch.ops.cnnlab.speedrun_block_backward(g, x, out, idx)
+        return None, gw, gb
+
+
+def make_forward(
+    model: nn.Sequential, config: SpeedrunConfig
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 image batch (B, 28, 28) -> logits, the way this config and machine compute it."""
+    device = torch.device(config.device)
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    if config.fused_first_block and device.type == "cpu" and native.load():
+        conv, rest = model[0], model[3:]  # model[1:3] are the pool and ReLU the kernel does
+
+        def fused(xb: torch.Tensor) -> torch.Tensor:
+            x = normalise(xb, torch.float32).view(-1, 28, 28)
+            h = _FirstBlock.apply(x, conv.weight, conv.bias)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                return rest(h)
+
+        return fused
+
+    def plain(xb: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            return model(normalise(xb, dtype))
+
+    return plain
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -126,9 +176,9 @@ def train(
     torch.manual_seed(seed)
     # The whole training set lives on the device as uint8; each batch is normalised there.
     x = torch.from_numpy(images).to(device)
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     model = build_model(config).to(device)
+    forward = make_forward(model, config)
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99), fused=True)
     adam = FusedAdam(opt, params)
@@ -143,9 +193,7 @@ def train(
         for i in range(min(per_epoch, total - step)):
             idx = order[i * bs : (i + 1) * bs]
             opt.param_groups[0]["lr"] = one_cycle(step, total, config)
-            xb = normalise(x.index_select(0, idx), dtype)  # (B, 1, 28, 28)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(xb)
+            logits = forward(x.index_select(0, idx))
             loss = F.cross_entropy(
                 logits.float(), y.index_select(0, idx), label_smoothing=config.label_smoothing
             )
@@ -160,18 +208,17 @@ def train(
 
 @torch.inference_mode()
 def accuracy(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, config: SpeedrunConfig
+    model: nn.Sequential, images: np.ndarray, labels: np.ndarray, config: SpeedrunConfig
 ) -> float:
     """Accuracy of ``model`` on uint8 images (evaluation mode; not timed)."""
     device = torch.device(config.device)
     model.eval()
     x = torch.from_numpy(images).to(device)
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
+    forward = make_forward(model, config)
     hits = 0
     for i in range(0, len(x), 1000):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            pred = model(normalise(x[i : i + 1000], dtype)).argmax(1)
+        pred = forward(x[i : i + 1000]).argmax(1)
         hits += int((pred == y[i : i + 1000]).sum())
     return hits / len(x)
 

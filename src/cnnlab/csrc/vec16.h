@@ -1,0 +1,41 @@
+// 16 float32 lanes at a time, for cnnlab's C++ kernels (case1.cpp, speedrun.cpp).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace cnnlab {
+
+// 16 float32 lanes (one AVX-512 register, or two AVX ones): the 16 channels of a conv1
+// pixel, a quarter of a conv2 pixel's 64. GCC/Clang vector extensions: +, *, ?: and the
+// comparisons work lane by lane, in IEEE float32 like the scalar code.
+typedef float f16v __attribute__((vector_size(64)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+typedef uint8_t u16v __attribute__((vector_size(16)));
+
+inline f16v load16(const float* p) {
+  f16v v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store16(float* p, f16v v) { std::memcpy(p, &v, sizeof v); }
+inline i16v load_arg(const uint8_t* p) {
+  u16v v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_convertvector(v, i16v);
+}
+inline void store_arg(uint8_t* p, i16v v) {
+  const u16v b = __builtin_convertvector(v, u16v);
+  std::memcpy(p, &b, sizeof b);
+}
+inline f16v relu16(f16v v) { return v < 0.0f ? f16v{} : v; }
+
+// Pools 16 channels over the four positions of a 2x2 window: best is the first maximum in
+// PyTorch's scan order (strict >, NaN wins), arg its position 0..3 (row-major).
+inline void pool_take(f16v v, int d, f16v& best, i16v& arg) {
+  const i16v take = (v > best) | (v != v);
+  best = take ? v : best;
+  arg = take ? i16v{} + d : arg;
+}
+
+}  // namespace cnnlab
