@@ -120,14 +120,18 @@ def load() -> bool:
 
     Warns once and returns False when they cannot be built or loaded here.
     """
+    target: Path | None = None
     try:
         target = library_path()
         if not target.exists():
             build(target)
         torch.ops.load_library(str(target))
     except (NativeBuildError, OSError, RuntimeError) as err:
+        # (a library that exists but fails to load is left for the user to delete: loading
+        # a rebuilt copy into this process would register the same ops twice)
+        where = f"; delete {target.parent} to rebuild" if target and target.exists() else ""
         warnings.warn(
-            f"cnnlab's C++ kernels are not available ({err}); "
+            f"cnnlab's C++ kernels are not available ({err}{where}); "
             "the fast engine runs its PyTorch version instead",
             RuntimeWarning,
             stacklevel=2,
@@ -155,8 +159,9 @@ def exact_dropout() -> bool:
 
 def main() -> int:
     """``python -m cnnlab.native``: build the kernels now and say where they are."""
-    target = library_path()
+    target: Path | None = None
     try:
+        target = library_path()
         if not target.exists():
             build(target)
         torch.ops.load_library(str(target))
