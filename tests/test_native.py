@@ -176,8 +176,10 @@ def test_kernels_reject_bad_inputs() -> None:
 def test_the_step_uses_the_kernels_by_default_on_a_cpu() -> None:
     model = create_model("case1")
     opt = make_optimizer(model, TrainConfig())
-    assert Case1Step(model, opt).native
-    assert not Case1Step(model, opt, use_native=False).native
+    step = Case1Step(model, opt)
+    assert step.native and step.native_masks and step.adam.native
+    torch_only = Case1Step(model, opt, use_native=False)  # what TrainConfig(native=False) runs
+    assert not (torch_only.native or torch_only.native_masks or torch_only.adam.native)
 
 
 def test_build_is_atomic_and_a_missing_compiler_falls_back(

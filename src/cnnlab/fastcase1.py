@@ -140,12 +140,12 @@ class Case1Step:
         self.model = model
         self.weights = [p.detach() for p in params]
         self.grads = [torch.zeros_like(p) for p in params]
-        self.adam = FusedAdam(optimizer, params)
         self.grad_hook = grad_hook  # between backward and Adam (a data-parallel all-reduce)
         # the C++ kernels when they run here (None: whenever they build), else PyTorch ops
         runs_here = params[0].device.type == "cpu" and native.load()
         if use_native and not runs_here:
             raise ValueError("cnnlab's C++ kernels do not run here (CPU only; see the warning)")
+        self.adam = FusedAdam(optimizer, params, use_native)
         self.native = runs_here if use_native is None else use_native
         self.native_masks = self.native and native.exact_dropout()
 

@@ -116,9 +116,9 @@ class FusedAdam:
 
     The optimiser object keeps its state (``step``, ``exp_avg``, ``exp_avg_sq``), so its
     ``state_dict`` is what the plain loop saves and resumes from. On a CPU the update is
-    cnnlab's C++ loop (:mod:`cnnlab.native`; about 5x faster than ``torch._fused_adam_``
-    on Case 1) where the kernels build, else ``torch._fused_adam_``; ``use_native``
-    forces one or the other.
+    cnnlab's C++ loop (:mod:`cnnlab.native`; measured on Case 1's weights: 30 against 46
+    µs alone, ~50 µs less per training step) where the kernels build, else
+    ``torch._fused_adam_``; ``use_native`` forces one or the other.
     """
 
     def __init__(
@@ -244,10 +244,11 @@ class AutogradStep:
         model: nn.Sequential,
         optimizer: torch.optim.Optimizer,
         grad_hook: GradHook | None = None,
+        use_native: bool | None = None,
     ) -> None:
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.adam = FusedAdam(optimizer, self.params)
+        self.adam = FusedAdam(optimizer, self.params, use_native)
         self.grad_hook = grad_hook
 
     def __call__(
@@ -276,14 +277,15 @@ def make_step(
 ) -> Step:
     """The fastest faithful step for ``model``: hand-written for Case 1, autograd otherwise.
 
-    ``use_native`` picks Case 1's C++ kernels (True) or its PyTorch version (False); None
-    takes the kernels whenever they run here (:mod:`cnnlab.native`).
+    ``use_native`` picks cnnlab's C++ kernels (True: Case 1's step and Adam) or PyTorch
+    operations only (False); None takes the kernels whenever they run here
+    (:mod:`cnnlab.native`).
     """
     from cnnlab.fastcase1 import Case1Step
 
     if case1_weights(model) is not None:
         return Case1Step(model, optimizer, grad_hook, use_native)
-    return AutogradStep(model, optimizer, grad_hook)
+    return AutogradStep(model, optimizer, grad_hook, use_native)
 
 
 def run_epoch(

@@ -114,24 +114,36 @@ def build(target: Path, sources: Sequence[Path] = SOURCES) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _build_and_load() -> Path:
+    """Build the kernels if this machine has no build yet, load them; returns the library."""
+    target = library_path()
+    if not target.exists():
+        build(target)
+    torch.ops.load_library(str(target))
+    return target
+
+
+def _unavailable(err: Exception) -> str:
+    # (a library that exists but fails to load is left for the user to delete: loading
+    # a rebuilt copy into this process would register the same ops twice)
+    try:
+        target = library_path()
+    except OSError:
+        return str(err)
+    return f"{err}; delete {target.parent} to rebuild" if target.exists() else str(err)
+
+
 @cache
 def load() -> bool:
     """Build (if needed) and load the kernels; True when ``torch.ops.cnnlab`` has them.
 
     Warns once and returns False when they cannot be built or loaded here.
     """
-    target: Path | None = None
     try:
-        target = library_path()
-        if not target.exists():
-            build(target)
-        torch.ops.load_library(str(target))
+        _build_and_load()
     except (NativeBuildError, OSError, RuntimeError) as err:
-        # (a library that exists but fails to load is left for the user to delete: loading
-        # a rebuilt copy into this process would register the same ops twice)
-        where = f"; delete {target.parent} to rebuild" if target and target.exists() else ""
         warnings.warn(
-            f"cnnlab's C++ kernels are not available ({err}{where}); "
+            f"cnnlab's C++ kernels are not available ({_unavailable(err)}); "
             "the fast engine runs its PyTorch version instead",
             RuntimeWarning,
             stacklevel=2,
@@ -159,14 +171,13 @@ def exact_dropout() -> bool:
 
 def main() -> int:
     """``python -m cnnlab.native``: build the kernels now and say where they are."""
-    target: Path | None = None
     try:
-        target = library_path()
-        if not target.exists():
-            build(target)
-        torch.ops.load_library(str(target))
+        target = _build_and_load()
     except (NativeBuildError, OSError, RuntimeError) as err:
-        print(f"cnnlab: C++ kernels not built ({err}); the fast engine will use PyTorch ops")
+        print(
+            f"cnnlab: C++ kernels not built ({_unavailable(err)}); the fast engine will use "
+            "PyTorch ops"
+        )
         return 0  # not an error: the fast engine works without them
     print(f"cnnlab: C++ kernels ready: {target}")
     return 0
