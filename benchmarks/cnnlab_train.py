@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from cnnlab import data
-from cnnlab.train import ENGINES, TrainConfig, fit
+from cnnlab.train.loop import ENGINES, TrainConfig, fit
 
 
 def main() -> None:

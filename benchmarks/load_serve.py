@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from cnnlab import runs
+from cnnlab import fileio
 from cnnlab.models import create_model
+from cnnlab.train import checkpoint, runs
 
 STROKES = {  # digits as the page would send them: black pen on a white 280x280 pad
     "1": [(140, 40), (140, 250)],
@@ -59,7 +60,7 @@ def payloads() -> list[bytes]:
 
 def untrained_run(folder: Path) -> Path:
     torch.manual_seed(0)
-    ckpt = {"format": runs.CHECKPOINT_FORMAT, "case": "case1", "epoch": 0}
+    ckpt = {"format": checkpoint.FORMAT, "case": "case1", "epoch": 0}
     runs.save_torch(folder / "best.pt", {**ckpt, "model": create_model("case1").state_dict()})
     return folder
 
@@ -195,7 +196,7 @@ def main() -> int:
             f"(server p50 {r['server_p50_ms']} ms); errors {r['errors']} {r['error_kinds'] or ''}"
         )
     if args.json:
-        runs.write_json(args.json, result)
+        fileio.write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0 if single["errors"] == 0 and loaded["errors"] == 0 else 1
 

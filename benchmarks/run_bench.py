@@ -85,10 +85,10 @@ def epoch_seconds(seconds: list[float]) -> float:
 
 
 def cnnlab_run(run_dir: Path, proc: dict[str, float]) -> dict[str, Any]:
-    from cnnlab import runs
+    from cnnlab.train import runs
 
     history = runs.read_history(run_dir / "history.csv")
-    metrics = runs.read_json(run_dir / "metrics.json")
+    metrics = fileio.read_json(run_dir / "metrics.json")
     seconds = [float(r["seconds"]) for r in history]
     return {
         "epoch_seconds": seconds,

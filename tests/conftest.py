@@ -87,13 +87,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> d
 
     Read-only for tests: copy a run folder before changing anything in it.
     """
-    from cnnlab.train import TrainConfig, fit
+    from cnnlab.train.loop import TrainConfig, fit
 
     out = {}
     for case in ("case1", "case2", "case3"):
         run_dir = tmp_path_factory.mktemp(case)
         fit(
-            TrainConfig(case=case, epochs=2, seed=42),
+            TrainConfig(model=case, epochs=2, seed=42),
             tiny_splits,
             run_dir,
             progress=False,

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import synthetic_mnist
 
 from cnnlab.data import prepare
-from cnnlab.train import TrainConfig, fit
+from cnnlab.train.loop import TrainConfig, fit
 
 if __name__ == "__main__":
     out, case, epochs, batch = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -7,8 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab import baselines
-from cnnlab.baselines import BaselineConfig, cached, hog_features, markdown_table, run_baselines
+from cnnlab.analysis import baselines
+from cnnlab.analysis.baselines import (
+    BaselineConfig,
+    cached,
+    hog_features,
+    markdown_table,
+    run_baselines,
+)
 from cnnlab.cli import main
 from cnnlab.data import MNIST, Splits
 from cnnlab.errors import CnnlabError

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from cnnlab.predict import Predictor
-from cnnlab.serve import background_server, create_app
+from cnnlab.serving.predict import Predictor
+from cnnlab.serving.serve import background_server, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

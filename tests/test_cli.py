@@ -50,7 +50,7 @@ def test_missing_data_is_one_line(
     def offline(url: str, dest: Path) -> None:
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data, "_fetch", offline)
+    monkeypatch.setattr(data.mnist, "_fetch", offline)
     code = cli.main(
         ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]
     )

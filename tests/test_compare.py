@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab import runs
-from cnnlab.compare import compare
+from cnnlab import fileio
 from cnnlab.errors import CnnlabError
+from cnnlab.report.compare import compare
 
 
 def test_compare_trained_and_imported_runs(tiny_run: dict[str, Path], tmp_path: Path) -> None:
     imported = tmp_path / "imported"
     imported.mkdir()
-    runs.write_json(
+    fileio.write_json(
         imported / "metrics.json",
         {"case": "case2", "params": 3210, "test_accuracy": 0.7752, "test_loss": 0.69},
     )
@@ -34,6 +34,6 @@ def test_compare_refuses_unfinished_runs(tiny_run: dict[str, Path], tmp_path: Pa
         compare([tmp_path], tmp_path)
     run = tmp_path / "run"
     shutil.copytree(tiny_run["case3"], run)
-    runs.write_json(run / "metrics.json", {"case": "case3", "params": 10090})
+    fileio.write_json(run / "metrics.json", {"case": "case3", "params": 10090})
     with pytest.raises(CnnlabError, match="no test metrics yet"):
         compare([run], tmp_path)

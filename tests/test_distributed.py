@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab import runs
+from cnnlab import fileio
+from cnnlab.train import checkpoint, runs
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -47,14 +48,14 @@ def test_two_processes_match_one(tmp_path: Path, case: str, engine: str) -> None
     for r1, r2 in zip(h1, h2, strict=True):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-5), key
-    w1 = runs.load_checkpoint(one / "last.pt")["model"]
-    w2 = runs.load_checkpoint(two / "last.pt")["model"]
+    w1 = checkpoint.load_checkpoint(one / "last.pt")["model"]
+    w2 = checkpoint.load_checkpoint(two / "last.pt")["model"]
     assert w1.keys() == w2.keys()
     for k in w1:
         # Adam (epsilon 1e-7) magnifies rounding in near-zero gradients: a few weights
         # drift by ~3e-5; the history above and a missing all-reduce differ by far more.
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-4)
-    m1, m2 = runs.read_json(one / "metrics.json"), runs.read_json(two / "metrics.json")
+    m1, m2 = fileio.read_json(one / "metrics.json"), fileio.read_json(two / "metrics.json")
     assert m1["best_epoch"] == m2["best_epoch"]
     assert m2["test_loss"] == pytest.approx(m1["test_loss"], rel=1e-4)
-    assert runs.read_json(two / "config.json")["resolved"]["world_size"] == 2
+    assert fileio.read_json(two / "config.json")["resolved"]["world_size"] == 2

@@ -10,17 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.cli import main
-from cnnlab.data import MNIST, scale
-from cnnlab.errors import CnnlabError
-from cnnlab.explain import (
+from cnnlab.analysis.explain import (
     explain_image,
     feature_maps,
     kernel_mosaic,
     load_image_file,
 )
+from cnnlab.cli import main
+from cnnlab.data import MNIST, scale
+from cnnlab.engine.numpy_engine import from_run, from_torch
+from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
-from cnnlab.numpy_engine import from_run, from_torch
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

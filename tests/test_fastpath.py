@@ -17,9 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import runs
 from cnnlab.data import Splits
-from cnnlab.fastpath import (
+from cnnlab.engine.fastpath import (
     as_float_images,
     conv_single_channel,
     fast_forward,
@@ -28,7 +27,8 @@ from cnnlab.fastpath import (
     run_epoch,
 )
 from cnnlab.models import create_model
-from cnnlab.train import TrainConfig, fit, make_optimizer
+from cnnlab.train import runs
+from cnnlab.train.loop import TrainConfig, fit, make_optimizer
 
 QUIET = {"progress": False, "log": lambda _msg: None}
 
@@ -231,7 +231,7 @@ def test_fit_fast_engine_follows_the_plain_engine(tiny_splits: Splits, tmp_path:
     ):
         out[name] = tmp_path / name
         out[name].mkdir()
-        config = TrainConfig(case="case1", epochs=2, batch_size=16, seed=3, engine=engine)
+        config = TrainConfig(model="case1", epochs=2, batch_size=16, seed=3, engine=engine)
         fit(config, splits, out[name], **QUIET)
     plain, fast = history(out["plain"] / "history.csv"), history(out["fast"] / "history.csv")
     for a, b in zip(plain, fast, strict=True):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnlab.data.idx import parse_idx, read_idx
 from cnnlab.errors import CnnlabError
-from cnnlab.idx import parse_idx, read_idx
 
 
 def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:

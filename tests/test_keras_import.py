@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import cli, runs
+from cnnlab import cli, fileio
 from cnnlab.data import MNIST
 from cnnlab.errors import CnnlabError
-from cnnlab.keras_import import import_keras, read_keras
+from cnnlab.interop.keras_import import import_keras, read_keras
 from cnnlab.models import create_model
+from cnnlab.train import checkpoint
 
 # --- a .keras writer for tests: Keras 3's layout, written by hand ---------------------------
 
@@ -177,7 +178,7 @@ def test_converted_model_matches_keras_forward(
 
 
 def test_import_writes_an_evaluable_run(tmp_path: Path, tiny_mnist: MNIST) -> None:
-    from cnnlab.evaluate import evaluate_run
+    from cnnlab.analysis.evaluation import evaluate_run
 
     torch.manual_seed(1)
     model = create_model(3)
@@ -186,15 +187,15 @@ def test_import_writes_an_evaluable_run(tmp_path: Path, tiny_mnist: MNIST) -> No
     metrics = import_keras(path, 3, out)
     assert metrics["params"] == 10090
     assert {p.name for p in out.iterdir()} == {"best.pt", "config.json", "metrics.json"}
-    saved = runs.read_json(out / "config.json")
+    saved = fileio.read_json(out / "config.json")
     assert saved["config"]["case"] == "case3"
     assert saved["imported_from"]["file"] == "m.keras"
     assert len(saved["imported_from"]["sha256"]) == 64
-    _, ckpt = runs.load_model(out)
+    _, ckpt = checkpoint.load_model(out)
     assert ckpt["case"] == "case3"
     result = evaluate_run(out, tiny_mnist)
     assert 0.0 <= result["test_accuracy"] <= 1.0
-    assert runs.read_json(out / "metrics.json")["params"] == 10090
+    assert fileio.read_json(out / "metrics.json")["params"] == 10090
     with pytest.raises(CnnlabError, match="already holds a run"):
         import_keras(path, 3, out)
 
@@ -357,7 +358,7 @@ def keras_dir(mnist_data_dir: Path) -> Path:
 def test_real_keras_model_matches_keras_figures(
     tmp_path: Path, keras_dir: Path, mnist: MNIST, case: int
 ) -> None:
-    from cnnlab.evaluate import evaluate_run
+    from cnnlab.analysis.evaluation import evaluate_run
 
     name = f"case{case}_best_model.keras"
     expected = json.loads((keras_dir / "expected.json").read_text())[name]

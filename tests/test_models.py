@@ -9,14 +9,15 @@ import torch
 from torch import nn
 
 from cnnlab.models import (
-    MODELS,
-    FlattenHWC,
+    CASES,
     case_name,
     count_params,
     create_model,
+    get,
     predict_proba,
     summary,
 )
+from cnnlab.models.torch_module import FlattenLast
 
 
 @pytest.mark.parametrize(
@@ -26,7 +27,7 @@ def test_parameter_counts_match_keras(case: str, params: int) -> None:
     assert count_params(create_model(case)) == params
 
 
-@pytest.mark.parametrize("case", sorted(MODELS))
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_output_is_logits_and_proba_sums_to_one(case: str, global_random_seed: int) -> None:
     model = create_model(case).eval()
     x = torch.rand(7, 1, 28, 28)
@@ -37,7 +38,7 @@ def test_output_is_logits_and_proba_sums_to_one(case: str, global_random_seed: i
     torch.testing.assert_close(p, torch.softmax(logits, 1))
 
 
-@pytest.mark.parametrize("case", sorted(MODELS))
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_keras_initialisation(case: str, global_random_seed: int) -> None:
     """Glorot-uniform kernels (limit sqrt(6 / (fan_in + fan_out))) and zero biases."""
     for m in create_model(case).modules():
@@ -53,7 +54,7 @@ def test_keras_initialisation(case: str, global_random_seed: int) -> None:
 
 def test_flatten_is_channels_last_like_keras() -> None:
     x = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)  # (N, C, H, W)
-    out = FlattenHWC()(x)
+    out = FlattenLast()(x)
     # Keras flattens (N, H, W, C): the channel index runs fastest.
     assert out[0, :3].tolist() == [x[0, 0, 0, 0], x[0, 1, 0, 0], x[0, 2, 0, 0]]
     torch.testing.assert_close(out, x.permute(0, 2, 3, 1).reshape(2, -1))
@@ -66,10 +67,10 @@ def test_case_names() -> None:
 
 
 def test_summary_table() -> None:
-    text = summary(create_model("case1"))
+    text = summary(get("case1"))
     assert "conv1 (Conv2D)" in text and "(None, 26, 26, 16)" in text
     assert "(None, 5, 5, 64)" in text and "51,232" in text
     assert "Total params: 61,002" in text and "Softmax" not in text
-    text2 = summary(create_model("case2"))
+    text2 = summary(get("case2"))
     assert "(None, 1, 1, 10)" not in text2 and "softmax (Softmax)" in text2
     assert "Total params: 3,210" in text2

@@ -21,11 +21,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import native
-from cnnlab.fastcase1 import Case1Step
-from cnnlab.fastpath import DROPOUT_KEEP, FusedAdam, case1_weights
+from cnnlab.engine import native
+from cnnlab.engine.adam import FusedAdam
+from cnnlab.engine.fastcase1 import Case1Step, case1_weights
+from cnnlab.engine.tensors import DROPOUT_KEEP
 from cnnlab.models import create_model
-from cnnlab.train import TrainConfig, make_optimizer
+from cnnlab.train.loop import TrainConfig, make_optimizer
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
 

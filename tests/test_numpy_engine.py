@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import runs
+from cnnlab import fileio
 from cnnlab.cli import main
 from cnnlab.data import MNIST, scale
-from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model, predict_proba
-from cnnlab.numpy_engine import (
+from cnnlab.engine.numpy_engine import (
     TOLERANCE,
     compare_with_torch,
     from_run,
@@ -23,6 +21,9 @@ from cnnlab.numpy_engine import (
     save_npz,
     verify_run,
 )
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model, predict_proba
+from cnnlab.train import checkpoint
 
 CASES = ["case1", "case2", "case3"]
 
@@ -51,7 +52,7 @@ def test_random_model_float32_and_float64(case: str, global_random_seed: int) ->
 @pytest.mark.parametrize("case", CASES)
 def test_trained_run_agrees(case: str, tiny_run: dict[str, Path], tiny_mnist: MNIST) -> None:
     engine = from_run(tiny_run[case])
-    model, _ = runs.load_model(tiny_run[case], "best")
+    model, _ = checkpoint.load_model(tiny_run[case], "best")
     x = scale(tiny_mnist.x_test)
     np.testing.assert_allclose(
         engine.predict_proba(x), _torch_proba(model, x), rtol=0, atol=TOLERANCE
@@ -122,7 +123,7 @@ def test_verify_run_writes_json(
     shutil.copytree(tiny_run["case1"], run)
     r = verify_run(run, scale(tiny_mnist.x_test), batch_size=7)
     assert r["passed"] and r["n_images"] == len(tiny_mnist.x_test)
-    assert runs.read_json(run / "numpy_check.json")["max_abs_diff"] == r["max_abs_diff"]
+    assert fileio.read_json(run / "numpy_check.json")["max_abs_diff"] == r["max_abs_diff"]
 
 
 def test_cli_verify_numpy_json(

@@ -10,10 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from cnnlab import cli, runs
+from cnnlab import cli
 from cnnlab.data import MNIST, Splits
 from cnnlab.errors import CnnlabError
-from cnnlab.onnx_export import export_run
+from cnnlab.interop.onnx_export import export_run
+from cnnlab.train import checkpoint
 
 ATOL = 1e-5  # the issue's tolerance on probabilities
 
@@ -29,7 +30,7 @@ def ort_proba(path: Path, x: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def torch_proba(run_dir: Path, x: np.ndarray) -> np.ndarray:
-    model, _ = runs.load_model(run_dir)
+    model, _ = checkpoint.load_model(run_dir)
     return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
 
 
@@ -103,7 +104,7 @@ def test_onnx_parity_on_the_mnist_test_set(
 ) -> None:
     """All 10,000 test images: the chapter's Keras case 1 model if present, else a tiny run."""
     from cnnlab.data import scale
-    from cnnlab.keras_import import import_keras
+    from cnnlab.interop.keras_import import import_keras
 
     keras_file = mnist_data_dir / "keras" / "case1_best_model.keras"
     run = tiny_run["case1"]

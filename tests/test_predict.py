@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from cnnlab import runs
 from cnnlab.cli import main
+from cnnlab.data.preprocess import ImageRejected, preprocess
 from cnnlab.errors import CnnlabError
 from cnnlab.models import predict_proba
-from cnnlab.predict import Predictor
-from cnnlab.preprocess import ImageRejected, preprocess
+from cnnlab.serving.predict import Predictor
+from cnnlab.train import checkpoint, runs
 
 
 def drawing(dark_on_light: bool = True, size: tuple[int, int] = (200, 240)) -> Image.Image:
@@ -52,7 +52,7 @@ def test_probabilities_match_the_model(
     assert predictor.case == case
     probs, maps = predictor.predict_inputs(inputs)
     assert maps == {}  # not asked for
-    model, _ = runs.load_model(tiny_run[case])
+    model, _ = checkpoint.load_model(tiny_run[case])
     with torch.no_grad():
         ref = predict_proba(model, torch.from_numpy(inputs).unsqueeze(1)).numpy()
     np.testing.assert_allclose(probs, ref, rtol=1e-5, atol=1e-6)
@@ -71,7 +71,7 @@ def test_feature_maps_match_functional_convolutions(
 ) -> None:
     predictor = Predictor.from_run(tiny_run[case])
     _, maps = predictor.predict_inputs(inputs, feature_maps=True)
-    sd = runs.load_checkpoint(tiny_run[case] / "best.pt")["model"]
+    sd = checkpoint.load_checkpoint(tiny_run[case] / "best.pt")["model"]
     x = torch.from_numpy(inputs).unsqueeze(1)  # (N, 1, 28, 28)
     conv1 = F.relu(F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"]))
     conv2 = F.relu(F.conv2d(F.max_pool2d(conv1, 2), sd["conv2.weight"], sd["conv2.bias"]))
@@ -225,9 +225,9 @@ def test_photographed_mnist_digits_are_recognised(
     well as the digits themselves: the preprocessing undoes enlargement, inversion,
     placement and JPEG."""
     from cnnlab.data import scale
-    from cnnlab.evaluate import to_tensors
+    from cnnlab.engine.device import to_tensors
     from cnnlab.models import create_model
-    from cnnlab.train import TrainConfig, make_optimizer, train_epoch
+    from cnnlab.train.loop import TrainConfig, make_optimizer, train_epoch
 
     x_train, y_train = mnist.x_train[:3000], mnist.y_train[:3000]  # type: ignore[attr-defined]
     x_test, y_test = mnist.x_test[:200], mnist.y_test[:200]  # type: ignore[attr-defined]
@@ -235,7 +235,7 @@ def test_photographed_mnist_digits_are_recognised(
     x, y = to_tensors(scale(x_train), y_train.astype(np.int64), torch.device("cpu"))
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(global_random_seed))
     train_epoch(model, make_optimizer(model, TrainConfig()), x, y, order, batch_size=32)
-    ckpt = {"format": runs.CHECKPOINT_FORMAT, "case": "case1", "epoch": 1}
+    ckpt = {"format": checkpoint.FORMAT, "case": "case1", "epoch": 1}
     runs.save_torch(tmp_path / "best.pt", {**ckpt, "model": model.state_dict()})
     predictor = Predictor.from_run(tmp_path)
 

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from cnnlab.errors import CnnlabError
-from cnnlab.preprocess import (
+from cnnlab.data.preprocess import (
     ImageLimits,
     ImageRejected,
     ImageTooLarge,
@@ -31,6 +30,7 @@ from cnnlab.preprocess import (
     preprocess_file,
     to_gray,
 )
+from cnnlab.errors import CnnlabError
 
 
 def seven(scale: float = 1.0, fg: int = 255, bg: int = 0, mode: str = "L") -> Image.Image:

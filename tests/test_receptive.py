@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from cnnlab.analysis.receptive import LayerSpec, layer_table, markdown, receptive_fields
 from cnnlab.models import create_model
-from cnnlab.receptive import LayerSpec, layer_table, markdown, receptive_fields
 
 
 def test_chapter_stack_by_hand() -> None:

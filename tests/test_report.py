@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab import baselines, report
-from cnnlab.baselines import BaselineConfig, run_baselines
+from cnnlab import fileio
+from cnnlab.analysis import baselines
+from cnnlab.analysis.baselines import BaselineConfig, run_baselines
+from cnnlab.analysis.shift import ShiftConfig
 from cnnlab.cli import main
 from cnnlab.data import MNIST, Splits
-from cnnlab.report import ReportConfig, build_report, md_to_html
-from cnnlab.shift import ShiftConfig
+from cnnlab.report import report
+from cnnlab.report.report import ReportConfig, build_report, md_to_html
 
 SMALL_SHIFT = ShiftConfig(max_shift=1, n_images=30, invariance_images=4)
 
@@ -138,13 +140,12 @@ def test_cli_report_errors(
 def test_runs_without_history_like_keras_imports(
     tiny_run: dict[str, Path], tiny_mnist: MNIST, tmp_path: Path
 ) -> None:
-    from cnnlab import runs
 
     run_dirs = _copy_runs(tiny_run, tmp_path, ["case1", "case3"])
     for run in run_dirs:
         for name in ("history.csv", "curves.png", "last.pt"):
             (run / name).unlink()
-        runs.write_json(
+        fileio.write_json(
             run / "metrics.json",
             {"best_epoch": 0, "params": 1, "imported_from": {"file": "m.keras"}},
         )

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from starlette.exceptions import StarletteDeprecationWarning
 
-from cnnlab.predict import Predictor
-from cnnlab.preprocess import ImageLimits, to_png
-from cnnlab.serve import background_server, create_app
+from cnnlab.data.preprocess import ImageLimits, to_png
+from cnnlab.serving.predict import Predictor
+from cnnlab.serving.serve import background_server, create_app
 
 with warnings.catch_warnings():  # starlette would like httpx2; httpx is what we pin
     warnings.simplefilter("ignore", StarletteDeprecationWarning)

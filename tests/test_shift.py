@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import runs, shift
-from cnnlab.cli import main
-from cnnlab.data import MNIST, scale
-from cnnlab.evaluate import evaluate, to_tensors
-from cnnlab.numpy_engine import Layer, NumpyModel, from_run
-from cnnlab.shift import (
+from cnnlab import fileio
+from cnnlab.analysis import shift
+from cnnlab.analysis.shift import (
     ShiftConfig,
     ShiftGrid,
     accuracy_grid,
@@ -24,6 +21,12 @@ from cnnlab.shift import (
     shift_images,
     torch_predictor,
 )
+from cnnlab.cli import main
+from cnnlab.data import MNIST, scale
+from cnnlab.engine.device import to_tensors
+from cnnlab.engine.inference import evaluate
+from cnnlab.engine.numpy_engine import Layer, NumpyModel, from_run
+from cnnlab.train import checkpoint
 
 
 def test_shift_images_by_hand() -> None:
@@ -64,7 +67,7 @@ def test_grid_rows_are_dy_and_columns_dx() -> None:
 def test_shift_zero_is_the_unshifted_accuracy(
     case: str, tiny_run: dict[str, Path], tiny_mnist: MNIST
 ) -> None:
-    model, _ = runs.load_model(tiny_run[case], "best")
+    model, _ = checkpoint.load_model(tiny_run[case], "best")
     x, y = scale(tiny_mnist.x_test), tiny_mnist.y_test.astype(np.int64)
     _, acc, _ = evaluate(model, *to_tensors(x, y, torch.device("cpu")))
     grid = accuracy_grid(torch_predictor(model, batch_size=16), x, y, max_shift=1)
@@ -157,4 +160,4 @@ def test_cli_shift(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| dy \\ dx | -1 | +0 | +1 |" in out and "pool2 (max-pool)" in out
-    assert runs.read_json(run / "shift.json")["config"]["max_shift"] == 1
+    assert fileio.read_json(run / "shift.json")["config"]["max_shift"] == 1

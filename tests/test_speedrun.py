@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import native, speedrun
 from cnnlab.cli import main
 from cnnlab.data import MNIST
-from cnnlab.speedrun import (
+from cnnlab.engine import native
+from cnnlab.train import speedrun
+from cnnlab.train.speedrun import (
     SpeedrunConfig,
     accuracy,
     build_model,

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import native, runs
+from cnnlab import fileio
 from cnnlab.data import MNIST, Splits, prepare
-from cnnlab.train import EarlyStopping, TrainConfig, fit
+from cnnlab.engine import native
+from cnnlab.train import checkpoint, runs
+from cnnlab.train.loop import EarlyStopping, TrainConfig, fit
 
 QUIET = {"progress": False, "log": lambda _msg: None}
 
@@ -49,7 +51,7 @@ def test_early_stopping_follows_keras(
 
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown case"):
-        TrainConfig(case="case9")
+        TrainConfig(model="case9")
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="patience"):
@@ -68,30 +70,30 @@ def test_fit_writes_a_complete_run(tiny_run: dict[str, Path]) -> None:
             "metrics.json",
         } <= names
         assert not [n for n in names if n.endswith(".tmp")]
-        metrics = runs.read_json(run_dir / "metrics.json")
+        metrics = fileio.read_json(run_dir / "metrics.json")
         history = runs.read_history(run_dir / "history.csv")
         assert metrics["case"] == case and metrics["epochs_run"] == len(history) == 2
         best = min(history, key=lambda r: r["val_loss"])
         assert metrics["best_epoch"] == best["epoch"]
         assert metrics["best_val_loss"] == pytest.approx(best["val_loss"])
         assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] > 0
-        config = runs.read_json(run_dir / "config.json")
+        config = fileio.read_json(run_dir / "config.json")
         assert config["config"]["case"] == case
         # Case 1's C++ kernels run wherever they build (a C++ compiler); never for the others
         assert config["resolved"]["native_kernels"] == (case == "case1" and native.load())
 
 
 def test_training_learns_synthetic_digits(tiny_splits: Splits, tmp_path: Path) -> None:
-    m = fit(TrainConfig(case="case1", epochs=6, batch_size=16), tiny_splits, tmp_path, **QUIET)
+    m = fit(TrainConfig(model="case1", epochs=6, batch_size=16), tiny_splits, tmp_path, **QUIET)
     assert m["test_accuracy"] >= 0.6  # ten classes: chance is 0.1
 
 
 def test_same_seed_same_history(tiny_splits: Splits, tmp_path: Path) -> None:
-    cfg = TrainConfig(case="case3", epochs=3, seed=7)
+    cfg = TrainConfig(model="case3", epochs=3, seed=7)
     for name, config in (
         ("a", cfg),
         ("b", cfg),
-        ("c", TrainConfig(case="case3", epochs=3, seed=8)),
+        ("c", TrainConfig(model="case3", epochs=3, seed=8)),
     ):
         (tmp_path / name).mkdir()
         fit(config, tiny_splits, tmp_path / name, **QUIET)
@@ -101,7 +103,7 @@ def test_same_seed_same_history(tiny_splits: Splits, tmp_path: Path) -> None:
 
 def test_early_stopping_ends_the_run(tiny_splits: Splits, tmp_path: Path) -> None:
     m = fit(
-        TrainConfig(case="case2", epochs=50, patience=1, lr=1e-6), tiny_splits, tmp_path, **QUIET
+        TrainConfig(model="case2", epochs=50, patience=1, lr=1e-6), tiny_splits, tmp_path, **QUIET
     )
     history = runs.read_history(tmp_path / "history.csv")
     assert m["stopped_early"] and m["epochs_run"] == len(history) < 50
@@ -111,7 +113,7 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(
     tiny_splits: Splits, tmp_path: Path
 ) -> None:
     """A separate process trains and dies hard after epoch 2; resuming finishes the run."""
-    cfg = TrainConfig(case="case1", epochs=4, batch_size=16, seed=5)
+    cfg = TrainConfig(model="case1", epochs=4, batch_size=16, seed=5)
     full, killed = tmp_path / "full", tmp_path / "killed"
     full.mkdir()
     killed.mkdir()
@@ -121,13 +123,13 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from conftest import synthetic_mnist
         from cnnlab.data import prepare
-        from cnnlab.train import TrainConfig, fit
+        from cnnlab.train.loop import TrainConfig, fit
         from pathlib import Path
         splits = prepare(synthetic_mnist(), seed=42)
         def die(epoch, row):
             if epoch == 2:
                 os._exit(3)
-        fit(TrainConfig(case="case1", epochs=4, batch_size=16, seed=5), splits,
+        fit(TrainConfig(model="case1", epochs=4, batch_size=16, seed=5), splits,
             Path({str(killed)!r}), progress=False, on_epoch_end=die, log=lambda m: None)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -136,10 +138,10 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(
     assert not (killed / "metrics.json").exists()
     fit(cfg, tiny_splits, killed, resume=True, **QUIET)
     assert history_without_time(killed) == history_without_time(full)
-    a, b = runs.load_checkpoint(full / "last.pt"), runs.load_checkpoint(killed / "last.pt")
+    a, b = checkpoint.load_checkpoint(full / "last.pt"), checkpoint.load_checkpoint(killed / "last.pt")
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
-    ma, mb = runs.read_json(full / "metrics.json"), runs.read_json(killed / "metrics.json")
+    ma, mb = fileio.read_json(full / "metrics.json"), fileio.read_json(killed / "metrics.json")
     assert ma["test_accuracy"] == mb["test_accuracy"] and ma["best_epoch"] == mb["best_epoch"]
 
 
@@ -148,14 +150,14 @@ def test_one_epoch_of_case1_on_real_mnist(mnist_data_dir: Path, tmp_path: Path) 
     from cnnlab.data import load_mnist
 
     splits = prepare(load_mnist(mnist_data_dir, allow_download=False), seed=42)
-    m = fit(TrainConfig(case="case1", epochs=1), splits, tmp_path, **QUIET)
+    m = fit(TrainConfig(model="case1", epochs=1), splits, tmp_path, **QUIET)
     assert m["test_accuracy"] >= 0.97
     assert m["params"] == 61_002
 
 
 def test_uint8_images_train_exactly_as_scaled_ones(tiny_mnist: MNIST, tmp_path: Path) -> None:
     """prepare(scaled=False) keeps uint8 (a quarter of the memory) and changes nothing."""
-    cfg = TrainConfig(case="case1", epochs=2, batch_size=16)
+    cfg = TrainConfig(model="case1", epochs=2, batch_size=16)
     for name, scaled in (("float", True), ("uint8", False)):
         splits = prepare(tiny_mnist, seed=42, scaled=scaled)
         assert splits.x_train.dtype == (np.float32 if scaled else np.uint8)

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from cnnlab import runs
+from cnnlab import fileio
+from cnnlab.train import runs
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 150) -> None:
@@ -20,7 +21,7 @@ def save_figure(fig: Figure, path: Path, dpi: int = 150) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    runs.write_bytes(Path(path), buf.getvalue())
+    fileio.write_bytes(Path(path), buf.getvalue())
 
 
 def plot_curves(history_csv: Path, out_png: Path, title: str = "") -> None:

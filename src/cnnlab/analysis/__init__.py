@@ -1,0 +1,1 @@
+"""Seeing inside trained networks: evaluation, feature maps, shift robustness, receptive fields, baselines."""

@@ -1,0 +1,219 @@
+"""Seeing inside a trained network: feature maps of every conv and pooling layer, and kernels.
+
+The maps are computed by the NumPy engine (:mod:`cnnlab.numpy_engine`), channels-last, for
+one image: a test-set index or an image file. Every figure is a PNG grid with a title that
+says what is shown (layer, map count and size, image, prediction).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from numpy.typing import NDArray
+
+from cnnlab.engine.numpy_engine import NumpyModel
+from cnnlab.errors import CnnlabError
+from cnnlab.plots import save_figure
+
+DPI = 90  # README-sized PNGs (well under 300 KB)
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """Output of one conv (after its ReLU) or pooling layer for one image: (h, w, C)."""
+
+    name: str
+    kind: str  # "conv" or "pool"
+    maps: NDArray[np.floating]
+
+
+def load_image_file(path: Path) -> NDArray[np.float32]:
+    """An image file as the (28, 28, 1) input the network sees.
+
+    The same MNIST-style preprocessing as ``cnnlab predict`` (:mod:`cnnlab.preprocess`):
+    grey, light digit on black, fitted into 20x20 and centred by mass in 28x28.
+    """
+    from cnnlab.data.preprocess import preprocess_file
+
+    return np.asarray(preprocess_file(Path(path)).image, dtype=np.float32)[..., None]
+
+
+def feature_maps(model: NumpyModel, image: NDArray[np.floating]) -> list[FeatureMap]:
+    """Maps after every conv's ReLU and every pooling layer for one (H, W, 1) image."""
+    out: list[FeatureMap] = []
+    conv_name = ""
+    for layer, (name, h) in zip(model.layers, model.activations(image[None]), strict=True):
+        if layer.kind == "conv":
+            conv_name = name
+        elif layer.kind == "relu" and conv_name:
+            out.append(FeatureMap(conv_name, "conv", h[0]))
+            conv_name = ""
+        elif layer.kind == "max_pool":
+            out.append(FeatureMap(name, "pool", h[0]))
+        elif layer.kind in ("flatten", "global_avg_pool"):
+            break
+    return out
+
+
+def _grid(n: int, max_cols: int = 8) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _describe(fm: FeatureMap) -> str:
+    h, w, c = fm.maps.shape
+    what = "Conv2D 3x3 + ReLU" if fm.kind == "conv" else "MaxPooling2D 2x2"
+    return f"{fm.name} ({what}): {c} feature maps of {h}x{w}"
+
+
+def map_mosaic(maps: NDArray[np.floating], cols: int = 8, gap: int = 1) -> NDArray[np.float64]:
+    """(h, w, C) maps as one 2-D image, tiles row by row in channel order, NaN in the gaps."""
+    h, w, c = maps.shape
+    rows, cols = _grid(c, cols)
+    mosaic = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    for k in range(c):
+        r, q = divmod(k, cols)
+        mosaic[r * (h + gap) : r * (h + gap) + h, q * (w + gap) : q * (w + gap) + w] = maps[..., k]
+    return mosaic
+
+
+def plot_feature_map_grid(fm: FeatureMap, path: Path, subtitle: str) -> None:
+    """All maps of one layer on a shared colour scale (dark = no response), numbered."""
+    h, w, c = fm.maps.shape
+    rows, cols = _grid(c)
+    gap = max(1, h // 6)
+    mosaic = map_mosaic(fm.maps, cols, gap)
+    fig, ax = plt.subplots(
+        figsize=(1.25 * cols, 1.25 * rows * mosaic.shape[0] / (rows * (h + gap)) + 0.9)
+    )
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("white")
+    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=float(fm.maps.max()) or 1.0, interpolation="nearest")
+    for k in range(c):
+        r, q = divmod(k, cols)
+        ax.text(q * (w + gap), r * (h + gap) - 0.6, f"#{k}", fontsize=6, va="bottom")
+    ax.set_axis_off()
+    ax.set_title(f"{_describe(fm)}\n{subtitle}", fontsize=10, pad=12)
+    save_figure(fig, path, dpi=DPI)
+
+
+def plot_overview(
+    image: NDArray[np.floating], fms: list[FeatureMap], path: Path, title: str, per_layer: int = 8
+) -> None:
+    """The input, then the first ``per_layer`` maps of each layer, one row per layer."""
+    fig, axes = plt.subplots(
+        len(fms), per_layer + 1, figsize=(1.25 * (per_layer + 1), 1.35 * len(fms) + 0.6)
+    )
+    axes = np.atleast_2d(axes)
+    for r, fm in enumerate(fms):
+        ax0 = axes[r, 0]
+        ax0.set_axis_off()
+        if r == 0:
+            ax0.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+            ax0.set_title("input", fontsize=8)
+        vmax = float(fm.maps.max()) or 1.0
+        h, w, c = fm.maps.shape
+        for k in range(per_layer):
+            ax = axes[r, k + 1]
+            ax.set_axis_off()
+            if k < c:
+                ax.imshow(fm.maps[..., k], cmap="viridis", vmin=0, vmax=vmax)
+        axes[r, 1].set_title(
+            f"{fm.name}: {min(per_layer, c)} of {c} maps, {h}x{w}", fontsize=8, loc="left"
+        )
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path, dpi=DPI)
+
+
+def kernel_mosaic(
+    w: NDArray[np.floating], gap: int = 1, filter_gap: int = 3
+) -> NDArray[np.float64]:
+    """(kh, kw, C_in, C_out) kernels as one 2-D image, NaN in the gaps.
+
+    Each filter (output channel) is a block holding its C_in kernels in a near-square
+    sub-grid; the blocks form a near-square grid in filter order (row by row).
+    """
+    kh, kw, c_in, c_out = w.shape
+    sub_rows, sub_cols = _grid(c_in, math.ceil(math.sqrt(c_in)))
+    block_h = sub_rows * (kh + gap) - gap
+    block_w = sub_cols * (kw + gap) - gap
+    rows, cols = _grid(c_out, math.ceil(math.sqrt(c_out)))
+    mosaic = np.full(
+        (rows * (block_h + filter_gap) - filter_gap, cols * (block_w + filter_gap) - filter_gap),
+        np.nan,
+    )
+    for o in range(c_out):
+        top = (o // cols) * (block_h + filter_gap)
+        left = (o % cols) * (block_w + filter_gap)
+        for i in range(c_in):
+            r = top + (i // sub_cols) * (kh + gap)
+            c = left + (i % sub_cols) * (kw + gap)
+            mosaic[r : r + kh, c : c + kw] = w[:, :, i, o]
+    return mosaic
+
+
+def plot_kernels(name: str, w: NDArray[np.floating], path: Path, case: str = "") -> None:
+    """Learned kernels (kh, kw, C_in, C_out): one block per filter, in filter order.
+
+    Blue is negative, red positive, white zero, on a scale symmetric about zero.
+    """
+    kh, kw, c_in, c_out = w.shape
+    mosaic = kernel_mosaic(w, filter_gap=1 if c_in == 1 else 3)
+    lim = float(np.nanmax(np.abs(mosaic))) or 1.0
+    side = 4.2 if c_in == 1 else 7.0
+    fig, ax = plt.subplots(figsize=(side + 1.2, side * mosaic.shape[0] / mosaic.shape[1] + 0.8))
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("0.8")  # the gaps
+    im = ax.imshow(mosaic, cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_axis_off()
+    if c_in == 1:
+        what = f"{c_out} filters of {kh}x{kw}"
+    else:
+        sub_rows, sub_cols = _grid(c_in, math.ceil(math.sqrt(c_in)))
+        what = (
+            f"{c_out} filters, each a {sub_rows}x{sub_cols} block of its {c_in} "
+            f"{kh}x{kw} kernels (one per input channel)"
+        )
+    prefix = f"{case} · " if case else ""
+    ax.set_title(f"{prefix}{name} learned kernels\n{what}", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="weight")
+    save_figure(fig, path, dpi=DPI)
+
+
+def explain_image(
+    model: NumpyModel, image: NDArray[np.floating], out_dir: Path, source: str
+) -> list[Path]:
+    """Write the overview, one grid per layer and the kernels into ``out_dir``; their paths.
+
+    ``source`` names the image in the titles ("test image #7 (label 3)", a file name).
+    """
+    if image.shape != (28, 28, 1):
+        raise CnnlabError(f"expected a 28x28 single-channel image, got shape {image.shape}")
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnlabError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    proba = model.predict_proba(image[None])[0]
+    pred = int(proba.argmax())
+    subtitle = f"{model.case} · {source} · predicted {pred} (p = {proba[pred]:.3f})"
+    fms = feature_maps(model, image)
+    written = [out_dir / "overview.png"]
+    plot_overview(image, fms, written[0], f"Feature maps inside {subtitle}")
+    for fm in fms:
+        path = out_dir / f"maps_{fm.name}.png"
+        plot_feature_map_grid(fm, path, subtitle)
+        written.append(path)
+    for layer in model.layers:
+        if layer.kind == "conv":
+            path = out_dir / f"kernels_{layer.name}.png"
+            plot_kernels(layer.name, layer.arrays["w"], path, model.case)
+            written.append(path)
+    return written

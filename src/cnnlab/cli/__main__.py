@@ -1,0 +1,5 @@
+import sys
+
+from cnnlab.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,258 @@
+"""Core sub-commands: data verify, summary, train, evaluate, compare."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cnnlab import data, fileio
+from cnnlab.errors import CnnlabError
+from cnnlab.train import checkpoint, distributed, runs
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+MAX_SEED = 2**32 - 1
+
+
+def seed_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {value}")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--case N`` (a chapter case) or ``--model NAME_OR_FILE`` (any description)."""
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--case", choices=("1", "2", "3"), default=None, help="a chapter case")
+    g.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME_OR_FILE",
+        help="a registered network, a .json/.yaml description, or a one-line description "
+        "('Input(28,28,1) Conv2D(8,3,relu) MaxPooling2D Flatten Dense(10,softmax)')",
+    )
+
+
+def model_spec(args: argparse.Namespace) -> str:
+    """The network the user named: ``--model`` as given, ``--case N`` as ``caseN``."""
+    if getattr(args, "model", None):
+        return str(args.model)
+    return f"case{args.case or 1}"
+
+
+def model_description(args: argparse.Namespace) -> Any:
+    from cnnlab.models import resolve
+
+    return resolve(model_spec(args))
+
+
+def make_config(cls: Any, **kwargs: Any) -> Any:
+    """A config dataclass from flags; its ValueError becomes one line."""
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise CnnlabError(str(exc)) from None
+
+
+def add_data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding mnist/ (default: $CNNLAB_DATA, then ~/.cache/cnnlab)",
+    )
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="cpu",
+        help="where to train and evaluate (default: cpu)",
+    )
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("data", help="check the MNIST files")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    v = dsub.add_parser("verify", help="verify the MNIST files that would be used")
+    add_data_arg(v)
+    v.add_argument("--download", action="store_true", help="download missing files first")
+    v.set_defaults(func=cmd_data_verify)
+
+    p = sub.add_parser("summary", help="print a Keras-like summary of a network")
+    add_model_args(p, required=True)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser(
+        "train", help="train a network (a chapter case by default) with the chapter's recipe"
+    )
+    add_model_args(p)
+    p.add_argument("--epochs", type=positive_int, default=200)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--patience", type=non_negative_int, default=5)
+    p.add_argument("--seed", type=seed_int, default=42)
+    p.add_argument(
+        "--out", type=Path, default=None, help="run folder (default: a new folder under runs/)"
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue an interrupted run from DIR/last.pt",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_data_arg(p)
+    add_device_arg(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a run's best checkpoint on the test set")
+    p.add_argument("run_dir", type=Path)
+    add_data_arg(p)
+    add_device_arg(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train the three cases (or read finished runs) and compare")
+    p.add_argument(
+        "run_dirs", type=Path, nargs="*", help="finished runs (default: train --models)"
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["case1", "case2", "case3"],
+        metavar="MODEL",
+        help="networks to train when no run folder is given (default: the three cases)",
+    )
+    p.add_argument("--epochs", type=positive_int, default=200)
+    p.add_argument("--seed", type=seed_int, default=42)
+    p.add_argument("--out", type=Path, default=None, help="where to write (default: under runs/)")
+    add_data_arg(p)
+    add_device_arg(p)
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    if args.download:
+        data.load_mnist(args.data_dir)
+    ok = True
+    for name, path, status in data.verify(args.data_dir):
+        print(f"{name:<26} {status:<8} {path if path else ''}")
+        ok = ok and status == "ok"
+    return 0 if ok else 1
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnlab.models import summary
+
+    print(summary(model_description(args)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.loop import fit
+    from cnnlab.train.records import read_run_config
+
+    if args.resume is not None:
+        out = args.resume
+        if not out.is_dir():
+            raise CnnlabError(f"run folder {out} not found")
+        config, description = read_run_config(out)
+    else:
+        description = model_description(args)
+        config = make_config(
+            TrainConfig,
+            model=model_spec(args),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            patience=args.patience,
+            seed=args.seed,
+            device=args.device,
+        )
+        if distributed.launched():
+            # Every process must name the same folder; rank 0 alone checks and creates it.
+            if args.out is None:
+                raise CnnlabError("under torchrun, give --out: every process writes one run")
+            out = runs.prepare_out_dir(args.out) if distributed.launch_rank() == 0 else args.out
+        elif args.out:
+            out = runs.prepare_out_dir(args.out)
+        else:
+            out = runs.new_run_dir(Path("runs"), description.name)
+    splits = data.prepare(
+        data.load_mnist(args.data_dir), config.seed, config.val_fraction, scaled=False
+    )
+    main_process = distributed.launch_rank() == 0
+    if main_process:
+        print(f"training {description.name} into {out}")
+    metrics = fit(
+        config,
+        splits,
+        out,
+        description=description,
+        resume=args.resume is not None,
+        progress=not args.quiet,
+    )
+    if main_process:
+        print(f"test accuracy {metrics['test_accuracy']:.4f}; outputs in {out}/")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.evaluation import evaluate_run
+
+    if not (args.run_dir / "best.pt").is_file():
+        raise CnnlabError(f"{args.run_dir} has no best.pt: is it a cnnlab run folder?")
+    checkpoint.load_model(args.run_dir, "best")  # a damaged file fails before the data load
+    metrics = evaluate_run(args.run_dir, data.load_mnist(args.data_dir), args.device)
+    print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}")
+    print(f"wrote {args.run_dir / 'metrics.json'} and {args.run_dir / 'confusion.png'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cnnlab.models import resolve
+    from cnnlab.report.compare import compare
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.loop import fit
+
+    out = runs.prepare_out_dir(args.out) if args.out else runs.new_run_dir(Path("runs"), "compare")
+    run_dirs = list(args.run_dirs)
+    if not run_dirs:
+        descriptions = [resolve(m) for m in args.models]
+        names = [d.name for d in descriptions]
+        if len(set(names)) != len(names):
+            raise CnnlabError(f"--models names a network twice ({', '.join(names)})")
+        splits = data.prepare(data.load_mnist(args.data_dir), args.seed, scaled=False)
+        for spec, desc in zip(args.models, descriptions, strict=True):
+            config = make_config(
+                TrainConfig, model=spec, epochs=args.epochs, seed=args.seed, device=args.device
+            )
+            run_dir = runs.prepare_out_dir(out / desc.name)
+            print(f"training {desc.name} into {run_dir}")
+            fit(config, splits, run_dir, description=desc)
+            run_dirs.append(run_dir)
+    print(compare(run_dirs, out), end="")
+    print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
+    return 0

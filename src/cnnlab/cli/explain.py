@@ -1,0 +1,241 @@
+"""Sub-commands that look inside trained models: explain, verify-numpy, export-numpy, shift,
+receptive, baselines, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cnnlab import data, fileio
+from cnnlab.cli.core import add_data_arg, non_negative_int, positive_int
+from cnnlab.errors import CnnlabError
+
+DEFAULT_BASELINES = Path("runs/baselines/baselines.json")
+
+
+def _run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="a finished cnnlab run folder (holds best.pt)")
+
+
+def _shift_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-shift", type=non_negative_int, default=4, help="pixels (default: 4)")
+    p.add_argument(
+        "--shift-images",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="test images for the accuracy grid (default: all 10,000)",
+    )
+    p.add_argument(
+        "--invariance-images",
+        type=positive_int,
+        default=500,
+        metavar="N",
+        help="test images for the per-layer fractions (default: 500)",
+    )
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("explain", help="feature maps and kernels of a run for one image")
+    _run_arg(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=non_negative_int, help="a test-set image index")
+    which.add_argument("--image", type=Path, help="an image file (a digit, any size)")
+    p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/explain/<image>/")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser(
+        "verify-numpy", help="re-compute the test set with the NumPy engine and compare"
+    )
+    _run_arg(p)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--batch-size", type=positive_int, default=1000)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_verify_numpy)
+
+    p = sub.add_parser("export-numpy", help="export a run's best model as NumPy arrays (.npz)")
+    _run_arg(p)
+    p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/model.npz")
+    p.set_defaults(func=cmd_export_numpy)
+
+    p = sub.add_parser("shift", help="accuracy under input shifts; equivariance and invariance")
+    _run_arg(p)
+    _shift_args(p)
+    add_data_arg(p)
+    p.set_defaults(func=cmd_shift)
+
+    p = sub.add_parser("receptive", help="receptive fields and parameters per layer of a case")
+    p.add_argument("--case", required=True, choices=("1", "2", "3"))
+    p.set_defaults(func=cmd_receptive)
+
+    p = sub.add_parser("baselines", help="HOG + logistic regression and kNN on pixels")
+    p.add_argument("--out", type=Path, default=DEFAULT_BASELINES.parent)
+    p.add_argument("--seed", type=non_negative_int, default=42, help="split seed (default: 42)")
+    p.add_argument("--knn-k", type=positive_int, default=3)
+    p.add_argument("--limit-train", type=positive_int, default=None, metavar="N")
+    p.add_argument("--force", action="store_true", help="retrain even if cached")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_baselines)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of one or several runs")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="HTML file (default: RUN_DIR/report.html; for several runs, report.html "
+        "in the first run's parent folder)",
+    )
+    p.add_argument("--index", type=non_negative_int, default=0, help="test image to explain")
+    p.add_argument(
+        "--baselines",
+        type=Path,
+        default=None,
+        help=f"baselines cache (default: {DEFAULT_BASELINES} if it exists)",
+    )
+    p.add_argument("--figures", type=Path, default=None, help="also copy main figures here")
+    p.add_argument("--no-verify", action="store_true", help="skip the NumPy engine check")
+    _shift_args(p)
+    add_data_arg(p)
+    p.set_defaults(func=cmd_report)
+
+
+def _check_run(run_dir: Path) -> None:
+    if not (Path(run_dir) / "best.pt").is_file():
+        raise CnnlabError(f"{run_dir} has no best.pt: is it a cnnlab run folder?")
+
+
+def _shift_config(args: argparse.Namespace) -> Any:
+    from cnnlab.analysis.shift import ShiftConfig
+
+    return ShiftConfig(args.max_shift, args.shift_images, args.invariance_images)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.explain import explain_image, load_image_file
+    from cnnlab.engine.numpy_engine import from_run
+
+    _check_run(args.run_dir)
+    model = from_run(args.run_dir)
+    if args.image is not None:
+        image, source, stem = load_image_file(args.image), args.image.name, args.image.stem
+    else:
+        mnist = data.load_mnist(args.data_dir)
+        if args.index >= len(mnist.x_test):
+            raise CnnlabError(f"--index must be below {len(mnist.x_test)}, got {args.index}")
+        image = data.scale(mnist.x_test[args.index : args.index + 1])[0]
+        label = int(mnist.y_test[args.index])
+        source, stem = f"test image #{args.index} (label {label})", f"test-{args.index}"
+    out = args.out if args.out is not None else args.run_dir / "explain" / stem
+    for path in explain_image(model, image, out, source):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_verify_numpy(args: argparse.Namespace) -> int:
+    from cnnlab.engine.numpy_engine import verify_run
+
+    _check_run(args.run_dir)
+    x = data.scale(data.load_mnist(args.data_dir).x_test)
+    r = verify_run(args.run_dir, x, dtype=args.dtype, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(r, indent=2, sort_keys=True))
+    else:
+        verdict = "ok" if r["passed"] else f"FAILED (tolerance {r['tolerance']:g})"
+        print(f"{r['case']}: {r['n_images']:,} test images, {r['dtype']}")
+        print(f"max_abs_diff {r['max_abs_diff']:.3e}  {verdict}")
+        print(f"same predictions {r['same_predictions']:,} of {r['n_images']:,}")
+        print(f"numpy {r['numpy_images_per_s']:,.0f} images/s")
+        print(f"torch {r['torch_images_per_s']:,.0f} images/s")
+    return 0 if r["passed"] else 1
+
+
+def cmd_export_numpy(args: argparse.Namespace) -> int:
+    from cnnlab.engine.numpy_engine import from_run, save_npz
+
+    _check_run(args.run_dir)
+    out = args.out if args.out is not None else args.run_dir / "model.npz"
+    save_npz(from_run(args.run_dir), out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_shift(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cnnlab.analysis.shift import ShiftGrid, markdown_grid, markdown_layers, run_shift
+
+    _check_run(args.run_dir)
+    mnist = data.load_mnist(args.data_dir)
+    x, y = data.scale(mnist.x_test), mnist.y_test.astype(np.int64)
+    result = run_shift(args.run_dir, x, y, _shift_config(args))
+    print(markdown_grid(ShiftGrid.from_dict(result["grid"])))
+    print(markdown_layers(result["layers"]))
+    print(f"wrote {args.run_dir / 'shift.json'} and {args.run_dir / 'shift.png'}")
+    return 0
+
+
+def cmd_receptive(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.receptive import layer_table, markdown
+    from cnnlab.models import create_model
+
+    print(markdown(layer_table(create_model(args.case))), end="")
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from cnnlab.analysis import baselines
+
+    config = baselines.BaselineConfig(
+        seed=args.seed, knn_k=args.knn_k, limit_train=args.limit_train
+    )
+    path = args.out / "baselines.json"
+    results = None if args.force else baselines.cached(path, config)
+    if results is None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CnnlabError(f"cannot create {args.out}: {exc.strerror or exc}") from exc
+        splits = data.prepare(data.load_mnist(args.data_dir), args.seed)
+        results = baselines.run_baselines(config, splits)
+        baselines.save(results, path)
+        fileio.write_text(args.out / "baselines.md", baselines.markdown_table(results))
+    else:
+        print(f"using cached results in {path} (--force to retrain)")
+    print(baselines.markdown_table(results), end="")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cnnlab.report.report import ReportConfig, build_report
+
+    for run_dir in args.run_dirs:
+        _check_run(run_dir)
+    if args.out is not None:
+        out = args.out
+    elif len(args.run_dirs) == 1:
+        out = args.run_dirs[0] / "report.html"
+    else:
+        out = args.run_dirs[0].resolve().parent / "report.html"
+    base = args.baselines
+    if base is None and DEFAULT_BASELINES.is_file():
+        base = DEFAULT_BASELINES
+    if base is not None and not base.is_file():
+        raise CnnlabError(f"baselines file {base} not found (run cnnlab baselines first)")
+    config = ReportConfig(
+        index=args.index,
+        shift=_shift_config(args),
+        baselines=base,
+        verify=not args.no_verify,
+        figures_dir=args.figures,
+    )
+    for path in build_report(list(args.run_dirs), data.load_mnist(args.data_dir), out, config):
+        print(f"wrote {path}")
+    if args.figures is not None:
+        print(f"copied the main figures into {args.figures}/")
+    return 0

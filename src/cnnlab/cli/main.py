@@ -1,0 +1,63 @@
+"""The ``cnnlab`` command: one sub-command per feature module.
+
+Each module listed in ``COMMANDS`` exposes ``register(subparsers)``, which adds its
+sub-command(s) and sets ``func`` (taking the parsed ``argparse.Namespace`` and
+returning an exit code) as the parser default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+# Modules that contribute sub-commands, in the order ``cnnlab --help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "cnnlab.cli.core",
+    "cnnlab.cli.interop",
+    "cnnlab.cli.predict",
+    "cnnlab.cli.explain",
+    "cnnlab.cli.perf",
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad flags end in one line naming the problem, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="cnnlab",
+        description="Convolutional neural networks made real, verifiable and fast.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CnnlabError as exc:
+        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

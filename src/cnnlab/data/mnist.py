@@ -1,0 +1,243 @@
+"""MNIST: find, download, verify and load it; the chapter's preprocessing and split.
+
+Where the files are looked for, in order:
+1. ``$CNNLAB_DATA/mnist/`` (may be read-only; CI points it at the shared canonical copy);
+2. the user cache, ``~/.cache/cnnlab/mnist/`` by default.
+Missing files are downloaded into the cache, verified against the SHA-256 of their
+decompressed bytes, and only then moved into place.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cnnlab.data.idx import parse_idx, read_bytes
+from cnnlab.errors import CnnlabError
+
+MNIST_FILES: dict[str, str] = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+DATA_ENV = "CNNLAB_DATA"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cnnlab" / "mnist"
+
+
+def search_dirs(data_dir: Path | None = None) -> list[Path]:
+    """Folders searched for the MNIST files, most preferred first."""
+    dirs: list[Path] = []
+    if data_dir is not None:
+        dirs.append(Path(data_dir) / "mnist")
+    elif os.environ.get(DATA_ENV):
+        dirs.append(Path(os.environ[DATA_ENV]) / "mnist")
+    dirs.append(default_cache_dir())
+    return dirs
+
+
+def _candidates(folder: Path, name: str) -> list[Path]:
+    return [folder / f"{name}.gz", folder / name]
+
+
+def locate(name: str, data_dir: Path | None = None) -> Path | None:
+    """The first existing file for ``name`` (gzipped or raw) in the search folders."""
+    for folder in search_dirs(data_dir):
+        for path in _candidates(folder, name):
+            if path.is_file():
+                return path
+    return None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_verified(path: Path, name: str) -> bytes:
+    """Decompressed bytes of ``path``, refused unless their SHA-256 is MNIST's."""
+    data = read_bytes(path)
+    digest = sha256(data)
+    if digest != MNIST_FILES[name]:
+        raise CnnlabError(
+            f"{path} failed verification: SHA-256 of its content is {digest[:16]}..., "
+            f"expected {MNIST_FILES[name][:16]}...; delete it so that cnnlab downloads "
+            "a fresh copy, or replace it with the original MNIST file"
+        )
+    return data
+
+
+def _fetch(url: str, dest: Path) -> None:
+    with urllib.request.urlopen(url, timeout=30) as resp, dest.open("wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1]) as bar:
+            while chunk := resp.read(1 << 16):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+def download(name: str, cache_dir: Path | None = None) -> Path:
+    """Download ``name`` into the cache, verify it, and move it into place atomically."""
+    folder = cache_dir or default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnlabError(f"cannot create the MNIST cache folder {folder}: {exc}") from exc
+    dest = folder / f"{name}.gz"
+    errors: list[str] = []
+    for mirror in MIRRORS:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            _fetch(mirror + f"{name}.gz", tmp)
+            data = gzip.decompress(tmp.read_bytes())
+            if sha256(data) != MNIST_FILES[name]:
+                raise ValueError("SHA-256 mismatch")
+            os.replace(tmp, dest)
+            return dest
+        except (OSError, EOFError, ValueError, urllib.error.URLError) as exc:
+            errors.append(f"{mirror}: {exc}")
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise CnnlabError(
+        f"could not download {name}.gz ({'; '.join(errors)}); "
+        f"put the MNIST files in {folder} or set {DATA_ENV} to a folder holding mnist/"
+    )
+
+
+def resolve(name: str, data_dir: Path | None = None, *, allow_download: bool = True) -> Path:
+    path = locate(name, data_dir)
+    if path is not None:
+        return path
+    if not allow_download:
+        where = ", ".join(str(d) for d in search_dirs(data_dir))
+        raise CnnlabError(f"MNIST file {name} not found (looked in {where})")
+    return download(name)
+
+
+@dataclass(frozen=True)
+class MNIST:
+    """The raw dataset: uint8 images (N, 28, 28) and uint8 labels (N,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def _load(name: str, data_dir: Path | None, allow_download: bool) -> np.ndarray:
+    path = resolve(name, data_dir, allow_download=allow_download)
+    return parse_idx(load_verified(path, name), source=str(path))
+
+
+def load_mnist(data_dir: Path | None = None, *, allow_download: bool = True) -> MNIST:
+    """Load and verify the four MNIST files (downloading them if needed)."""
+    arrays = {name: _load(name, data_dir, allow_download) for name in MNIST_FILES}
+    mnist = MNIST(
+        x_train=arrays["train-images-idx3-ubyte"],
+        y_train=arrays["train-labels-idx1-ubyte"],
+        x_test=arrays["t10k-images-idx3-ubyte"],
+        y_test=arrays["t10k-labels-idx1-ubyte"],
+    )
+    for split, x, y, n in (
+        ("train", mnist.x_train, mnist.y_train, 60_000),
+        ("test", mnist.x_test, mnist.y_test, 10_000),
+    ):
+        if x.shape != (n, 28, 28) or y.shape != (n,) or x.dtype != np.uint8:
+            raise CnnlabError(f"MNIST {split} set has unexpected shape {x.shape} / {y.shape}")
+    return mnist
+
+
+def verify(data_dir: Path | None = None) -> list[tuple[str, Path | None, str]]:
+    """(name, path, status) for each file that would be used; nothing is downloaded."""
+    report: list[tuple[str, Path | None, str]] = []
+    for name in MNIST_FILES:
+        path = locate(name, data_dir)
+        if path is None:
+            report.append((name, None, "missing (will be downloaded on first use)"))
+            continue
+        try:
+            load_verified(path, name)
+            report.append((name, path, "ok"))
+        except CnnlabError as exc:
+            report.append((name, path, f"FAILED: {exc}"))
+    return report
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Split arrays, channels-last (N, 28, 28, 1): float32 images in [0, 1], or uint8 images
+    (0-255) that the training engine scales batch by batch to the same float32 values."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def scale(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W) -> float32 (N, H, W, 1) in [0, 1], as the chapter does."""
+    return (images.astype(np.float32) / 255)[..., np.newaxis]
+
+
+def split_indices(
+    y: np.ndarray, seed: int, val_fraction: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation indices, exactly as the chapter's code draws them.
+
+    The chapter calls ``np.random.seed(seed)`` and then ``train_test_split(...,
+    stratify=y, test_size=0.25)`` with no ``random_state``, which draws from NumPy's
+    global RandomState; a fresh ``RandomState(seed)`` is the same stream.
+    """
+    from sklearn.model_selection import train_test_split
+
+    train_idx, val_idx = train_test_split(
+        np.arange(len(y)),
+        stratify=y,
+        test_size=val_fraction,
+        random_state=np.random.RandomState(seed),
+    )
+    return np.asarray(train_idx), np.asarray(val_idx)
+
+
+def prepare(
+    mnist: MNIST, seed: int = 42, val_fraction: float = 0.25, *, scaled: bool = True
+) -> Splits:
+    """The chapter's preprocessing: scale, add a channel axis, stratified split.
+
+    ``scaled=False`` keeps the images uint8 (a quarter of the memory); the training engine
+    and :func:`cnnlab.engine.inference.evaluate` divide each batch by 255, which gives the float32
+    values :func:`scale` gives, bit for bit.
+    """
+    train_idx, val_idx = split_indices(mnist.y_train, seed, val_fraction)
+    y = mnist.y_train.astype(np.int64)
+    convert = scale if scaled else (lambda images: images[..., np.newaxis])
+    # Split the uint8 images, then convert: no float copy of all 60k images.
+    return Splits(
+        x_train=convert(mnist.x_train[train_idx]),
+        y_train=y[train_idx],
+        x_val=convert(mnist.x_train[val_idx]),
+        y_val=y[val_idx],
+        x_test=convert(mnist.x_test),
+        y_test=mnist.y_test.astype(np.int64),
+    )

@@ -1,0 +1,1 @@
+"""Interop: Keras import and ONNX export."""

@@ -1,0 +1,1 @@
+"""Reports: HTML reports and comparisons of finished runs."""

@@ -1,0 +1,1 @@
+"""Serving: predictions on users' inputs and the web application."""

@@ -1,0 +1,339 @@
+"""A small web application: draw a digit, see what the network sees and predicts.
+
+``create_app(run_dir_or_predictor, limits)`` builds a FastAPI app with one page (``/``),
+a JSON API (``POST /api/predict``, ``GET /api/health``) and FastAPI's OpenAPI pages
+(``/docs``, ``/openapi.json``). Untrusted uploads are bounded twice: the request body
+is counted while it is read (:class:`BodyLimit`), and the image's pixel count is checked
+from its header before it is decoded (:func:`cnnlab.preprocess.open_image`). Every bad
+request gets a 4xx with a JSON ``detail`` line; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cnnlab import __version__
+from cnnlab.data.preprocess import ImageLimits, ImageRejected, to_png
+from cnnlab.errors import CnnlabError
+from cnnlab.serving.predict import Prediction, Predictor
+
+STATIC = Path(__file__).parent / "static"
+MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around an uploaded file
+GRID_COLUMNS = 8
+
+
+class FeatureMapGrid(BaseModel):
+    layer: str = Field(description="Keras layer name: conv1 or conv2 (after its ReLU)")
+    channels: int
+    height: int = Field(description="height of one map in pixels")
+    width: int = Field(description="width of one map in pixels")
+    columns: int = Field(description="maps per row in the grid image")
+    png: str = Field(description="data URL of a PNG grid of all maps, each scaled to its max")
+
+
+class PredictResponse(BaseModel):
+    digit: int = Field(description="the predicted digit, 0-9")
+    probabilities: list[float] = Field(description="softmax probabilities of digits 0-9")
+    inverted: bool = Field(description="whether the image was dark-on-light and was inverted")
+    input_png: str = Field(description="data URL of the 28x28 PNG the network saw")
+    feature_maps: list[FeatureMapGrid]
+    milliseconds: float = Field(
+        description="server time to decode, predict and encode the images (no queueing)"
+    )
+
+
+class Health(BaseModel):
+    status: str
+    case: str | None
+    version: str
+    max_bytes: int
+    max_pixels: int
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorDetail, "description": text}
+    for code, text in {
+        400: "empty body or malformed form",
+        413: "body over the byte limit, or image over the pixel limit",
+        415: "not an image, or a format that is not supported",
+        422: "damaged image, or no digit found in it",
+    }.items()
+}
+
+_REQUEST_BODY = {
+    "required": True,
+    "description": "an image file (PNG, JPEG, GIF, BMP, WEBP, TIFF): the raw bytes, "
+    "or a multipart form with the image in the field 'file'",
+    "content": {
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+    },
+}
+
+
+class BodyLimit:
+    """ASGI middleware: refuse (413) a request body over ``max_bytes`` while reading it.
+
+    The body is buffered up to the limit and replayed to the app, so no route can read
+    unbounded bytes into memory, whatever the client declares (or does not declare).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, detail: str | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.detail = detail or f"request body is over the limit of {max_bytes:,} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        total = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": self.detail}, status_code=413, headers={"Connection": "close"}
+        )
+        await response(scope, receive, send)
+
+
+def create_app(source: Predictor | str | Path, limits: ImageLimits | None = None) -> FastAPI:
+    """The web app for a run folder (its best checkpoint) or a ready Predictor."""
+    predictor = source if isinstance(source, Predictor) else Predictor.from_run(Path(source))
+    limits = limits or ImageLimits()
+    index_html = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    app = FastAPI(
+        title="cnnlab digits",
+        version=__version__,
+        description="Draw or upload a digit; an MNIST CNN trained with cnnlab predicts it.",
+    )
+    limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
+    app.state.predictor = predictor
+    app.state.limits = limits
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(index_html)
+
+    @app.get("/api/health", response_model=Health)
+    async def health() -> Health:
+        """Liveness, the model's case and the upload limits."""
+        return Health(
+            status="ok",
+            case=predictor.case,
+            version=__version__,
+            max_bytes=limits.max_bytes,
+            max_pixels=limits.max_pixels,
+        )
+
+    @app.post(
+        "/api/predict",
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        openapi_extra={"requestBody": _REQUEST_BODY},
+    )
+    async def predict(
+        request: Request, invert: bool | None = None, maps: bool = True
+    ) -> PredictResponse:
+        """Predict the digit in an image.
+
+        The image is made MNIST-style first (grey, inverted if dark-on-light unless
+        ``invert`` says otherwise, cropped, scaled into 20x20, centred by mass in 28x28).
+        ``maps=false`` leaves out the feature maps.
+        """
+        data = await _image_bytes(request, limits)
+
+        def work() -> PredictResponse:  # in a worker thread: decoding and torch are CPU-bound
+            start = time.perf_counter()
+            result = predictor.predict_image(data, invert=invert, limits=limits, feature_maps=maps)
+            return _response(result, start)
+
+        try:
+            # As many predictions at once as there are cores: more only fight over them.
+            return await anyio.to_thread.run_sync(work, limiter=limiter)
+        except ImageRejected as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        except CnnlabError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    # The byte cap covers a multipart form's framing around a file of max_bytes.
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=limits.max_bytes + MULTIPART_SLACK,
+        detail=f"request body too large: images may be up to {limits.max_bytes:,} bytes",
+    )
+    return app
+
+
+async def _image_bytes(request: Request, limits: ImageLimits) -> bytes:
+    """The image bytes: the raw body, or the 'file' part of a multipart form."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        # Starlette answers a malformed form with a 400 itself.
+        form = await request.form(max_files=1, max_fields=8, max_part_size=limits.max_bytes)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(400, "the multipart form needs the image in a field named 'file'")
+        data = await upload.read()
+        await form.close()
+    else:
+        data = await request.body()
+    if not data:
+        raise HTTPException(400, "empty body: send an image file (PNG, JPEG, ...)")
+    return data
+
+
+def _response(result: Prediction, start: float) -> PredictResponse:
+    """The JSON answer; ``start`` is when work on the request began (perf_counter)."""
+    grids = [_grid(name, m) for name, m in result.feature_maps.items()]
+    return PredictResponse(
+        digit=result.digit,
+        probabilities=[round(float(p), 6) for p in result.probabilities],
+        inverted=bool(result.inverted),
+        input_png=_data_url(to_png(result.input)),
+        feature_maps=grids,
+        milliseconds=round((time.perf_counter() - start) * 1000.0, 3),
+    )
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _palette() -> list[int]:
+    """Viridis in entries 0-254 (dark = 0), white in 255 for the gaps between maps."""
+    from matplotlib import colormaps
+
+    lut = colormaps["viridis"](np.linspace(0.0, 1.0, 255))[:, :3]  # (255, 3) floats
+    rgb = np.rint(lut * 255).astype(np.uint8).tolist()
+    return [v for colour in rgb for v in colour] + [255, 255, 255]
+
+
+_PALETTE = _palette()
+_GAP = 255
+
+
+def _grid(name: str, maps: np.ndarray) -> FeatureMapGrid:
+    """(C, H, W) activations -> one PNG grid, each map scaled to its own max (0 = dark).
+
+    A palette PNG: one byte per pixel encodes 3x faster and smaller than RGB.
+    """
+    c, h, w = maps.shape
+    cols = min(GRID_COLUMNS, c)
+    rows = math.ceil(c / cols)
+    peak = maps.reshape(c, -1).max(axis=1)  # (C,)
+    scaled = maps / np.where(peak > 0, peak, 1.0)[:, None, None]
+    levels = np.clip(np.rint(scaled * (_GAP - 1)), 0, _GAP - 1).astype(np.uint8)  # (C, H, W)
+    grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), _GAP, dtype=np.uint8)
+    for k in range(c):
+        r, q = divmod(k, cols)
+        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = levels[k]
+    img = Image.fromarray(grid)
+    img.putpalette(_PALETTE)  # "L" becomes "P": the levels index the palette
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return FeatureMapGrid(
+        layer=name, channels=c, height=h, width=w, columns=cols, png=_data_url(buf.getvalue())
+    )
+
+
+@contextmanager
+def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn from a thread (tests, benchmarks); yields its base URL.
+
+    ``port=0`` lets the system pick a free port, so parallel runs never collide.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="cnnlab-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30.0
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise CnnlabError(f"the web server did not start on {host}:{port}")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30.0)
+
+
+def serve(
+    source: Predictor | str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: ImageLimits | None = None,
+) -> None:
+    """Run the app with uvicorn until interrupted.
+
+    Torch runs one thread per request: a 28x28 image is far too small to gain from
+    splitting one convolution over cores, and concurrent requests already use them all
+    (one noisy benchmarks/load_serve.py run each, 16 clients on 2 shared cores: the
+    server's p50 time per request was 18 ms with torch's default 2 threads, 9 ms with 1).
+    """
+    import torch
+    import uvicorn
+
+    torch.set_num_threads(1)
+    uvicorn.run(create_app(source, limits), host=host, port=port, log_level="info")

@@ -1,0 +1,1 @@
+"""Training: the chapter's recipe, run folders, distributed training, the speedrun."""

@@ -1,0 +1,128 @@
+"""Data-parallel training across processes (torch.distributed / DistributedDataParallel).
+
+``cnnlab train`` run under ``torchrun`` finds the process group's size and rank in the
+variables torchrun sets, and then:
+
+- every process draws the same permutation of the training set each epoch and takes its
+  share of every global batch (``batch[rank::world_size]``), which is what a distributed
+  sampler does, batch by batch;
+- ``--batch-size`` stays the *global* batch: each of ``W`` processes computes ``B / W``
+  samples, its loss sum divided by the global batch size, and the gradients are summed
+  across processes before every Adam step, so each step equals the single-process step on
+  the whole batch (also for a short last batch) and the learning rate needs no change.
+  The plain engine does this through ``DistributedDataParallel`` (which averages, so its
+  loss is scaled by ``W``); the fast engine, whose Case 1 backward is written out with no
+  autograd hooks for DDP to attach to, all-reduces the gradients in its own step
+  (:func:`all_reduce_grads`), one collective per step as DDP does;
+- epoch sums (loss, hits, counts) are all-reduced, so every process sees the same
+  metrics and takes the same early-stopping decision; only rank 0 writes files or prints.
+
+Dropout draws its masks per process, so a network with dropout (Case 1) follows a
+different random path than one process would; without dropout the results agree to
+float tolerance (``tests/test_distributed.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in the group; the default is a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """True inside a process that torchrun started as part of a group."""
+    return dist.is_torchelastic_launched() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun announced it (0 outside torchrun), before setup."""
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
+def setup(device: torch.device) -> DistContext:
+    """Join the process group torchrun prepared (gloo on CPU, nccl on GPUs), if any."""
+    if not launched():
+        return DistContext()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        torch.cuda.set_device(ctx.local_rank)
+    return ctx
+
+
+def local_device(device: torch.device, ctx: DistContext) -> torch.device:
+    """Each process on a multi-GPU machine drives the GPU matching its local rank."""
+    if device.type == "cuda" and ctx.enabled:
+        return torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def shard(batch: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """This process's share of a global batch of indices (a distributed sampler's cut)."""
+    return batch[ctx.rank :: ctx.world_size] if ctx.enabled else batch
+
+
+def all_reduce_grads(grads: list[torch.Tensor], ctx: DistContext) -> None:
+    """Sum every process's gradients, in place, before the optimiser step.
+
+    Each process's gradient is of (its share of the loss sum) / (global batch size), so
+    the sum is the gradient of the global batch's mean loss: one process's step, exactly.
+    Gradients travel as one flat buffer: one collective per step, not one per tensor.
+    """
+    if not ctx.enabled:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum ``t`` over the group, in place (a no-op for a single process)."""
+    if ctx.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def teardown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[DistContext]:
+    """Join torchrun's process group for the duration of a run, and always leave it."""
+    try:
+        yield setup(device)
+    finally:
+        teardown()

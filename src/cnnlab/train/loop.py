@@ -1,0 +1,313 @@
+"""The chapter's training recipe in plain PyTorch, with Keras' semantics where they decide a result.
+
+Recipe (:class:`~cnnlab.train.config.TrainConfig` defaults): seed 42, Adam (lr 1e-3,
+epsilon 1e-7), cross-entropy, batch 32, up to 200 epochs, early stopping on validation
+accuracy with patience 5 (Keras' ``EarlyStopping`` rule), best checkpoint by validation
+loss (Keras' ``ModelCheckpoint`` with ``save_best_only``), then the best checkpoint
+evaluated on the test set. Any network description trains this way.
+
+Two engines compute the same thing: ``"fast"`` (the default, :mod:`cnnlab.engine.fastpath`)
+and ``"plain"``, the straightforward PyTorch loop of :func:`train_epoch`, kept as the
+reference the fast one is tested against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from cnnlab.data import Splits
+from cnnlab.engine.device import resolve_device, to_tensors
+from cnnlab.engine.fastpath import Step, make_step, run_epoch
+from cnnlab.engine.inference import evaluate
+from cnnlab.engine.tensors import as_float_images
+from cnnlab.errors import CnnlabError
+from cnnlab.models import ModelDescription, Network, build_module, resolve
+from cnnlab.train import distributed, records
+from cnnlab.train.config import ENGINES, TrainConfig
+from cnnlab.train.stopping import EarlyStopping, TrainState
+
+__all__ = ["ENGINES", "EarlyStopping", "TrainConfig", "fit", "make_optimizer", "train_epoch"]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam as Keras sets it up; the fast engine keeps its state in the same object."""
+    fused = config.engine == "fast"
+    return torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps, fused=fused)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    bar: tqdm | None = None,
+    ctx: distributed.DistContext | None = None,
+) -> tuple[float, float]:
+    """One pass over ``x[order]`` in mini-batches; returns (mean loss, accuracy).
+
+    Loss and hits accumulate on the device: nothing waits for the host per step. Under
+    torchrun ``model`` is a DistributedDataParallel and each process takes its share of
+    every global batch; its loss sum is scaled by world size / global batch size, so the
+    gradient DDP averages is the global batch's mean gradient, and the epoch sums are
+    all-reduced.
+    """
+    ctx = ctx or distributed.DistContext()
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    hits = torch.zeros((), dtype=torch.int64, device=x.device)
+    for step, i in enumerate(range(0, len(order), batch_size)):
+        idx = order[i : i + batch_size]
+        denom = len(idx)
+        idx = distributed.shard(idx, ctx)
+        xb, yb = x[idx], y[idx]
+        logits = model(xb)
+        if ctx.enabled:
+            batch_sum = F.cross_entropy(logits, yb, reduction="sum")
+            loss = batch_sum * (ctx.world_size / denom)
+            batch_sum = batch_sum.detach()
+        else:
+            loss = F.cross_entropy(logits, yb)
+            batch_sum = loss.detach() * len(idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += batch_sum.double()
+        hits += (logits.detach().argmax(1) == yb).sum()
+        if bar is not None:
+            bar.update(denom)
+            if step % 100 == 0:  # a host sync, so only now and then
+                seen = min(i + batch_size, len(order)) / ctx.world_size
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.4f}", acc=f"{hits.item() / seen:.4f}"
+                )
+    distributed.all_reduce_sum(loss_sum, ctx)
+    distributed.all_reduce_sum(hits, ctx)
+    n = len(order)
+    return loss_sum.item() / n, hits.item() / n
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class Session:
+    """One run in progress: the network, its optimiser and data, where it runs."""
+
+    config: TrainConfig
+    description: ModelDescription
+    model: Network
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator
+    state: TrainState
+    device: torch.device
+    ctx: distributed.DistContext
+    step: Step | None  # the fast engine's step; None runs the plain loop
+    ddp_model: nn.Module
+
+
+def check_data(description: ModelDescription, splits: Splits) -> None:
+    """The data must have the network's input shape, and labels within its classes."""
+    shape = tuple(splits.x_train.shape[1:])
+    if shape != description.input_shape:
+        want = "x".join(map(str, description.input_shape))
+        raise CnnlabError(
+            f"model {description.name!r} takes inputs of {want}, the data has "
+            f"{'x'.join(map(str, shape))}"
+        )
+    classes = description.classes
+    top = max(int(splits.y_train.max(initial=0)), int(splits.y_val.max(initial=0)))
+    if top >= classes:
+        raise CnnlabError(
+            f"model {description.name!r} has {classes} classes, the data has labels up to {top}"
+        )
+
+
+def _start(
+    config: TrainConfig,
+    description: ModelDescription,
+    device: torch.device,
+    ctx: distributed.DistContext,
+    out_dir: Path,
+    resume: bool,
+    log: Callable[[str], None],
+) -> Session:
+    """Build the network and optimiser (or restore them from ``last.pt``)."""
+    torch.manual_seed(config.seed)
+    model = build_module(description).to(device)
+    optimizer = make_optimizer(model, config)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    state = TrainState(stopping=EarlyStopping(config.patience))
+    if resume:
+        state = records.restore(out_dir / "last.pt", model, optimizer, shuffle)
+        log(f"resuming {out_dir} after epoch {state.epoch}")
+    fast = config.engine == "fast"
+    grad_hook = partial(distributed.all_reduce_grads, ctx=ctx) if ctx.enabled else None
+    # After resume: the step reads Adam's restored state.
+    use_native = None if config.native else False
+    step = make_step(model, optimizer, grad_hook, use_native) if fast else None
+    # The plain engine trains through DistributedDataParallel, which averages gradients
+    # in its backward hooks; the fast engine all-reduces them in its own step (grad_hook).
+    ddp_model = DistributedDataParallel(model) if ctx.enabled and not fast else model
+    return Session(
+        config, description, model, optimizer, shuffle, state, device, ctx, step, ddp_model
+    )
+
+
+def _train_one_epoch(
+    s: Session, x: torch.Tensor, y: torch.Tensor, epoch: int, progress: bool
+) -> tuple[float, float]:
+    """One epoch of either engine: (mean training loss, accuracy)."""
+    n = len(x)
+    order = torch.randperm(n, generator=s.shuffle).to(s.device)
+    with tqdm(
+        total=n,
+        desc=f"epoch {epoch}/{s.config.epochs}",
+        unit="sample",
+        disable=not progress,
+        leave=False,
+    ) as bar:
+        if s.step is None:
+            return train_epoch(
+                s.ddp_model, s.optimizer, x, y, order, s.config.batch_size, bar, s.ctx
+            )
+        shard = partial(distributed.shard, ctx=s.ctx) if s.ctx.enabled else None
+        on_batch = records.progress_callback(bar) if progress else None
+        sums = run_epoch(s.step, x, y, order, s.config.batch_size, on_batch=on_batch, shard=shard)
+        distributed.all_reduce_sum(sums.loss, s.ctx)
+        distributed.all_reduce_sum(sums.hits, s.ctx)
+        return sums.means()
+
+
+def fit(
+    config: TrainConfig,
+    splits: Splits,
+    out_dir: Path,
+    *,
+    description: ModelDescription | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train ``description`` (default: ``config.model`` resolved) on ``splits`` into
+    ``out_dir``; returns the metrics. Under torchrun, every process calls this."""
+    device = resolve_device(config.device)
+    if description is None:
+        description = records.saved_description(out_dir) if resume else resolve(config.model)
+    check_data(description, splits)
+    with distributed.process_group(device) as ctx:
+        device = distributed.local_device(device, ctx)
+        if not ctx.is_main:  # only rank 0 prints and writes files
+            progress, log = False, _silent
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest
+        s = _start(config, description, device, ctx, out_dir, resume, log)
+        if not resume and ctx.is_main:
+            records.write_run_config(out_dir, config, description, splits, device, ctx)
+        metrics = _loop(s, splits, out_dir, progress, on_epoch_end, log)
+        distributed.barrier(ctx)
+    return metrics
+
+
+def _loop(
+    s: Session,
+    splits: Splits,
+    out_dir: Path,
+    progress: bool,
+    on_epoch_end: EpochCallback | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Epochs until early stopping or the epoch limit, then the test score (rank 0)."""
+    config, state = s.config, s.state
+    fast = config.engine == "fast"
+    # The whole dataset moves to the device once; batches are gathered there.
+    x_tr, y_tr = to_tensors(splits.x_train, splits.y_train, s.device)
+    x_va, y_va = to_tensors(splits.x_val, splits.y_val, s.device)
+    if not fast:
+        x_tr = as_float_images(x_tr)  # the reference loop takes float inputs only
+    while not state.finished and state.epoch < config.epochs:
+        epoch = state.epoch + 1
+        start = time.perf_counter()
+        loss, acc = _train_one_epoch(s, x_tr, y_tr, epoch, progress)
+        val_loss, val_acc, _ = evaluate(s.model, x_va, y_va, config.eval_batch_size, fast=fast)
+        seconds = time.perf_counter() - start
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "accuracy": acc,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "seconds": seconds,
+        }
+        state.history.append(row)
+        state.train_seconds += seconds
+        state.epoch = epoch
+        note = ""
+        if val_loss < state.best_val_loss:
+            note = f"  val_loss improved from {state.best_val_loss:.5f}, saving best.pt"
+            state.best_val_loss, state.best_epoch = val_loss, epoch
+            if s.ctx.is_main:
+                records.save_best(out_dir, s.description, s.model, epoch)
+        state.finished = state.stopping.step(epoch, val_acc) or epoch >= config.epochs
+        log(
+            f"epoch {epoch}: loss {loss:.4f} - accuracy {acc:.4f} - val_loss {val_loss:.4f}"
+            f" - val_accuracy {val_acc:.4f} - {seconds:.1f}s{note}"
+        )
+        if s.ctx.is_main:
+            records.save_last(out_dir, s.description, s.model, s.optimizer, s.shuffle, state)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    if state.stopping.wait >= config.patience and state.epoch < config.epochs:
+        log(
+            f"early stopping after epoch {state.epoch}: no better val_accuracy "
+            f"for {config.patience} epochs"
+        )
+    log(f"training duration = {state.train_seconds:.3f}")
+    if not s.ctx.is_main:
+        return {}
+    return finish(out_dir, config, splits, state, s.device, log)
+
+
+def _silent(_message: str) -> None:
+    pass
+
+
+def finish(
+    out_dir: Path,
+    config: TrainConfig,
+    splits: Splits,
+    state: TrainState,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on the test set; write metrics.json and curves.png."""
+    from cnnlab.plots import plot_curves
+
+    model, ckpt = records.load_best(out_dir)
+    model.to(device)
+    x_te, y_te = to_tensors(splits.x_test, splits.y_test, device)
+    test_loss, test_acc, _ = evaluate(
+        model, x_te, y_te, config.eval_batch_size, fast=config.engine == "fast"
+    )
+    metrics = records.write_metrics(out_dir, model, ckpt, state, config, test_loss, test_acc)
+    plot_curves(out_dir / "history.csv", out_dir / "curves.png", title=model.description.name)
+    log(
+        f"Test accuracy of the model with the lowest val_loss (epoch {ckpt['epoch']}) = "
+        f"{test_acc:.4f} (loss {test_loss:.4f})"
+    )
+    return metrics
