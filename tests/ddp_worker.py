@@ -20,6 +20,6 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     splits = prepare(synthetic_mnist(n_train=300, n_test=50), seed=42)
     config = TrainConfig(
-        case=case, epochs=epochs, batch_size=batch, patience=100, engine=sys.argv[5]
+        model=case, epochs=epochs, batch_size=batch, patience=100, engine=sys.argv[5]
     )
     fit(config, splits, out, progress=False, log=lambda _msg: None)

@@ -15,17 +15,45 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
+from cnnlab.data import Splits
+from cnnlab.models import parse_compact
 from cnnlab.serving.predict import Predictor
 from cnnlab.serving.serve import background_server, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SEVEN = [(70, 60), (140, 60), (210, 60), (180, 130), (150, 200), (130, 250)]  # pad pixels
+CASE1_MAPS = ("conv1", "conv2")
+# A user's own network with three conv layers (as in test_serve.py).
+OWN = (
+    "Input(28,28,1) Conv2D(6,3,relu,name=c1) Conv2D(8,3,2,same,tanh,name=c2) "
+    "MaxPooling2D(2,name=pool) Conv2D(12,3,name=c3) GlobalMaxPooling2D(name=gmp) "
+    "Dense(10,softmax,name=out)"
+)
 
 
 @pytest.fixture(scope="module")
 def site(tiny_run: dict[str, Path]) -> Iterator[str]:
     with background_server(create_app(Predictor.from_run(tiny_run["case1"]))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def own_site(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> Iterator[str]:
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.loop import fit
+
+    out = tmp_path_factory.mktemp("own")
+    desc = parse_compact(OWN, "mine")
+    fit(
+        TrainConfig(model=OWN, epochs=1),
+        tiny_splits,
+        out,
+        description=desc,
+        progress=False,
+        log=lambda _m: None,
+    )
+    with background_server(create_app(Predictor.from_run(out))) as url:
         yield url
 
 
@@ -59,12 +87,14 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         browser.quit()
 
 
-def open_page(driver: Any, url: str) -> None:
+def open_page(driver: Any, url: str, model: str = "case1") -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url + "/")
-    WebDriverWait(driver, 30).until(lambda d: "model case1" in d.find_element(By.ID, "model").text)
+    WebDriverWait(driver, 30).until(
+        lambda d: f"model {model} " in d.find_element(By.ID, "model").text
+    )
 
 
 def draw(driver: Any, points: list[tuple[int, int]], pointer: str = "mouse") -> None:
@@ -86,19 +116,22 @@ def draw(driver: Any, points: list[tuple[int, int]], pointer: str = "mouse") -> 
     actions.perform()
 
 
-def wait_for_prediction(driver: Any) -> dict[str, Any]:
-    """Wait until the page shows a digit, the 28x28 input and both feature-map grids, and
-    has no answer still coming (the page sets aria-busy while one is)."""
+def wait_for_prediction(driver: Any, layers: tuple[str, ...] = CASE1_MAPS) -> dict[str, Any]:
+    """Wait until the page shows a digit, the 28x28 input and the feature-map grid of each
+    of ``layers``, and has no answer still coming (the page sets aria-busy while one is)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     script = """
+      const ids = arguments[0].map((name) => 'map-' + name);
       const img = (id) => document.getElementById(id);
-      const ready = (id) => img(id).complete && img(id).naturalWidth > 0
+      const ready = (id) => img(id) !== null && img(id).complete && img(id).naturalWidth > 0
         && img(id).src.startsWith('data:image/png');
       return {
         digit: img('digit').textContent,
-        ready: ready('input') && ready('map-conv1') && ready('map-conv2'),
-        maps: ['map-conv1', 'map-conv2'].map((id) => [img(id).naturalWidth, img(id).width]),
+        ready: ready('input') && ids.every(ready),
+        maps: ids.map((id) => img(id) ? [img(id).naturalWidth, img(id).width] : null),
+        figures: document.querySelectorAll('#maps figure').length,
+        captions: [...document.querySelectorAll('#maps figcaption')].map((e) => e.textContent),
         top: [...document.querySelectorAll('.bar.top')].length,
         values: [...document.querySelectorAll('.bar .val')].map((e) => e.textContent),
         status: document.getElementById('status').textContent,
@@ -108,7 +141,7 @@ def wait_for_prediction(driver: Any) -> dict[str, Any]:
     state: dict[str, Any] = {}
 
     def shown(d: Any) -> bool:
-        state.update(d.execute_script(script))
+        state.update(d.execute_script(script, list(layers)))
         digit = state["digit"]
         return digit != "" and digit in "0123456789" and state["ready"] and state["busy"] == "false"
 
@@ -135,6 +168,27 @@ def test_drawing_shows_prediction_and_feature_maps(driver: Any, site: str) -> No
 
     driver.find_element("id", "clear").click()
     assert driver.find_element("id", "digit").text == "–"
+
+
+def test_own_network_shows_all_its_conv_layers(driver: Any, own_site: str) -> None:
+    """A 28x28x1 network of the user's own, three conv layers: three grids, as described."""
+    open_page(driver, own_site, model="mine")
+    assert "3 conv layers" in driver.find_element("id", "model").text
+    draw(driver, SEVEN)
+    state = wait_for_prediction(driver, ("c1", "c2", "c3"))
+    assert state["figures"] == 3 and state["top"] == 1 and len(state["values"]) == 10
+    # c1: 6 maps of 26 (161 px), c2: 8 of 13 (111 px), c3: 8 columns of 4 (39 px)
+    assert [m[0] for m in state["maps"]] == [161, 111, 39]
+    assert state["captions"] == [
+        "c1: 6 feature maps of 26×26 (after relu)",
+        "c2: 8 feature maps of 13×13 (after tanh)",
+        "c3: 12 feature maps of 4×4 (no activation)",
+    ]
+    png = base64.b64decode(
+        driver.execute_script("return document.getElementById('pad').toDataURL('image/png')")[22:]
+    )
+    answer = httpx.post(f"{own_site}/api/predict", content=png, params={"maps": "false"}).json()
+    assert state["values"] == [f"{p:.3f}" for p in answer["probabilities"]]
 
 
 def test_touch_drawing(driver: Any, site: str) -> None:

@@ -26,7 +26,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["train", "--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
         (["train", "--batch-size", "many"], "expected a whole number, got 'many'"),
         (["train", "--device", "tpu"], "argument --device: invalid choice"),
-        (["summary"], "the following arguments are required: --case"),
+        (["summary"], "one of the arguments --case --model is required"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )

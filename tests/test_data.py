@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab import data
+from cnnlab.data import mnist as data
 from cnnlab.errors import CnnlabError
 
 NAME = "t10k-labels-idx1-ubyte"
@@ -61,7 +61,7 @@ def test_download_falls_back_verifies_and_writes_atomically(
             raise OSError("mirror down")
         dest.write_bytes(good)
 
-    monkeypatch.setattr(data.mnist, "_fetch", fake_fetch)
+    monkeypatch.setattr(data, "_fetch", fake_fetch)
     path = data.resolve(NAME)
     cache = isolated / "cache" / "cnnlab" / "mnist"
     assert path == cache / f"{NAME}.gz"
@@ -73,7 +73,7 @@ def test_download_falls_back_verifies_and_writes_atomically(
 def test_download_with_wrong_content_leaves_nothing(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data.mnist, "_fetch", lambda url, dest: dest.write_bytes(gzip.compress(b"no")))
+    monkeypatch.setattr(data, "_fetch", lambda url, dest: dest.write_bytes(gzip.compress(b"no")))
     with pytest.raises(CnnlabError, match=f"could not download {NAME}.gz.*SHA-256 mismatch"):
         data.resolve(NAME)
     assert list((isolated / "cache" / "cnnlab" / "mnist").iterdir()) == []

@@ -68,7 +68,7 @@ def fast_losses(
     model.train()
     out = []
     for i in range(0, len(x), bs):
-        loss_sum, _ = step(x[i : i + bs, 0], y[i : i + bs], None)
+        loss_sum, _ = step(x[i : i + bs], y[i : i + bs], None)
         out.append(loss_sum.item() / len(x[i : i + bs]))
     return out
 
@@ -165,7 +165,7 @@ def test_grad_hook_runs_between_backward_and_adam(case: str) -> None:
             g.zero_()
 
     step = make_step(model, make_optimizer(model, TrainConfig()), grad_hook=hook)
-    step(x[:, 0], y, None)
+    step(x, y, None)
     assert len(seen) == 1 and seen[0] > 0
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -195,7 +195,7 @@ def test_fused_adam_state_is_torch_adams(tmp_path: Path) -> None:
     model = create_model("case1")
     opt = make_optimizer(model, TrainConfig())
     step = make_step(model, opt)
-    step(x[:32, 0], y[:32], None)
+    step(x[:32], y[:32], None)
     state = opt.state_dict()
     assert {k for st in state["state"].values() for k in st} == {"step", "exp_avg", "exp_avg_sq"}
     plain = torch.optim.Adam(copy.deepcopy(model).parameters(), lr=1e-3, eps=1e-7)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from cnnlab import cli
 from cnnlab.data import MNIST, Splits
 from cnnlab.errors import CnnlabError
 from cnnlab.interop.onnx_export import export_run
+from cnnlab.models import ModelDescription, get
 from cnnlab.train import checkpoint
 
 ATOL = 1e-5  # the tolerance on probabilities
@@ -70,7 +72,10 @@ def test_graph_interface_and_metadata(exported: dict[str, Path]) -> None:
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["cnnlab_case"] == "case1"
+    assert meta["cnnlab_model"] == "case1" and "cnnlab_case" not in meta
+    assert json.loads(meta["cnnlab_input_shape"]) == [28, 28, 1]
+    assert meta["cnnlab_classes"] == "10" and meta["cnnlab_epoch"].isdigit()
+    assert ModelDescription.from_dict(json.loads(meta["cnnlab_description"])) == get("case1")
 
 
 def test_existing_file_is_kept_unless_forced(
@@ -91,7 +96,7 @@ def test_existing_file_is_kept_unless_forced(
 def test_bad_run_dir_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "best.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CnnlabError, match="not a readable cnnlab checkpoint"):
+    with pytest.raises(CnnlabError, match=r"not a (readable )?cnnlab checkpoint"):
         export_run(tmp_path / "run", tmp_path / "m.onnx")
     with pytest.raises(CnnlabError, match="not found"):
         export_run(tmp_path / "missing", tmp_path / "m.onnx")

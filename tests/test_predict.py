@@ -49,7 +49,8 @@ def test_probabilities_match_the_model(
     tiny_run: dict[str, Path], inputs: np.ndarray, case: str
 ) -> None:
     predictor = Predictor.from_run(tiny_run[case])
-    assert predictor.case == case
+    assert predictor.name == case and predictor.classes == 10
+    assert list(predictor.feature_layers) == ["conv1", "conv2"]  # from the description
     probs, maps = predictor.predict_inputs(inputs)
     assert maps == {}  # not asked for
     model, _ = checkpoint.load_model(tiny_run[case])
@@ -128,7 +129,7 @@ def test_bad_inputs(tiny_run: dict[str, Path], tmp_path: Path) -> None:
     predictor = Predictor.from_run(tiny_run["case1"])
     with pytest.raises(CnnlabError, match="28x28"):
         predictor.predict_arrays([np.zeros((20, 20), np.float32)], preprocess_images=False)
-    with pytest.raises(CnnlabError, match=r"\(N, 28, 28\)"):
+    with pytest.raises(CnnlabError, match=r"takes inputs of shape 28x28x1.*\(2, 3, 28, 28\)"):
         predictor.predict_inputs(np.zeros((2, 3, 28, 28), np.float32))
     (tmp_path / "note.png").write_text("not an image")
     with pytest.raises(ImageRejected, match=r"note\.png"):
@@ -235,8 +236,7 @@ def test_photographed_mnist_digits_are_recognised(
     x, y = to_tensors(scale(x_train), y_train.astype(np.int64), torch.device("cpu"))
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(global_random_seed))
     train_epoch(model, make_optimizer(model, TrainConfig()), x, y, order, batch_size=32)
-    ckpt = {"format": checkpoint.FORMAT, "case": "case1", "epoch": 1}
-    runs.save_torch(tmp_path / "best.pt", {**ckpt, "model": model.state_dict()})
+    runs.save_torch(tmp_path / "best.pt", checkpoint.make_checkpoint(model.description, model, 1))
     predictor = Predictor.from_run(tmp_path)
 
     direct = predictor.predict_arrays(x_test / 255.0, preprocess_images=False)

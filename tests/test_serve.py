@@ -22,7 +22,10 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from starlette.exceptions import StarletteDeprecationWarning
 
+from cnnlab.data import Splits
 from cnnlab.data.preprocess import ImageLimits, to_png
+from cnnlab.errors import CnnlabError
+from cnnlab.models import parse_compact
 from cnnlab.serving.predict import Predictor
 from cnnlab.serving.serve import background_server, create_app
 
@@ -31,6 +34,12 @@ with warnings.catch_warnings():  # starlette would like httpx2; httpx is what we
     from fastapi.testclient import TestClient
 
 LIMITS = ImageLimits(max_bytes=200_000, max_pixels=1_000_000)
+# A user's own network: three conv layers, two activations and one without.
+OWN = (
+    "Input(28,28,1) Conv2D(6,3,relu,name=c1) Conv2D(8,3,2,same,tanh,name=c2) "
+    "MaxPooling2D(2,name=pool) Conv2D(12,3,name=c3) GlobalMaxPooling2D(name=gmp) "
+    "Dense(10,softmax,name=out)"
+)
 
 
 def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
@@ -71,6 +80,25 @@ def predictor(tiny_run: dict[str, Path]) -> Predictor:
 
 
 @pytest.fixture(scope="module")
+def own_run(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> Path:
+    """One epoch of the user's own network (OWN) on the synthetic digits."""
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.loop import fit
+
+    out = tmp_path_factory.mktemp("own")
+    desc = parse_compact(OWN, "mine")
+    fit(
+        TrainConfig(model=OWN, epochs=1),
+        tiny_splits,
+        out,
+        description=desc,
+        progress=False,
+        log=lambda _m: None,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
 def client(predictor: Predictor) -> Iterator[TestClient]:
     # raise_server_exceptions=False: a crash must show up as the 500 a browser would get.
     with TestClient(create_app(predictor, LIMITS), raise_server_exceptions=False) as c:
@@ -93,11 +121,68 @@ def test_health(client: TestClient) -> None:
     assert r.status_code == 200
     assert r.json() == {
         "status": "ok",
-        "case": "case1",
+        "model": "case1",
         "version": r.json()["version"],
         "max_bytes": LIMITS.max_bytes,
         "max_pixels": LIMITS.max_pixels,
     }
+
+
+def test_model_reports_the_layers(client: TestClient) -> None:
+    info = client.get("/api/model").json()
+    assert info["name"] == "case1" and info["input_shape"] == [28, 28, 1]
+    assert info["classes"] == 10 and info["params"] > 0
+    assert [(x["name"], x["class_name"]) for x in info["layers"]][:3] == [
+        ("conv1", "Conv2D"),
+        ("pool1", "MaxPooling2D"),
+        ("conv2", "Conv2D"),
+    ]
+    assert info["layers"][0]["output_shape"] == [26, 26, 16]
+    assert info["feature_maps"] == [
+        {"layer": "conv1", "activation": "relu", "channels": 16, "height": 26, "width": 26},
+        {"layer": "conv2", "activation": "relu", "channels": 64, "height": 11, "width": 11},
+    ]
+
+
+def test_own_network_with_three_conv_layers(own_run: Path) -> None:
+    """The page's API follows the network: every conv layer's maps, shapes as described."""
+    predictor = Predictor.from_run(own_run)
+    with TestClient(create_app(predictor, LIMITS), raise_server_exceptions=False) as c:
+        info = c.get("/api/model").json()
+        assert info["name"] == "mine"
+        expected = [
+            ("c1", "relu", 6, 26, 26),
+            ("c2", "tanh", 8, 13, 13),
+            ("c3", "linear", 12, 4, 4),
+        ]
+        assert [tuple(f.values()) for f in info["feature_maps"]] == expected
+        assert c.get("/api/health").json()["model"] == "mine"
+        r = post_image(c, drawn_seven())
+        assert r.status_code == 200, r.text
+        data = r.json()
+        ref = predictor.predict_image(drawn_seven(), feature_maps=True)
+        np.testing.assert_allclose(data["probabilities"], ref.probabilities, atol=1e-5)
+        assert data["digit"] == ref.digit
+        grids = [
+            (g["layer"], g["activation"], g["channels"], g["height"], g["width"])
+            for g in data["feature_maps"]
+        ]
+        assert grids == expected
+        for g in data["feature_maps"]:
+            img = decode_data_url(g["png"])
+            rows = -(-g["channels"] // g["columns"])
+            assert img.size == (g["columns"] * (g["width"] + 1) - 1, rows * (g["height"] + 1) - 1)
+        assert post_image(c, b"nope").status_code == 415
+
+
+def test_other_input_shapes_are_refused(tmp_path: Path) -> None:
+    from cnnlab.models import build_module
+    from cnnlab.train import checkpoint, runs
+
+    desc = parse_compact("Input(32,32,3) Conv2D(4,3,relu) GlobalAveragePooling2D Dense(10,softmax)")
+    runs.save_torch(tmp_path / "best.pt", checkpoint.make_checkpoint(desc, build_module(desc), 0))
+    with pytest.raises(CnnlabError, match=r"cnnlab serve .*28x28x1.*32x32x3"):
+        create_app(tmp_path)
 
 
 def test_page_and_its_assets(client: TestClient) -> None:
@@ -164,7 +249,7 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     assert {"200", "400", "413", "415", "422"} <= set(post["responses"])
     assert {p["name"] for p in post["parameters"]} == {"invert", "maps"}
     assert "PredictResponse" in spec["components"]["schemas"]
-    assert "/api/health" in spec["paths"]
+    assert "/api/health" in spec["paths"] and "/api/model" in spec["paths"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "openapi.json" in docs.text
 

@@ -15,6 +15,7 @@ import torch
 from cnnlab import fileio
 from cnnlab.data import MNIST, Splits, prepare
 from cnnlab.engine import native
+from cnnlab.models import get
 from cnnlab.train import checkpoint, runs
 from cnnlab.train.loop import EarlyStopping, TrainConfig, fit
 
@@ -49,13 +50,34 @@ def test_early_stopping_follows_keras(
     assert es.best == max(values[: stopped or len(values)])
 
 
-def test_config_rejects_bad_values() -> None:
-    with pytest.raises(ValueError, match="unknown case"):
-        TrainConfig(model="case9")
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        TrainConfig(batch_size=0)
-    with pytest.raises(ValueError, match="patience"):
-        TrainConfig(patience=-1)
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be in"),
+        ({"patience": -1}, "patience must be in"),
+        ({"seed": 2**32}, "seed must be in"),
+        ({"seed": -1}, "seed must be in"),
+        ({"epochs": "3"}, "epochs must be of type int"),
+        ({"lr": float("nan")}, "lr must be a positive number"),
+        ({"native": 1}, "native must be of type bool"),
+        ({"device": "tpu"}, "device must be one of"),
+        ({"engine": "turbo"}, "engine must be one of"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"model": ""}, "model must name a network"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_config_from_saved_dict() -> None:
+    assert TrainConfig.from_dict({"case": "case2", "epochs": 3}).model == "case2"  # old runs
+    assert TrainConfig.from_dict({"lr": 1}).lr == 1.0  # JSON may write 1 for 1.0
+    with pytest.raises(ValueError, match="unknown field 'epoch'"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="must be an object"):
+        TrainConfig.from_dict(["case1"])
 
 
 def test_fit_writes_a_complete_run(tiny_run: dict[str, Path]) -> None:
@@ -63,6 +85,7 @@ def test_fit_writes_a_complete_run(tiny_run: dict[str, Path]) -> None:
         names = {p.name for p in run_dir.iterdir()}
         assert {
             "config.json",
+            "model.json",
             "history.csv",
             "best.pt",
             "last.pt",
@@ -72,13 +95,17 @@ def test_fit_writes_a_complete_run(tiny_run: dict[str, Path]) -> None:
         assert not [n for n in names if n.endswith(".tmp")]
         metrics = fileio.read_json(run_dir / "metrics.json")
         history = runs.read_history(run_dir / "history.csv")
-        assert metrics["case"] == case and metrics["epochs_run"] == len(history) == 2
+        assert metrics["model"] == case and metrics["epochs_run"] == len(history) == 2
         best = min(history, key=lambda r: r["val_loss"])
         assert metrics["best_epoch"] == best["epoch"]
         assert metrics["best_val_loss"] == pytest.approx(best["val_loss"])
         assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] > 0
         config = fileio.read_json(run_dir / "config.json")
-        assert config["config"]["case"] == case
+        assert config["config"]["model"] == case
+        # the description it was trained with, stored twice: config.json and model.json
+        assert config["model"] == fileio.read_json(run_dir / "model.json") == get(case).to_dict()
+        best_ckpt = checkpoint.load_checkpoint(run_dir / "best.pt")
+        assert best_ckpt["description"] == get(case).to_dict() and best_ckpt["name"] == case
         # Case 1's C++ kernels run wherever they build (a C++ compiler); never for the others
         assert config["resolved"]["native_kernels"] == (case == "case1" and native.load())
 
@@ -138,7 +165,10 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(
     assert not (killed / "metrics.json").exists()
     fit(cfg, tiny_splits, killed, resume=True, **QUIET)
     assert history_without_time(killed) == history_without_time(full)
-    a, b = checkpoint.load_checkpoint(full / "last.pt"), checkpoint.load_checkpoint(killed / "last.pt")
+    a, b = (
+        checkpoint.load_checkpoint(full / "last.pt"),
+        checkpoint.load_checkpoint(killed / "last.pt"),
+    )
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
     ma, mb = fileio.read_json(full / "metrics.json"), fileio.read_json(killed / "metrics.json")

@@ -31,8 +31,10 @@ def evaluate_run(run_dir: Path, mnist: MNIST, device: str = "cpu") -> dict[str, 
     metrics_path = run_dir / "metrics.json"
     metrics: dict[str, Any] = fileio.read_json(metrics_path) if metrics_path.exists() else {}
     metrics.update({"test_accuracy": acc, "test_loss": loss, "best_epoch": ckpt["epoch"]})
-    metrics.setdefault("case", ckpt["case"])
+    metrics.setdefault("model", checkpoint.run_name(ckpt))
     fileio.write_json(metrics_path, metrics)
     fileio.write_json(run_dir / "confusion.json", cm.tolist())
-    plot_confusion(cm, run_dir / "confusion.png", title=f"{ckpt['case']}: test accuracy {acc:.4f}")
+    plot_confusion(
+        cm, run_dir / "confusion.png", title=f"{checkpoint.run_name(ckpt)}: test accuracy {acc:.4f}"
+    )
     return metrics

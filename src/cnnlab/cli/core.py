@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnnlab import data, fileio
+from cnnlab import data
 from cnnlab.errors import CnnlabError
 from cnnlab.train import checkpoint, distributed, runs
 
@@ -135,9 +135,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train the three cases (or read finished runs) and compare")
-    p.add_argument(
-        "run_dirs", type=Path, nargs="*", help="finished runs (default: train --models)"
-    )
+    p.add_argument("run_dirs", type=Path, nargs="*", help="finished runs (default: train --models)")
     p.add_argument(
         "--models",
         nargs="+",

@@ -1,4 +1,4 @@
-"""Interop sub-commands: ``export`` (a run to ONNX) and ``import-keras`` (a chapter .keras file)."""
+"""Interop sub-commands: ``export`` (a run to ONNX) and ``import-keras`` (a Keras .keras file)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,16 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "import-keras",
-        help="turn a .keras file saved by the chapter's code into a cnnlab run folder",
+        help="turn a Keras 3 .keras file (a Sequential CNN) into a cnnlab run folder",
     )
     p.add_argument("keras_file", type=Path, metavar="MODEL.keras")
-    p.add_argument("--case", required=True, choices=("1", "2", "3"))
+    p.add_argument(
+        "--case",
+        choices=("1", "2", "3"),
+        default=None,
+        help="also check that it is the chapter's case N (same layers and arguments, "
+        "layer names aside); the run is then named caseN",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="new run folder")
     p.add_argument(
         "--evaluate",
@@ -54,12 +60,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import_keras(args: argparse.Namespace) -> int:
-    from cnnlab.interop.keras_import import import_keras
+    from cnnlab.errors import CnnlabError
+    from cnnlab.interop.keras_import import read_keras, write_run
 
-    metrics = import_keras(args.keras_file, args.case, args.out)
+    km = read_keras(args.keras_file, args.case)
+    desc = km.description
+    if args.evaluate and (desc.input_shape != (28, 28, 1) or desc.output_shape != (10,)):
+        raise CnnlabError(
+            f"--evaluate scores on MNIST (28x28x1 inputs, 10 classes); {desc.name} maps "
+            f"{_fmt(desc.input_shape)} to {_fmt(desc.output_shape)}"
+        )
+    metrics = write_run(km, args.out)
+    checked = f", checked to be the chapter's {km.case}" if km.case else ""
     print(
-        f"imported {args.keras_file} as {metrics['case']} ({metrics['params']:,} parameters) "
-        f"into {args.out}/"
+        f"imported {args.keras_file} as {desc.name}: {len(desc.layers)} layers, "
+        f"{metrics['params']:,} parameters, input {_fmt(desc.input_shape)} -> "
+        f"{_fmt(desc.output_shape)}{checked}; wrote {args.out}/"
     )
     if args.evaluate:
         from cnnlab import data
@@ -68,3 +84,8 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
         result = evaluate_run(args.out, data.load_mnist(args.data_dir), args.device)
         print(f"test_accuracy {result['test_accuracy']:.4f}  test_loss {result['test_loss']:.4f}")
     return 0
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    """``(28, 28, 1)`` as ``28x28x1``."""
+    return "x".join(str(s) for s in shape)

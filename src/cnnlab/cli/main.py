@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "cnnlab.cli.predict",
     "cnnlab.cli.explain",
     "cnnlab.cli.perf",
+    "cnnlab.figures.command",
 )
 
 

@@ -1,16 +1,35 @@
-"""Sub-commands for one's own digits: ``predict`` (image files) and ``serve`` (web page)."""
+"""Sub-commands for one's own data: ``predict`` (image files or a .npy array), ``serve``.
+
+``cnnlab predict RUN_DIR --array X.npy`` reads the array without trusting it: regular
+files only (a device or a FIFO is refused before any byte is read), at most
+``MAX_ARRAY_BYTES`` actually read, the header checked against the data's length and
+never a pickled object (``allow_pickle=False``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
+import os
+import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cnnlab import fileio
 from cnnlab.cli.core import positive_int
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.serving.predict import Predictor
+
+MAX_ARRAY_BYTES = 512 * 1024 * 1024
+READ_CHUNK = 1 << 20
+TABLE_CLASSES = 10  # a table row lists every class up to this many, else the top ones
 
 
 def port_number(text: str) -> int:
@@ -31,11 +50,27 @@ def add_invert_arg(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("predict", help="predict the digits in image files with a trained run")
+    p = sub.add_parser(
+        "predict", help="predict with a trained run: digit image files, or any inputs in a .npy"
+    )
     p.add_argument(
         "run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (its best.pt is used)"
     )
-    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files or folders")
+    p.add_argument(
+        "images",
+        type=Path,
+        nargs="*",
+        metavar="IMAGE",
+        help="image files or folders (for a network with 28x28x1 inputs)",
+    )
+    p.add_argument(
+        "--array",
+        type=Path,
+        default=None,
+        metavar="X.npy",
+        help="a .npy array of inputs in Keras' channels-last layout, (N, *input_shape) or one "
+        "input, used as it is (no scaling)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument(
         "--show-input",
@@ -66,10 +101,120 @@ def register(sub: Any) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnlab.data.preprocess import ImageRejected, list_images, to_png
     from cnnlab.serving.predict import Predictor
 
+    if bool(args.images) == (args.array is not None):
+        raise CnnlabError(
+            "give image files (IMAGE ...) or --array X.npy, not both"
+            if args.images
+            else "give image files (IMAGE ...) or --array X.npy to predict on"
+        )
+    if args.array is not None and (args.show_input is not None or args.invert is not None):
+        raise CnnlabError("--show-input and --invert are for image files, not --array")
     predictor = Predictor.from_run(args.run_dir)
+    if args.array is not None:
+        return _predict_array(predictor, args.array, args.json)
+    return _predict_images(predictor, args)
+
+
+def load_npy(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
+    """A numeric array from a .npy file, read defensively; CnnlabError in one line if not."""
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise CnnlabError(f"{path} not found") from None
+    except OSError as exc:
+        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise CnnlabError(f"{path} is a folder; give a .npy file")
+        if not stat.S_ISREG(mode):
+            raise CnnlabError(f"{path} is not a regular file (a device, FIFO or socket)")
+        chunks: list[bytes] = []
+        total = 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(READ_CHUNK, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if total > max_bytes:
+        raise CnnlabError(f"{path} is larger than the limit of {max_bytes:,} bytes")
+    return _parse_npy(b"".join(chunks), path)
+
+
+def _parse_npy(data: bytes, path: Path) -> np.ndarray:
+    """The array in ``data``: its header checked first, then numpy.load without pickles."""
+    fmt = np.lib.format
+    buf = io.BytesIO(data)
+    try:
+        version = fmt.read_magic(buf)
+    except ValueError:
+        raise CnnlabError(f"{path} is not a .npy file (as numpy.save writes)") from None
+    try:
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(buf)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(buf)
+        else:
+            raise CnnlabError(f"{path}: .npy format version {version} is not supported")
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise CnnlabError(f"{path}: malformed .npy header ({_first_line(exc)})") from None
+    if dtype.hasobject:
+        raise CnnlabError(f"{path} holds Python objects (a pickled array): refused, not read")
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) - buf.tell() != expected:
+        raise CnnlabError(
+            f"{path}: the data ({len(data) - buf.tell():,} bytes) does not match its header "
+            f"({_shape(shape)} of {dtype}, {expected:,} bytes): truncated or damaged"
+        )
+    try:
+        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
+    except (ValueError, OSError, EOFError) as exc:
+        raise CnnlabError(f"{path}: cannot read the array ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) if shape else "a scalar"
+
+
+def _predict_array(predictor: Predictor, path: Path, as_json: bool) -> int:
+    x = load_npy(path)
+    try:
+        probs = predictor.predict_array(x)
+    except CnnlabError as exc:
+        raise CnnlabError(f"{path}: {exc}") from None
+    classes = [int(k) for k in probs.argmax(axis=1)]
+    if as_json:
+        rows = [
+            {"probabilities": [float(v) for v in p], "class": k}
+            for p, k in zip(probs, classes, strict=True)
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = len(str(max(len(probs) - 1, 0)))
+    many = probs.shape[1] > TABLE_CLASSES
+    for i, (p, k) in enumerate(zip(probs, classes, strict=True)):
+        print(f"input {i:>{width}}  class {k}  p={p[k]:.3f}")
+        order = np.argsort(-p, kind="stable")[:TABLE_CLASSES] if many else range(len(p))
+        print(("    top: " if many else "    ") + " ".join(f"{c}:{p[c]:.3f}" for c in order))
+    return 0
+
+
+def _predict_images(predictor: Predictor, args: argparse.Namespace) -> int:
+    from cnnlab.data.preprocess import ImageRejected, list_images, to_png
+
+    predictor.require_images("predicting image files")
     paths = list_images(args.images)
     if args.show_input is not None:
         try:
@@ -121,11 +266,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cnnlab.serving.serve import serve
 
     predictor = Predictor.from_run(args.run_dir)
+    predictor.require_images("cnnlab serve (the draw-a-digit page)")
     limits = ImageLimits(
         max_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_megapixels * 1_000_000
     )
     print(
-        f"serving {predictor.case} from {args.run_dir} on http://{args.host}:{args.port}/ "
+        f"serving {predictor.name} from {args.run_dir} on http://{args.host}:{args.port}/ "
         f"(API docs at /docs); Ctrl-C stops"
     )
     serve(predictor, host=args.host, port=args.port, limits=limits)

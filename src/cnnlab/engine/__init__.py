@@ -1,1 +1,1 @@
-"""Compute engines: the fast PyTorch engine and its C++ kernels, inference, devices, the NumPy engine."""
+"""Compute engines: the fast PyTorch engine, its C++ kernels, inference, the NumPy engine."""

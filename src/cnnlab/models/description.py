@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from cnnlab.models import layers as L
@@ -111,7 +112,12 @@ class ModelDescription:
             where = f"layer {i} ({cls_name})"
             layer_name = given if given is not None else L.default_name(str(cls_name), taken)
             if not isinstance(layer_name, str) or not L.NAME_PATTERN.match(layer_name):
-                raise DescriptionError(f"{where}: name must be a short identifier, got {given!r}")
+                raise DescriptionError(
+                    f"{where}: name must be a short identifier (letters, digits, _ and -), "
+                    f"got {given!r}"
+                )
+            if layer_name in L.RESERVED_NAMES or hasattr(nn_module_attributes(), layer_name):
+                raise DescriptionError(f"{where}: the name {layer_name!r} is reserved")
             if layer_name in taken:
                 raise DescriptionError(f"{where}: the name {layer_name!r} is used twice")
             taken.add(layer_name)
@@ -164,6 +170,14 @@ class ModelDescription:
                 f"it gives {_fmt(out)}"
             )
         return out[0]
+
+
+@cache
+def nn_module_attributes() -> object:
+    """A plain ``torch.nn.Sequential``: layer names must not shadow its attributes."""
+    from torch import nn
+
+    return nn.Sequential()
 
 
 def _split(item: Any, i: int) -> tuple[str, dict[str, Any], Any]:

@@ -20,7 +20,9 @@ from cnnlab.errors import CnnlabError
 
 ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "softmax", "linear")
 PADDINGS = ("valid", "same")
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+# names a layer may not take: attributes of the PyTorch module it becomes a child of
+RESERVED_NAMES = frozenset({"forward", "training", "description", "n_forward", "modules"})
 
 
 class DescriptionError(CnnlabError):
@@ -288,7 +290,7 @@ def parse_layer(class_name: Any, args: Mapping[str, Any], name: str, where: str)
         raise _fail(where, f"a layer needs a class name, got {class_name!r}")
     m = _RANKED.match(class_name)
     stem, rank = (m.group(1), int(m.group(2))) if m else (class_name, 0)
-    if stem not in _ARGS:
+    if class_name not in CLASS_NAMES:
         near = difflib.get_close_matches(class_name, CLASS_NAMES, n=1)
         hint = f" (did you mean {near[0]}?)" if near else ""
         raise _fail(

@@ -11,6 +11,8 @@ Softmax layer) is left to :func:`predict_proba` and, stably, to the loss.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,10 +48,6 @@ def same_pads(
         for n, k, s, d in zip(info.in_shape[:-1], kernel, strides, dil, strict=True)
     ]
     return [v for pair in reversed(pairs) for v in pair]
-
-
-def _conv_class(rank: int) -> type[nn.Module]:
-    return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[rank]
 
 
 class ConvMixin:
@@ -131,6 +129,9 @@ class BatchNorm(nn.Module):
     variance there, where PyTorch's BatchNorm uses the unbiased one).
     """
 
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, layer: L.BatchNormalization, channels: int) -> None:
         super().__init__()
         self.eps, self.momentum = layer.epsilon, layer.momentum
@@ -185,7 +186,7 @@ def layer_module(info: LayerInfo) -> nn.Module:
     """The child module of one described layer (before Keras' initialisation)."""
     layer = info.layer
     if isinstance(layer, L.Conv):
-        cls = {1: Conv1D, 2: Conv2D, 3: Conv3D}[layer.rank]
+        cls: Any = {1: Conv1D, 2: Conv2D, 3: Conv3D}[layer.rank]
         pads = same_pads(info, layer.kernel_size, layer.strides, layer.dilation_rate)
         symmetric = all(a == b for a, b in zip(pads[::2], pads[1::2], strict=True))
         conv = cls(

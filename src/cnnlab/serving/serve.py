@@ -1,11 +1,13 @@
 """A small web application: draw a digit, see what the network sees and predicts.
 
 ``create_app(run_dir_or_predictor, limits)`` builds a FastAPI app with one page (``/``),
-a JSON API (``POST /api/predict``, ``GET /api/health``) and FastAPI's OpenAPI pages
-(``/docs``, ``/openapi.json``). Untrusted uploads are bounded twice: the request body
-is counted while it is read (:class:`BodyLimit`), and the image's pixel count is checked
-from its header before it is decoded (:func:`cnnlab.preprocess.open_image`). Every bad
-request gets a 4xx with a JSON ``detail`` line; the server keeps serving.
+a JSON API (``POST /api/predict``, ``GET /api/model``, ``GET /api/health``) and FastAPI's
+OpenAPI pages (``/docs``, ``/openapi.json``). The page needs a network with 28x28x1
+inputs (drawn digits) and shows the maps of whatever conv layers ``/api/model`` lists.
+Untrusted uploads are bounded twice: the request body is counted while it is read
+(:class:`BodyLimit`), and the image's pixel count is checked from its header before it
+is decoded (:func:`cnnlab.preprocess.open_image`). Every bad request gets a 4xx with a
+JSON ``detail`` line; the server keeps serving.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ GRID_COLUMNS = 8
 
 
 class FeatureMapGrid(BaseModel):
-    layer: str = Field(description="Keras layer name: conv1 or conv2 (after its ReLU)")
+    layer: str = Field(description="the conv layer's name (its output, after its activation)")
+    activation: str = Field(description="the conv layer's activation (Keras' name)")
     channels: int
     height: int = Field(description="height of one map in pixels")
     width: int = Field(description="width of one map in pixels")
@@ -51,8 +54,8 @@ class FeatureMapGrid(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    digit: int = Field(description="the predicted digit, 0-9")
-    probabilities: list[float] = Field(description="softmax probabilities of digits 0-9")
+    digit: int = Field(description="the predicted class (the digit, for MNIST's 10 classes)")
+    probabilities: list[float] = Field(description="softmax probabilities of the classes")
     inverted: bool = Field(description="whether the image was dark-on-light and was inverted")
     input_png: str = Field(description="data URL of the 28x28 PNG the network saw")
     feature_maps: list[FeatureMapGrid]
@@ -63,10 +66,33 @@ class PredictResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
-    case: str | None
+    model: str = Field(description="the network's name")
     version: str
     max_bytes: int
     max_pixels: int
+
+
+class FeatureLayer(BaseModel):
+    layer: str = Field(description="a conv layer, whose maps /api/predict returns")
+    activation: str
+    channels: int
+    height: int
+    width: int
+
+
+class LayerShape(BaseModel):
+    name: str
+    class_name: str = Field(description="Keras' layer class, e.g. Conv2D")
+    output_shape: list[int] = Field(description="channels last, without the batch axis")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    input_shape: list[int] = Field(description="channels last, without the batch axis")
+    classes: int
+    params: int
+    layers: list[LayerShape]
+    feature_maps: list[FeatureLayer]
 
 
 class ErrorDetail(BaseModel):
@@ -156,13 +182,16 @@ class BodyLimit:
 def create_app(source: Predictor | str | Path, limits: ImageLimits | None = None) -> FastAPI:
     """The web app for a run folder (its best checkpoint) or a ready Predictor."""
     predictor = source if isinstance(source, Predictor) else Predictor.from_run(Path(source))
+    predictor.require_images("cnnlab serve (the draw-a-digit page)")
     limits = limits or ImageLimits()
+    model_info = describe(predictor)
     index_html = (STATIC / "index.html").read_text(encoding="utf-8")
 
     app = FastAPI(
         title="cnnlab digits",
         version=__version__,
-        description="Draw or upload a digit; an MNIST CNN trained with cnnlab predicts it.",
+        description=f"Draw or upload a digit; the CNN {predictor.name!r}, trained with cnnlab, "
+        "predicts it.",
     )
     limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
     app.state.predictor = predictor
@@ -175,14 +204,19 @@ def create_app(source: Predictor | str | Path, limits: ImageLimits | None = None
 
     @app.get("/api/health", response_model=Health)
     async def health() -> Health:
-        """Liveness, the model's case and the upload limits."""
+        """Liveness, the model's name and the upload limits."""
         return Health(
             status="ok",
-            case=predictor.case,
+            model=predictor.name,
             version=__version__,
             max_bytes=limits.max_bytes,
             max_pixels=limits.max_pixels,
         )
+
+    @app.get("/api/model", response_model=ModelInfo)
+    async def model() -> ModelInfo:
+        """The network: input shape, classes, each layer's output shape, the feature maps."""
+        return model_info
 
     @app.post(
         "/api/predict",
@@ -204,7 +238,7 @@ def create_app(source: Predictor | str | Path, limits: ImageLimits | None = None
         def work() -> PredictResponse:  # in a worker thread: decoding and torch are CPU-bound
             start = time.perf_counter()
             result = predictor.predict_image(data, invert=invert, limits=limits, feature_maps=maps)
-            return _response(result, start)
+            return _response(result, predictor.activations, start)
 
         try:
             # As many predictions at once as there are cores: more only fight over them.
@@ -221,6 +255,27 @@ def create_app(source: Predictor | str | Path, limits: ImageLimits | None = None
         detail=f"request body too large: images may be up to {limits.max_bytes:,} bytes",
     )
     return app
+
+
+def describe(predictor: Predictor) -> ModelInfo:
+    """What ``/api/model`` reports of the predictor's network."""
+    desc = predictor.description
+    maps = []
+    for name, info in predictor.feature_layers.items():
+        (h, w, c), act = info.out_shape, predictor.activations[name]
+        maps.append(FeatureLayer(layer=name, activation=act, channels=c, height=h, width=w))
+    layers = [
+        LayerShape(name=i.layer.name, class_name=i.layer.class_name, output_shape=list(i.out_shape))
+        for i in desc.info
+    ]
+    return ModelInfo(
+        name=predictor.name,
+        input_shape=list(desc.input_shape),
+        classes=predictor.classes,
+        params=desc.params,
+        layers=layers,
+        feature_maps=maps,
+    )
 
 
 async def _image_bytes(request: Request, limits: ImageLimits) -> bytes:
@@ -241,9 +296,9 @@ async def _image_bytes(request: Request, limits: ImageLimits) -> bytes:
     return data
 
 
-def _response(result: Prediction, start: float) -> PredictResponse:
+def _response(result: Prediction, activations: dict[str, str], start: float) -> PredictResponse:
     """The JSON answer; ``start`` is when work on the request began (perf_counter)."""
-    grids = [_grid(name, m) for name, m in result.feature_maps.items()]
+    grids = [_grid(name, m, activations[name]) for name, m in result.feature_maps.items()]
     return PredictResponse(
         digit=result.digit,
         probabilities=[round(float(p), 6) for p in result.probabilities],
@@ -271,7 +326,7 @@ _PALETTE = _palette()
 _GAP = 255
 
 
-def _grid(name: str, maps: np.ndarray) -> FeatureMapGrid:
+def _grid(name: str, maps: np.ndarray, activation: str) -> FeatureMapGrid:
     """(C, H, W) activations -> one PNG grid, each map scaled to its own max (0 = dark).
 
     A palette PNG: one byte per pixel encodes 3x faster and smaller than RGB.
@@ -291,7 +346,13 @@ def _grid(name: str, maps: np.ndarray) -> FeatureMapGrid:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return FeatureMapGrid(
-        layer=name, channels=c, height=h, width=w, columns=cols, png=_data_url(buf.getvalue())
+        layer=name,
+        activation=activation,
+        channels=c,
+        height=h,
+        width=w,
+        columns=cols,
+        png=_data_url(buf.getvalue()),
     )
 
 

@@ -60,6 +60,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CnnlabError(f"checkpoint {path} is not a regular file")
     if path.stat().st_size > MAX_BYTES:
         raise CnnlabError(f"checkpoint {path} is larger than {MAX_BYTES >> 30} GiB")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CnnlabError(f"{path} is not a readable cnnlab checkpoint (not a torch.save file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -164,13 +164,12 @@ def write_metrics(
     test_loss: float,
     test_acc: float,
 ) -> dict[str, Any]:
-    from cnnlab.models import count_params
-
-    name = model.description.name
+    desc = model.description
     metrics = {
-        "model": name,
-        "case": name,  # the key's name before model descriptions, for older readers
-        "params": count_params(model),
+        "model": desc.name,
+        "case": desc.name,  # the key's name before model descriptions, for older readers
+        "params": desc.params,  # as Keras counts them: BatchNormalization's statistics too
+        "trainable_params": desc.trainable_params,
         "test_accuracy": test_acc,
         "test_loss": test_loss,
         "best_epoch": ckpt["epoch"],

@@ -1,6 +1,8 @@
 // cnnlab draw-a-digit page: pointer drawing (mouse, pen, touch), live predictions.
 // One request is in flight at a time; strokes made meanwhile are sent as soon as it
-// returns, so the prediction follows the pen without flooding the server.
+// returns, so the prediction follows the pen without flooding the server. The bars (one
+// per class) and the feature-map grids (one per conv layer) follow the network that
+// api/model describes; names only ever go into the page as text.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -11,16 +13,43 @@ const confidenceEl = document.getElementById("confidence");
 const inputImg = document.getElementById("input");
 const barsEl = document.getElementById("bars");
 const resultCard = document.querySelector(".result");
+const mapsEl = document.getElementById("maps");
 const MAP_WIDTH = 440; // px available for a feature-map grid
 
-const bars = [];
-for (let d = 0; d < 10; d++) {
-  const row = document.createElement("div");
-  row.className = "bar";
-  row.innerHTML = `<span>${d}</span><div class="track"><div class="fill"></div></div>` +
-    `<span class="val">–</span>`;
-  barsEl.appendChild(row);
-  bars.push({ row, fill: row.querySelector(".fill"), val: row.querySelector(".val") });
+const bars = []; // one per class, made as the model (or the first answer) says
+function ensureBars(n) {
+  while (bars.length < n) {
+    const row = document.createElement("div");
+    row.className = "bar";
+    row.innerHTML = '<span class="label"></span><div class="track"><div class="fill"></div>' +
+      '</div><span class="val">–</span>';
+    row.querySelector(".label").textContent = String(bars.length);
+    barsEl.appendChild(row);
+    bars.push({ row, fill: row.querySelector(".fill"), val: row.querySelector(".val") });
+  }
+}
+
+const maps = new Map(); // layer name -> {img, cap}, in the network's order
+function ensureMap(layer) {
+  let m = maps.get(layer);
+  if (!m) {
+    const fig = document.createElement("figure");
+    const img = document.createElement("img");
+    img.id = `map-${layer}`;
+    img.alt = `feature maps of ${layer}`;
+    const cap = document.createElement("figcaption");
+    cap.id = `cap-${layer}`;
+    cap.textContent = `${layer} feature maps`;
+    fig.append(img, cap);
+    mapsEl.appendChild(fig);
+    m = { img, cap };
+    maps.set(layer, m);
+  }
+  return m;
+}
+
+function activationText(name) {
+  return name === "linear" ? "no activation" : `after ${name}`;
 }
 
 let drawing = false;
@@ -54,7 +83,7 @@ function resetResult(message) {
     b.row.classList.remove("top");
   }
   inputImg.removeAttribute("src");
-  for (const layer of ["conv1", "conv2"]) document.getElementById(`map-${layer}`).removeAttribute("src");
+  for (const m of maps.values()) m.img.removeAttribute("src");
   setStatus(message, false);
 }
 
@@ -176,6 +205,7 @@ async function send(body, type) {
 function show(r) {
   digitEl.textContent = String(r.digit);
   confidenceEl.textContent = `${(100 * r.probabilities[r.digit]).toFixed(1)}%`;
+  ensureBars(r.probabilities.length);
   r.probabilities.forEach((p, d) => {
     bars[d].fill.style.width = `${(100 * p).toFixed(1)}%`;
     bars[d].val.textContent = p.toFixed(3);
@@ -183,25 +213,35 @@ function show(r) {
   });
   inputImg.src = r.input_png;
   for (const m of r.feature_maps) {
-    const img = document.getElementById(`map-${m.layer}`);
-    if (!img) continue;
+    const { img, cap } = ensureMap(m.layer);
     const rows = Math.ceil(m.channels / m.columns);
     const natural = m.columns * (m.width + 1) - 1;
     const scale = Math.max(1, Math.floor(MAP_WIDTH / natural));
     img.width = natural * scale;
     img.height = (rows * (m.height + 1) - 1) * scale;
     img.src = m.png;
-    document.getElementById(`cap-${m.layer}`).textContent =
-      `${m.layer}: ${m.channels} feature maps of ${m.height}×${m.width} (after ReLU)`;
+    cap.textContent = `${m.layer}: ${m.channels} feature maps of ${m.height}×${m.width} ` +
+      `(${activationText(m.activation)})`;
   }
   setStatus(`${r.inverted ? "inverted, " : ""}predicted in ${r.milliseconds.toFixed(1)} ms`, false);
 }
 
-fetch("api/health").then((r) => r.json()).then((h) => {
-  document.getElementById("model").textContent =
-    `model ${h.case ?? "?"} · uploads up to ${(h.max_bytes / 1048576).toFixed(0)} MiB, ` +
-    `${(h.max_pixels / 1e6).toFixed(0)} Mpixels`;
-}).catch(() => {});
+Promise.all(["api/model", "api/health"].map((u) => fetch(u).then((r) => r.json())))
+  .then(([model, h]) => {
+    ensureBars(model.classes);
+    for (const f of model.feature_maps) {
+      ensureMap(f.layer).cap.textContent = `${f.layer}: ${f.channels} feature maps of ` +
+        `${f.height}×${f.width} (${activationText(f.activation)})`;
+    }
+    const convs = model.feature_maps.length;
+    document.getElementById("model").textContent =
+      `model ${model.name} · ${model.classes} classes, ${convs} conv layer` +
+      `${convs === 1 ? "" : "s"}, ${model.params.toLocaleString("en")} parameters · ` +
+      `uploads up to ${(h.max_bytes / 1048576).toFixed(0)} MiB, ` +
+      `${(h.max_pixels / 1e6).toFixed(0)} Mpixels`;
+  }).catch(() => {
+    document.getElementById("model").textContent = "model information unavailable";
+  });
 
 resetPad();
 resetResult("Draw a digit (0–9) with mouse, pen or finger.");

@@ -1,0 +1,400 @@
+"""UCR/UEA time-series classification archive: find, download, read and split a dataset.
+
+A dataset is the archive's pair ``NAME/NAME_TRAIN.ts``, ``NAME/NAME_TEST.ts``, looked for in
+``$CNNLAB_DATA/ucr/`` (or ``data_dir/ucr/``; may be read-only), then in the user cache
+``~/.cache/cnnlab/ucr/`` (``$XDG_CACHE_HOME`` honoured). A missing one is downloaded as the
+archive's zip (size-bounded), its two members extracted to a temporary folder (size-bounded,
+unsafe paths refused), parsed, and only then renamed into the cache.
+
+The data lines are parsed by sktime's reader, imported on first use. cnnlab reads the header
+itself, bounds file and line sizes before the parse and checks the result after it (channels,
+lengths, labels against the header; finite values); every failure is one CnnlabError line.
+
+Unequal lengths are zero-padded at the end to the longest series of TRAIN and TEST together,
+``lengths_*`` keeping each true length: padding keeps every measured value at its sampling
+rate, where resampling would put each series on its own time scale and invent values
+(docs/timeseries-data.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import numpy as np
+from tqdm import tqdm
+
+from cnnlab.errors import CnnlabError
+
+# Where sktime and aeon fetch the archive: f"{mirror}{NAME}.zip", .ts files at the zip's top.
+UCR_MIRRORS: tuple[str, ...] = (
+    "https://timeseriesclassification.com/aeon-toolkit/",
+    "https://github.com/sktime/sktime-datasets/raw/main/TSC/",
+)
+DATA_ENV = "CNNLAB_DATA"
+MAX_TS_BYTES = 1 << 30  # one .ts file, on disk or decompressed out of the zip
+MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
+MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
+MAX_HEADER_BYTES = 1 << 20  # everything before @data
+_CHUNK = 1 << 20
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+@dataclass(frozen=True)
+class TimeSeriesData:
+    """A UCR/UEA classification dataset, channels-last, zero-padded at the end.
+
+    Series ``i`` holds measured values in ``x[i, :lengths[i]]`` and zeros after. Labels are
+    indices into ``classes``: the ``@classLabel`` strings, sorted (by value where all are
+    integers, so that "10" follows "9"; as strings otherwise).
+    """
+
+    name: str
+    x_train: np.ndarray  # (N_train, T, C) float32, T = longest series in TRAIN and TEST
+    y_train: np.ndarray  # (N_train,) int64 in 0..K-1
+    x_test: np.ndarray  # (N_test, T, C) float32
+    y_test: np.ndarray  # (N_test,) int64 in 0..K-1
+    classes: list[str]  # (K,) label strings as the file writes them
+    lengths_train: np.ndarray  # (N_train,) int64, true length of each series
+    lengths_test: np.ndarray  # (N_test,) int64
+    source: Path  # the folder the two files were read from
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.x_train.shape[2])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class _Header:
+    labels: list[str]  # the @classLabel values, as written
+    dimensions: int | None  # @dimensions (1 for @univariate true); None when undeclared
+    equal_length: bool | None
+    series_length: int | None
+
+
+def _bad(path: Path, problem: str) -> CnnlabError:
+    return CnnlabError(f"{path}: {problem}")
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cnnlab" / "ucr"
+
+
+def search_dirs(data_dir: Path | None = None) -> list[Path]:
+    """The ``ucr/`` folders searched, most preferred first."""
+    first = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
+    return ([Path(first) / "ucr"] if first else []) + [default_cache_dir()]
+
+
+def locate(name: str, data_dir: Path | None = None) -> Path | None:
+    """The first ``ucr/NAME/`` folder holding either of the dataset's two files."""
+    for root in search_dirs(data_dir):
+        folder = root / name
+        if any((folder / f"{name}_{split}.ts").exists() for split in ("TRAIN", "TEST")):
+            return folder
+    return None
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is no bounded text file, streaming it: no line is held in memory."""
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "a special file" if path.exists() else ""
+        raise _bad(path, f"is {kind}, not a .ts file" if kind else "not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise _bad(path, "is empty")
+    if size > MAX_TS_BYTES:
+        raise _bad(path, f"is {size} bytes, over cnnlab's limit of {MAX_TS_BYTES} for a .ts file")
+    run = 0  # bytes of the line still open at the end of the previous chunk
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            if b"\0" in chunk:
+                raise _bad(path, "contains NUL bytes: not a text file")
+            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            gaps = np.diff(np.concatenate([[-run - 1], newlines, [len(chunk)]])) - 1
+            run = int(gaps[-1])  # gaps: lengths of the lines in (or open across) the chunk
+            if gaps.max() > MAX_LINE_BYTES:
+                raise _bad(path, f"has a line longer than {MAX_LINE_BYTES} bytes")
+
+
+def _read_header(path: Path) -> _Header:
+    """The metadata lines before ``@data``, case preserved (sktime lower-cases them)."""
+    with path.open("rb") as f:
+        head = f.read(MAX_HEADER_BYTES)
+    tags: dict[str, list[str]] = {}
+    for lineno, raw in enumerate(head.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise _bad(path, f"line {lineno} is not UTF-8 text") from None
+        if not line or line.startswith(("#", "%")):  # comments, as sktime skips them
+            continue
+        if not line.startswith("@"):
+            raise _bad(path, f"line {lineno} holds data before the @data line")
+        tag, *values = line.split()
+        if tag.lower() == "@data":
+            break
+        tags[tag.lower()] = values
+    else:
+        raise _bad(path, "has no @data line (truncated, or not a .ts file)")
+
+    def value(tag: str, allowed: str) -> str | None:
+        """The tag's first value, lower-cased, or None where the tag is absent."""
+        if tag not in tags:
+            return None
+        if not re.fullmatch(allowed, " ".join(tags[tag][:1]), re.IGNORECASE):
+            raise _bad(path, f"{tag} must be {allowed}, not {' '.join(tags[tag])!r}")
+        return tags[tag][0].lower()
+
+    flags = {t: value(t, "true|false") for t in ("@timestamps", "@classlabel", "@univariate")}
+    equal, length = value("@equallength", "true|false"), value("@serieslength", "[1-9][0-9]*")
+    dims = "1" if flags["@univariate"] == "true" else value("@dimensions", "[1-9][0-9]*")
+    if flags["@timestamps"] == "true":
+        raise _bad(path, "uses @timeStamps true, which cnnlab does not read")
+    if flags["@classlabel"] != "true":
+        raise _bad(path, "declares no class labels (@classLabel): not a classification dataset")
+    labels = tags["@classlabel"][1:]
+    if not labels:
+        raise _bad(path, "@classLabel true lists no labels")
+    if len({label.lower() for label in labels}) != len(labels):
+        raise _bad(path, f"@classLabel repeats a label (ignoring case): {' '.join(labels)}")
+    equal_length = None if equal is None else equal == "true"
+    return _Header(labels, int(dims) if dims else None, equal_length, int(length or 0) or None)
+
+
+def _parse(path: Path) -> tuple[list[np.ndarray], list[str]]:
+    """sktime's reading of the data lines: float64 (T_i, C) cases, lower-cased labels."""
+    try:
+        from sktime.datasets import load_from_tsfile_to_dataframe
+    except ImportError as exc:
+        raise CnnlabError("reading .ts files needs sktime: pip install sktime==1.2.0") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame, labels = load_from_tsfile_to_dataframe(
+                str(path), return_separate_X_and_y=True, replace_missing_vals_with="NaN"
+            )
+        cases: list[np.ndarray] = []
+        for i, row in enumerate(frame.to_numpy(dtype=object)):  # (N, C) cells of pd.Series
+            channels = [np.asarray(cell, dtype=np.float64) for cell in row]
+            lengths = sorted({len(c) for c in channels})
+            if len(lengths) > 1:
+                raise _bad(path, f"case {i + 1} has channels of lengths {lengths}")
+            cases.append(np.stack(channels, axis=1))  # (T_i, C)
+        return cases, [str(label) for label in labels]
+    except CnnlabError:
+        raise
+    except Exception as exc:  # sktime raises OSError, ValueError, TypeError, NameError...
+        raise _bad(path, f"does not parse as a .ts file: {_one_line(exc)}") from None
+
+
+def _read_ts(path: Path) -> tuple[list[np.ndarray], list[str], _Header]:
+    """Cases (T_i, C) float64, their labels as declared, and the header; all checked."""
+    header = _read_header(path)
+    cases, raw = _parse(path)
+    if not cases:
+        raise _bad(path, "has no cases after @data")
+    declared = {label.lower(): label for label in header.labels}
+    for i, label in enumerate(raw):
+        if label not in declared:
+            raise _bad(path, f"case {i + 1} has label {label[:40]!r}, not declared in @classLabel")
+    n_channels = cases[0].shape[1]
+    if header.dimensions is not None and n_channels != header.dimensions:
+        raise _bad(path, f"declares {header.dimensions} channels but its cases have {n_channels}")
+    lo, hi = min(len(c) for c in cases), max(len(c) for c in cases)
+    for i, case in enumerate(cases):
+        if len(case) == 0:
+            raise _bad(path, f"case {i + 1} is empty")
+        if not np.isfinite(case.astype(np.float32)).all():  # also what float32 overflows
+            what = "a missing value ('?' or NaN)" if np.isnan(case).any() else "an infinite value"
+            raise _bad(path, f"case {i + 1} has {what} (in float32); cnnlab does not impute")
+    if header.equal_length and lo != hi:
+        raise _bad(path, f"declares @equalLength true but has lengths {lo}..{hi}")
+    if header.equal_length and header.series_length not in (None, lo):
+        raise _bad(path, f"declares @seriesLength {header.series_length} but has {lo}")
+    return cases, [declared[label] for label in raw], header
+
+
+def _pad(cases: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cases (T_i, C) -> zero-padded float32 (N, length, C) and int64 lengths (N,)."""
+    x = np.zeros((len(cases), length, cases[0].shape[1]), dtype=np.float32)
+    for i, case in enumerate(cases):
+        x[i, : len(case)] = case
+    return x, np.array([len(c) for c in cases], dtype=np.int64)
+
+
+def _load_folder(folder: Path, name: str) -> TimeSeriesData:
+    paths = [folder / f"{name}_{split}.ts" for split in ("TRAIN", "TEST")]
+    for path in paths:
+        _check_file(path)
+    (tr_cases, tr_labels, tr_head), (te_cases, te_labels, te_head) = map(_read_ts, paths)
+    if tr_cases[0].shape[1] != te_cases[0].shape[1]:
+        raise CnnlabError(f"{folder}: TRAIN and TEST have different numbers of channels")
+    if set(tr_head.labels) != set(te_head.labels):
+        raise CnnlabError(f"{folder}: TRAIN and TEST declare different @classLabel lists")
+    numeric = all(re.fullmatch(r"[+-]?[0-9]+", label) for label in tr_head.labels)
+    classes = sorted(tr_head.labels, key=int if numeric else None)  # "10" after "9"
+    index = {label: k for k, label in enumerate(classes)}
+    length = max(len(c) for c in tr_cases + te_cases)
+    x_train, lengths_train = _pad(tr_cases, length)
+    x_test, lengths_test = _pad(te_cases, length)
+    y_train, y_test = (
+        np.array([index[c] for c in ls], dtype=np.int64) for ls in (tr_labels, te_labels)
+    )
+    return TimeSeriesData(
+        name, x_train, y_train, x_test, y_test, classes, lengths_train, lengths_test, folder
+    )
+
+
+def _copy(src: IO[bytes], out: IO[bytes], limit: int, what: str) -> None:
+    total = 0
+    while chunk := src.read(_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise ValueError(f"{what} is over cnnlab's limit of {limit} bytes")
+        out.write(chunk)
+
+
+def _fetch(url: str, dest: Path, max_bytes: int) -> None:
+    """Stream ``url`` into ``dest``, refusing more than ``max_bytes``."""
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        declared = int(resp.headers.get("Content-Length") or 0)
+        if declared > max_bytes:
+            raise ValueError(f"{dest.name} is {declared} bytes, over the limit of {max_bytes}")
+        bar = {"total": declared or None, "unit": "B", "unit_scale": True, "desc": dest.name}
+        with tqdm.wrapattr(dest.open("wb"), "write", **bar) as out:
+            _copy(resp, out, max_bytes, dest.name)
+
+
+def _extract(archive: Path, name: str, dest: Path) -> None:
+    """Copy ``NAME_TRAIN.ts`` and ``NAME_TEST.ts`` out of the zip into ``dest``, bounded."""
+    wanted = {f"{name}_TRAIN.ts", f"{name}_TEST.ts"}
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            found: dict[str, zipfile.ZipInfo] = {}
+            for info in zf.infolist():
+                member = PurePosixPath(info.filename.replace("\\", "/"))
+                if member.is_absolute() or ".." in member.parts or ":" in info.filename:
+                    raise CnnlabError(f"{archive.name}: unsafe member path {info.filename!r}")
+                if member.name in wanted and not info.is_dir():
+                    found.setdefault(member.name, info)  # the first of that name
+            for missing in sorted(wanted - found.keys()):
+                raise CnnlabError(f"{archive.name} holds no {missing}")
+            for fname, info in found.items():
+                with zf.open(info) as src, (dest / fname).open("wb") as out:
+                    _copy(src, out, MAX_TS_BYTES, f"{archive.name}: {fname}")
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
+        raise CnnlabError(f"{archive.name} is not a readable zip: {_one_line(exc)}") from None
+
+
+def _download(name: str, root: Path) -> TimeSeriesData:
+    """Fetch, extract and parse ``name`` in a temporary folder, then rename it into ``root``."""
+    errors: list[str] = []
+    for mirror in UCR_MIRRORS:
+        url = f"{mirror}{name}.zip"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=root) as tmp:
+                stage, archive = Path(tmp) / name, Path(tmp) / f"{name}.zip"
+                stage.mkdir()
+                _fetch(url, archive, MAX_ZIP_BYTES)
+                _extract(archive, name, stage)
+                loaded = _load_folder(stage, name)  # refuse what does not parse
+                dest = root / name
+                try:
+                    os.replace(stage, dest)  # atomic; fails if another process got there first
+                except OSError:
+                    if not (dest / f"{name}_TRAIN.ts").is_file():
+                        raise
+                return replace(loaded, source=dest)
+        except CnnlabError as exc:
+            errors.append(f"{url}: {exc}")
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            errors.append(f"{url}: {_one_line(exc)}")
+    raise CnnlabError(
+        f"could not download UCR dataset {name} (names are case-sensitive): {'; '.join(errors)}; "
+        f"put {name}_TRAIN.ts and {name}_TEST.ts in {root / name}, "
+        f"or set {DATA_ENV} to a folder holding ucr/{name}/"
+    )
+
+
+def load_ucr(
+    name: str, data_dir: Path | None = None, *, allow_download: bool = True
+) -> TimeSeriesData:
+    """Load UCR/UEA dataset ``name`` (e.g. "GunPoint"), downloading it into the cache if needed."""
+    if not _NAME.fullmatch(name):
+        raise CnnlabError(f"invalid UCR dataset name {name!r}: letters, digits, '_' and '-' only")
+    folder = locate(name, data_dir)
+    if folder is not None:
+        return _load_folder(folder, name)
+    if not allow_download:
+        where = ", ".join(str(d / name) for d in search_dirs(data_dir))
+        raise CnnlabError(f"UCR dataset {name} not found (looked in {where})")
+    return _download(name, default_cache_dir())
+
+
+def ucr_split_indices(
+    y: np.ndarray, seed: int = 42, val_fraction: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, validation) indices into the TRAIN labels ``y``.
+
+    ``train_test_split(..., stratify=y, random_state=seed)`` over the classes with two or
+    more examples; a class with one example goes to train (it cannot be stratified, and
+    must be seen in training). Refused where a class would be left with no train example.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < val_fraction < 1.0:
+        raise CnnlabError(f"val_fraction must be between 0 and 1, not {val_fraction}")
+    y = np.asarray(y)
+    labels, counts = np.unique(y, return_counts=True)
+    single = np.isin(y, labels[counts < 2])
+    rest = np.flatnonzero(~single)
+    if rest.size == 0:
+        raise CnnlabError("no class has two TRAIN examples: nothing to validate on")
+    try:
+        train, val = train_test_split(
+            rest, test_size=val_fraction, stratify=y[rest], random_state=seed
+        )
+    except ValueError as exc:
+        raise CnnlabError(
+            f"cannot split {len(y)} TRAIN examples of {len(labels)} classes with "
+            f"val_fraction {val_fraction}: {_one_line(exc)}"
+        ) from None
+    train = np.concatenate([np.asarray(train), np.flatnonzero(single)])
+    unseen = sorted(set(y[rest].tolist()) - set(y[train].tolist()))
+    if unseen:
+        raise CnnlabError(f"val_fraction {val_fraction} leaves no TRAIN example of class {unseen}")
+    return train, np.asarray(val)
+
+
+def ucr_splits(
+    data: TimeSeriesData, seed: int = 42, val_fraction: float = 0.25
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_val, y_val, x_test, y_test): validation drawn from TRAIN only.
+
+    The TEST file is kept whole for the final score. For the lengths of the same rows,
+    index ``data.lengths_train`` with :func:`ucr_split_indices`.
+    """
+    train, val = ucr_split_indices(data.y_train, seed, val_fraction)
+    x, y = data.x_train, data.y_train
+    return x[train], y[train], x[val], y[val], data.x_test, data.y_test

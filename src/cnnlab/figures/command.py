@@ -1,0 +1,44 @@
+"""The ``cnnlab figures`` sub-command: write the chapter's figures to a folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cnnlab.figures.writer import FIGURES, write_figures
+
+
+def register(sub: Any) -> None:
+    """Add ``figures [--out DIR] [--only NAME ...]`` to the ``cnnlab`` sub-parsers."""
+    p = sub.add_parser(
+        "figures",
+        help="draw the chapter's figures from cnnlab.ops (PNG, GIF for the sliding ones)",
+        description=(
+            "Write the figures of section 14.2 (correlation vs convolution, padding, strides, "
+            "dilation, pooling, the multi-channel case, ...) as PNG, the sliding ones also as "
+            "GIF, plus figures.json with every number drawn."
+        ),
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("figures"),
+        metavar="DIR",
+        help="folder to write into, created if needed (default: figures/)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=list(FIGURES),
+        metavar="NAME",
+        help="write only this figure (repeatable); one of: " + ", ".join(FIGURES),
+    )
+    p.set_defaults(func=cmd_figures)
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Write the figures and print one path per line."""
+    for path in write_figures(args.out, args.only):
+        print(path)
+    return 0
