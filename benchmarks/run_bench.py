@@ -85,6 +85,7 @@ def epoch_seconds(seconds: list[float]) -> float:
 
 
 def cnnlab_run(run_dir: Path, proc: dict[str, float]) -> dict[str, Any]:
+    from cnnlab import fileio
     from cnnlab.train import runs
 
     history = runs.read_history(run_dir / "history.csv")

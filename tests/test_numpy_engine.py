@@ -1,97 +1,326 @@
-"""The NumPy engine re-computes PyTorch's probabilities for every case."""
+"""The NumPy engine re-computes the PyTorch Network of any description.
+
+A zoo of descriptions (the chapter's cases, speedrun, the four keras-zoo architectures and a
+dozen drawn at random over the whole vocabulary) with random weights: in float64 both sides
+agree to 1e-10, layer by layer. The keras-zoo files, where present, check the engine
+against Keras' own outputs. ``zoo``/``random_description`` are imported by the receptive
+field and layer walk tests too.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import re
 import shutil
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from cnnlab import fileio
+from cnnlab.analysis.numpy_check import TOLERANCE, from_run, verify_run
 from cnnlab.cli import main
 from cnnlab.data import MNIST, scale
 from cnnlab.engine.numpy_engine import (
-    TOLERANCE,
+    NumpyModel,
     compare_with_torch,
-    from_run,
     from_torch,
     load_npz,
     save_npz,
-    verify_run,
+    to_torch_state,
+    weight_shapes,
 )
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model, predict_proba
+from cnnlab.models import DescriptionError, ModelDescription, Network, build_module, get
+from cnnlab.models import layers as L
+from cnnlab.models.compact import parse_compact
 from cnnlab.train import checkpoint
 
-CASES = ["case1", "case2", "case3"]
+KERAS_ZOO_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "keras-zoo"
+KERAS_ZOO = {  # the layers of /work/shared/data/keras-zoo/*.keras (config.json), Keras' names
+    "conv2d_same_strides": "Input(28,28,1) Conv2D(8,5,2,same,relu) Conv2D(16,3,same,tanh) "
+    "AveragePooling2D(2) Flatten Dense(10,softmax)",
+    "conv1d_timeseries": "Input(100,6) Conv1D(16,7,same,relu) MaxPooling1D(2) "
+    "Conv1D(32,5,2,relu) GlobalAveragePooling1D Dense(4,softmax)",
+    "conv3d_video": "Input(8,16,16,1) Conv3D(4,3,relu) MaxPooling3D(2) "
+    "Conv3D(8,1x3x3,same,relu) Flatten Dense(5,softmax)",
+    "conv2d_bn_dilated": "Input(28,28,1) Conv2D(8,3,relu,dilation_rate=2) BatchNormalization "
+    "MaxPooling2D(3,2,same) Conv2D(12,3,use_bias=false) Activation(relu) GlobalMaxPooling2D "
+    "Dropout(0.3) Dense(10,softmax)",
+}
+ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "softmax", "linear")
+N_RANDOM = 12
 
 
-def _torch_proba(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # (N, 1, 28, 28)
+def _axes(rng: np.random.Generator, rank: int, low: int, high: int) -> list[int]:
+    """Per-axis sizes: all equal or (half the time) drawn per axis."""
+    if rng.random() < 0.5:
+        return [int(rng.integers(low, high + 1))] * rank
+    return [int(v) for v in rng.integers(low, high + 1, rank)]
+
+
+def _draw(rng: np.random.Generator, rank: int, name: str) -> ModelDescription:
+    """One attempt; DescriptionError where the layers do not fit the shapes."""
+    spatial = {1: [int(rng.integers(16, 41))], 2: _axes(rng, 2, 12, 20), 3: _axes(rng, 3, 7, 10)}
+    layers: list[dict[str, Any]] = []
+    add = layers.append
+    if rng.random() < 0.4:
+        add({"class_name": "Rescaling", "scale": float(rng.uniform(-2, 2)), "offset": 0.3})
+    if rng.random() < 0.4:
+        pad = [[int(v) for v in rng.integers(0, 3, 2)] for _ in range(rank)]
+        add({"class_name": f"ZeroPadding{rank}D", "padding": pad})
+    for block in range(int(rng.integers(1, 4 if rank < 3 else 3))):
+        mode = rng.choice(["plain", "stride", "dilation"])
+        add(
+            {
+                "class_name": f"Conv{rank}D",
+                "filters": int(rng.integers(1, 7)),
+                "kernel_size": _axes(rng, rank, 1, 4),
+                "strides": _axes(rng, rank, 1, 2) if mode == "stride" else 1,
+                "dilation_rate": _axes(rng, rank, 1, 2) if mode == "dilation" else 1,
+                "padding": str(rng.choice(["same", "valid"])),
+                "activation": str(rng.choice(ACTIVATIONS)),
+                "use_bias": bool(rng.random() < 0.7),
+            }
+        )
+        if rng.random() < 0.4:
+            eps = float(rng.choice([1e-3, 1e-5, 0.1]))
+            center, scale_ = [(True, True), (False, True), (True, False)][(len(name) + block) % 3]
+            add({"class_name": "BatchNormalization", "epsilon": eps, "center": center})
+            layers[-1]["scale"] = scale_
+        r = rng.random()
+        if r < 0.15:
+            add({"class_name": "ReLU"})
+        elif r < 0.35:
+            add({"class_name": "Activation", "activation": str(rng.choice(ACTIVATIONS))})
+        if rng.random() < 0.7:
+            add(
+                {
+                    "class_name": f"{rng.choice(['Max', 'Average'])}Pooling{rank}D",
+                    "pool_size": _axes(rng, rank, 1, 3),
+                    "strides": _axes(rng, rank, 1, 3) if rng.random() < 0.5 else None,
+                    "padding": str(rng.choice(["same", "valid"])),
+                }
+            )
+        if rng.random() < 0.2:
+            add({"class_name": "Dropout", "rate": 0.3})
+    head = rng.choice(["Flatten", f"GlobalMaxPooling{rank}D", f"GlobalAveragePooling{rank}D"])
+    add({"class_name": str(head)})
+    if rng.random() < 0.4:
+        add({"class_name": "Dense", "units": int(rng.integers(3, 9))})
+        layers[-1]["activation"] = str(rng.choice(ACTIVATIONS))
+    classes, end = int(rng.integers(2, 6)), rng.random()
+    if end < 0.6:
+        add({"class_name": "Dense", "units": classes, "activation": "softmax"})
+    elif end < 0.8:
+        add({"class_name": "Dense", "units": classes})
+        add({"class_name": "Softmax"})
+    elif end < 0.9:
+        add({"class_name": "Dense", "units": classes})
+        add({"class_name": "Activation", "activation": "softmax"})
+    else:
+        add({"class_name": "Dense", "units": classes, "use_bias": False})
+    for layer in layers:
+        if layer.get("strides", 0) is None:
+            del layer["strides"]
+    shape = [*spatial[rank], int(rng.integers(1, 4))]
+    return ModelDescription.from_dict({"name": name, "input_shape": shape, "layers": layers})
+
+
+def random_description(seed: int) -> ModelDescription:
+    """A valid description drawn over the whole vocabulary; rank 1, 2, 3 by ``seed % 3``."""
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        try:
+            return _draw(rng, seed % 3 + 1, f"random{seed}")
+        except DescriptionError:  # e.g. a map pooled below a kernel's size: draw again
+            continue
+    raise AssertionError(f"no valid description drawn for seed {seed}")
+
+
+def zoo() -> dict[str, ModelDescription]:
+    """Every description the engine is checked on, by name."""
+    out = {name: get(name) for name in ("case1", "case2", "case3", "speedrun")}
+    out |= {name: parse_compact(line, name) for name, line in KERAS_ZOO.items()}
+    return out | {f"random{s}": random_description(s) for s in range(N_RANDOM)}
+
+
+ZOO = zoo()
+
+
+def randomize(model: Network, seed: int) -> Network:
+    """Random biases, BN parameters and moving statistics (Glorot kernels kept): no zeros."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        return predict_proba(model.eval(), xt).numpy()
+        for key, t in model.state_dict().items():
+            if key.endswith("running_var"):
+                t.copy_(0.5 + 1.5 * torch.rand(t.shape, generator=g))
+            elif key.endswith(("running_mean", "bias")):
+                t.copy_(0.3 * torch.randn(t.shape, generator=g))
+            elif t.ndim == 1:  # BatchNormalization's gamma
+                t.copy_(0.5 + torch.rand(t.shape, generator=g))
+    return model
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_random_model_float32_and_float64(case: str, global_random_seed: int) -> None:
-    rng = np.random.default_rng(global_random_seed)
-    x = rng.random((64, 28, 28, 1), dtype=np.float32)
-    model = create_model(case).eval()
-    engine = from_torch(model, case)
-    p_np = engine.predict_proba(x, batch_size=25)  # batches that do not divide 64
-    assert p_np.dtype == np.float32 and p_np.shape == (64, 10)
-    np.testing.assert_allclose(p_np, _torch_proba(model, x), rtol=0, atol=TOLERANCE)
-    # In float64 on both sides the two must agree to rounding error.
-    p64 = engine.astype("float64").predict_proba(x.astype(np.float64))
-    ref64 = _torch_proba(model.double(), x.astype(np.float64))
-    np.testing.assert_allclose(p64, ref64, rtol=0, atol=1e-12)
+def _torch_layers(model: Network, x: np.ndarray) -> list[np.ndarray]:
+    """Each child's output, channels-last, from the float64 torch module."""
+    h, out = torch.from_numpy(x).movedim(-1, 1), []
+    with torch.no_grad():
+        for child in model:
+            h = child(h)
+            out.append(h.movedim(1, -1).numpy() if h.ndim > 2 else h.numpy())
+    return out
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_trained_run_agrees(case: str, tiny_run: dict[str, Path], tiny_mnist: MNIST) -> None:
-    engine = from_run(tiny_run[case])
-    model, _ = checkpoint.load_model(tiny_run[case], "best")
-    x = scale(tiny_mnist.x_test)
-    np.testing.assert_allclose(
-        engine.predict_proba(x), _torch_proba(model, x), rtol=0, atol=TOLERANCE
-    )
+def test_zoo_covers_the_vocabulary() -> None:
+    layers = [ly for d in ZOO.values() for ly in d.layers]
+    convs = [ly for ly in layers if isinstance(ly, L.Conv)]
+    assert {d.rank for d in ZOO.values()} == {1, 2, 3}
+    stems = {re.sub("[123]D$", "", name) for name in L.CLASS_NAMES}
+    assert {re.sub("[123]D$", "", ly.class_name) for ly in layers} == stems
+    assert {c.rank for c in layers if isinstance(c, L.Conv | L.Pool | L.ZeroPadding)} == {1, 2, 3}
+    assert any(max(c.strides) > 1 and c.padding == "same" for c in convs)
+    assert any(max(c.dilation_rate) > 1 and c.padding == "same" for c in convs)
+    assert any(c.padding == "same" and min(c.kernel_size) % 2 == 0 for c in convs)
+    assert any(len(set(c.kernel_size)) > 1 for c in convs)
+    assert {c.activation for c in convs} == set(ACTIVATIONS)
+    pools = [ly for ly in layers if isinstance(ly, L.Pool)]
+    assert {(p.kind, p.padding) for p in pools} == {
+        (k, p) for k in ("max", "average") for p in ("same", "valid")
+    }
+    bns = [ly for ly in layers if isinstance(ly, L.BatchNormalization)]
+    assert {(b.center, b.scale) for b in bns} >= {(True, True), (False, True), (True, False)}
 
 
-def test_dropout_is_identity_and_weights_are_channels_last(global_random_seed: int) -> None:
-    model = create_model("case1")
-    engine = from_torch(model, "case1")
-    kinds = [ly.kind for ly in engine.layers]
-    assert kinds.count("dropout") == 2
-    conv2 = next(ly for ly in engine.layers if ly.name == "conv2")
-    assert conv2.arrays["w"].shape == (3, 3, 16, 64)  # (kh, kw, C_in, C_out)
+def test_keras_zoo_descriptions_have_keras_parameter_counts() -> None:
+    index = {"conv2d_same_strides": 9226, "conv1d_timeseries": 3412}
+    index |= {"conv3d_video": 6293, "conv2d_bn_dilated": 1106}
+    for name, params in index.items():
+        assert ZOO[name].params == params, name
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_float64_agrees_with_torch_layer_by_layer(name: str) -> None:
+    desc = ZOO[name]
+    torch.manual_seed(1)
+    model = randomize(build_module(desc), seed=2).double().eval()
+    engine = from_torch(model)
+    assert engine.dtype == "float64"
+    x = np.random.default_rng(3).random((16, *desc.input_shape))  # (N, *spatial, C)
+    ours = [h for _, h in engine.activations(x)]
+    ref = _torch_layers(model, x)
+    for info, a, b in zip(desc.info[:-1], ours, ref, strict=False):
+        assert a.shape == (16, *info.out_shape) and b.shape == a.shape, info.where
+        scale_ = max(1.0, float(np.abs(b).max()))
+        assert np.abs(a - b).max() <= 1e-10 * scale_, info.where
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x).movedim(-1, 1)).numpy()
+    assert np.abs(engine.logits(x) - logits).max() <= 1e-10 * max(1.0, np.abs(logits).max())
+    p = engine.predict_proba(x, batch_size=5)  # batches that do not divide 16
+    assert np.abs(p - torch.softmax(torch.from_numpy(logits), 1).numpy()).max() <= 1e-10
+    last = desc.layers[-1]  # Keras' view of it: the probabilities, when it is a softmax
+    if isinstance(last, L.Softmax) or getattr(last, "activation", "") == "softmax":
+        np.testing.assert_allclose(ours[-1], p, rtol=0, atol=1e-12)
+
+
+def _keras_weights(path: Path, desc: ModelDescription) -> dict[str, dict[str, np.ndarray]]:
+    """A .keras file's weights (``layers/<name>/vars/<i>``) named as the engine names them."""
+    import h5py
+
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as h5:
+        out = {}
+        for info in desc.info:
+            names = list(weight_shapes(info))
+            if names:
+                group = h5[f"layers/{info.layer.name}/vars"]
+                out[info.layer.name] = {n: group[str(i)][()] for i, n in enumerate(names)}
+        return out
+
+
+@pytest.mark.parametrize("name", list(KERAS_ZOO))
+def test_keras_zoo_outputs(name: str) -> None:
+    path = KERAS_ZOO_DIR / f"{name}.keras"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    config = json.loads(zipfile.ZipFile(path).read("config.json"))["config"]["layers"]
+    assert [c["class_name"] for c in config[1:]] == [ly.class_name for ly in ZOO[name].layers]
+    engine = NumpyModel(ZOO[name], _keras_weights(path, ZOO[name]))
+    x = np.load(KERAS_ZOO_DIR / f"{name}.inputs.npy")
+    expected = np.load(KERAS_ZOO_DIR / f"{name}.outputs.npy")
+    assert np.abs(engine.predict_proba(x) - expected).max() < 1e-5
+    # The same weights through PyTorch: to_torch_state inverts from_torch's layouts.
+    model = build_module(ZOO[name]).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch_state(engine).items()})
+    with torch.no_grad():
+        p = torch.softmax(model(torch.from_numpy(x).movedim(-1, 1)), 1).numpy()
+    assert np.abs(p - expected).max() < 1e-5
+
+
+def test_weights_are_channels_last(global_random_seed: int) -> None:
+    model = build_module(get("case1"))
+    engine = from_torch(model)
+    conv2 = engine.weights["conv2"]["kernel"]
+    assert conv2.shape == (3, 3, 16, 64)  # (kh, kw, C_in, C_out)
     w = model.get_parameter("conv2.weight").detach().numpy()  # (C_out, C_in, kh, kw)
-    assert conv2.arrays["w"][1, 2, 5, 7] == w[7, 5, 1, 2]
-    dense1 = next(ly for ly in engine.layers if ly.name == "dense1")
-    assert dense1.arrays["w"].shape == (1600, 32)
+    assert conv2[1, 2, 5, 7] == w[7, 5, 1, 2]
+    dense1 = engine.weights["dense1"]["kernel"]
+    assert dense1.shape == (1600, 32) and dense1[3, 4] == model.dense1.weight[4, 3]
+    assert set(engine.weights) == {"conv1", "conv2", "dense1", "dense2"}
+    roundtrip = to_torch_state(engine)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(roundtrip[key], value.numpy())
+
+
+def test_float32_is_within_tolerance(global_random_seed: int) -> None:
+    model = randomize(build_module(ZOO["conv2d_bn_dilated"]), 0).eval()
+    x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    engine = from_torch(model)
+    assert engine.dtype == "float32"
+    p = engine.predict_proba(x, batch_size=25)
+    assert p.dtype == np.float32 and p.shape == (64, 10)
+    r = compare_with_torch(model, x, batch_size=16)
+    assert r.max_abs_diff <= TOLERANCE and r.same_predictions == 64
+    assert r.as_dict()["numpy_images_per_s"] > 0
 
 
 def test_activations_are_named_and_shaped(global_random_seed: int) -> None:
-    engine = from_torch(create_model("case2"), "case2")
-    x = np.zeros((3, 28, 28, 1), dtype=np.float32)
-    shapes = {name: h.shape for name, h in engine.activations(x)}
-    assert shapes["conv1"] == (3, 26, 26, 32)
-    assert shapes["pool2"] == (3, 5, 5, 10)
-    assert shapes["gap"] == (3, 10)
+    engine = from_torch(build_module(ZOO["conv1d_timeseries"]))
+    shapes = {name: h.shape for name, h in engine.activations(np.zeros((3, 100, 6)))}
+    assert shapes == {
+        "conv1d": (3, 100, 16),
+        "max_pooling1d": (3, 50, 16),
+        "conv1d_1": (3, 23, 32),
+        "global_average_pooling1d": (3, 32),
+        "dense": (3, 4),
+    }
+    with pytest.raises(CnnlabError, match="takes inputs of 100x6"):
+        engine.logits(np.zeros((1, 28, 28, 1)))
 
 
-def test_npz_roundtrip(tmp_path: Path, global_random_seed: int) -> None:
-    model = create_model("case3").eval()
-    path = tmp_path / "m.npz"
-    save_npz(from_torch(model, "case3"), path)
-    loaded = load_npz(path)
-    assert loaded.case == "case3"
-    x = np.random.default_rng(1).random((8, 28, 28, 1), dtype=np.float32)
-    np.testing.assert_allclose(loaded.predict_proba(x), _torch_proba(model, x), atol=TOLERANCE)
+@pytest.mark.parametrize("name", ["speedrun", "conv3d_video", "random4"])
+def test_npz_roundtrip(name: str, tmp_path: Path, global_random_seed: int) -> None:
+    model = randomize(build_module(ZOO[name]), 1).eval()
+    engine = from_torch(model)
+    save_npz(engine, tmp_path / "m.npz")
+    loaded = load_npz(tmp_path / "m.npz")
+    assert loaded.description == ZOO[name] and loaded.name == name
+    x = np.random.default_rng(1).random((4, *ZOO[name].input_shape), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.predict_proba(x), engine.predict_proba(x))
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
 
 
-def test_bad_npz_is_one_clear_error(tmp_path: Path) -> None:
+def _npz(path: Path, meta: Any, **arrays: np.ndarray) -> Path:
+    raw = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, __meta__=raw, **arrays)
+    return path
+
+
+def test_bad_npz_is_one_clear_error(tmp_path: Path, global_random_seed: int) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(CnnlabError, match="not a cnnlab NumPy model"):
@@ -101,19 +330,35 @@ def test_bad_npz_is_one_clear_error(tmp_path: Path) -> None:
         load_npz(tmp_path / "other.npz")
     with pytest.raises(CnnlabError, match="not found"):
         load_npz(tmp_path / "missing.npz")
+    with pytest.raises(CnnlabError, match="export-numpy again"):
+        load_npz(_npz(tmp_path / "old.npz", {"format": "cnnlab-numpy-1", "layers": []}))
+    desc = get("case2").to_dict()
+    desc["layers"][0]["kernel_size"] = [0, 3]
+    with pytest.raises(CnnlabError, match=r"bad description: layer 1 \(Conv2D\): kernel_size"):
+        load_npz(_npz(tmp_path / "d.npz", {"format": "cnnlab-numpy-2", "description": desc}))
+    engine = from_torch(build_module(get("case2")))
+    save_npz(engine, tmp_path / "ok.npz")
+    with np.load(tmp_path / "ok.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["conv2/kernel"] = arrays["conv2/kernel"][:2]
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    with pytest.raises(CnnlabError, match=r"conv2: kernel must be a float array of shape"):
+        load_npz(_npz(tmp_path / "w.npz", meta, **arrays))
+    del arrays["conv2/kernel"]
+    with pytest.raises(CnnlabError, match="conv2: lacks weight 'kernel'"):
+        load_npz(_npz(tmp_path / "w.npz", meta, **arrays))
 
 
-def test_unsupported_layer_is_refused() -> None:
-    with pytest.raises(CnnlabError, match="no NumPy equivalent"):
+def test_not_a_network_is_refused() -> None:
+    with pytest.raises(CnnlabError, match="not a cnnlab Network"):
         from_torch(torch.nn.Sequential(torch.nn.Tanh()))
 
 
-def test_compare_reports_throughput(global_random_seed: int) -> None:
-    x = np.random.default_rng(2).random((40, 28, 28, 1), dtype=np.float32)
-    r = compare_with_torch(create_model("case2").eval(), x, batch_size=16)
-    assert r.max_abs_diff <= TOLERANCE and r.same_predictions == 40
-    d = r.as_dict()
-    assert d["numpy_images_per_s"] > 0 and d["torch_images_per_s"] > 0
+def test_trained_run_agrees(tiny_run: dict[str, Path], tiny_mnist: MNIST) -> None:
+    engine = from_run(tiny_run["case2"])
+    model, _ = checkpoint.load_model(tiny_run["case2"], "best")
+    r = compare_with_torch(model, scale(tiny_mnist.x_test))
+    assert engine.name == "case2" and r.max_abs_diff <= TOLERANCE
 
 
 def test_verify_run_writes_json(
@@ -122,31 +367,38 @@ def test_verify_run_writes_json(
     run = tmp_path / "run"
     shutil.copytree(tiny_run["case1"], run)
     r = verify_run(run, scale(tiny_mnist.x_test), batch_size=7)
-    assert r["passed"] and r["n_images"] == len(tiny_mnist.x_test)
+    assert r["passed"] and r["n_images"] == len(tiny_mnist.x_test) and r["model"] == "case1"
+    assert r["inputs"] == "test images"
     assert fileio.read_json(run / "numpy_check.json")["max_abs_diff"] == r["max_abs_diff"]
 
 
-def test_cli_verify_numpy_json(
+def test_cli_verify_and_export(
     tiny_run: dict[str, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     synthetic_data: MNIST,
 ) -> None:
-    import json
-
     run = tmp_path / "run"
     shutil.copytree(tiny_run["case3"], run)
     assert main(["verify-numpy", str(run), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["max_abs_diff"] <= TOLERANCE
     assert {"max_abs_diff", "numpy_images_per_s", "torch_images_per_s"} <= set(out)
-    assert main(["verify-numpy", str(tmp_path / "nowhere")]) == 2
-    assert "no best.pt" in capsys.readouterr().err
+    assert main(["export-numpy", str(run)]) == 0
+    assert load_npz(run / "model.npz").name == "case3"
+    from test_explain import SERIES, write_untrained_run
 
-
-@pytest.mark.mnist
-def test_real_mnist_images_random_model(mnist: MNIST, global_random_seed: int) -> None:
-    x = scale(mnist.x_test[:300])
-    for case in CASES:
-        r = compare_with_torch(create_model(case).eval(), x, batch_size=100)
-        assert r.max_abs_diff <= TOLERANCE, case
+    series = write_untrained_run(tmp_path / "series", SERIES, "series")  # 1-D: random inputs
+    capsys.readouterr()
+    assert main(["verify-numpy", str(series), "--dtype", "float64"]) == 0
+    assert (
+        "series: 1,000 random inputs (uniform [0, 1), seed 0), float64" in capsys.readouterr().out
+    )
+    assert fileio.read_json(series / "numpy_check_float64.json")["max_abs_diff"] < 1e-12
+    assert main(["export-numpy", str(series), "--out", str(tmp_path / "s.npz")]) == 0
+    assert load_npz(tmp_path / "s.npz").description.rank == 1
+    for cmd in ("verify-numpy", "export-numpy"):
+        capsys.readouterr()
+        assert main([cmd, str(tmp_path / "nowhere")]) == 2
+        err = capsys.readouterr().err
+        assert "no best.pt" in err and err.count("\n") == 1

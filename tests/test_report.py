@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_explain import SERIES, train_user_run, write_untrained_run
 
 from cnnlab import fileio
 from cnnlab.analysis import baselines
@@ -19,6 +20,11 @@ from cnnlab.report import report
 from cnnlab.report.report import ReportConfig, build_report, md_to_html
 
 SMALL_SHIFT = ShiftConfig(max_shift=1, n_images=30, invariance_images=4)
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> Path:
+    return train_user_run(tmp_path_factory.mktemp("mine"), tiny_splits)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +77,53 @@ def test_single_run_report_is_self_contained(
     assert (run / "explain" / "test-2" / "overview.png").is_file()
     md = md_path.read_text()
     assert md.startswith("# cnnlab report: case1") and "| conv1 | Conv2D | 26x26x16 |" in md
+    assert "| pool1 (MaxPooling2D 2x2) | 2 |" in md
+
+
+def test_report_of_a_users_own_run(
+    user_run: Path, tiny_mnist: MNIST, tmp_path: Path, baselines_file: Path
+) -> None:
+    run = tmp_path / "mine"
+    shutil.copytree(user_run, run)
+    figures = tmp_path / "figures"
+    config = ReportConfig(shift=SMALL_SHIFT, baselines=baselines_file, figures_dir=figures)
+    html_path, md_path = build_report([run], tiny_mnist, run / "report.html", config)
+    page, md = html_path.read_text(), md_path.read_text()
+    assert len(_images(page)) == 10  # curves, confusion, overview, 4 map grids, 2 kernels, shift
+    assert "<h2>mine (mine)</h2>" in page and "CNN mine (mine)" in page
+    assert "Feature maps of p1" in page and "Kernels of c2" in page
+    assert md.startswith("# cnnlab report: mine")
+    # Receptive fields from the run's own description: 5x5 stride 2 same, 3x3 pool stride 1
+    # (5 + 2*2 = 9), dilation 2 (9 + 4*2 = 17), a 2x2 average pool (17 + 2 = 19).
+    for row in (
+        "| c1 | Conv2D | 14x14x6 | 5x5 | 2 | 156 |",
+        "| bn | BatchNormalization | 14x14x6 | 5x5 | 2 | 24 |",
+        "| p1 | MaxPooling2D | 14x14x6 | 9x9 | 2 | 0 |",
+        "| c2 | Conv2D | 10x10x8 | 17x17 | 2 | 440 |",
+        "| p2 | AveragePooling2D | 9x9x8 | 19x19 | 2 | 0 |",
+        "| c1 (Conv2D 5x5 stride 2, same, tanh, BatchNormalization) | 2 |",
+        "| c2 (Conv2D 3x3 dilation 2, relu) | 2 |",
+    ):
+        assert row in md, row
+    check = fileio.read_json(run / "numpy_check.json")
+    assert check["passed"] and check["model"] == "mine" and check["inputs"] == "test images"
+    assert {"mine_kernels_c1.png", "mine_feature_maps.png", "mine_shift.png"} <= {
+        p.name for p in figures.iterdir()
+    }
+
+
+def test_metrics_model_name_comes_first(
+    tiny_run: dict[str, Path], tiny_mnist: MNIST, tmp_path: Path
+) -> None:
+    (run,) = _copy_runs(tiny_run, tmp_path, ["case2"])
+    metrics = fileio.read_json(run / "metrics.json")
+    fileio.write_json(run / "metrics.json", metrics | {"model": "renamed", "case": "old"})
+    config = ReportConfig(shift=SMALL_SHIFT, verify=False)
+    build_report([run], tiny_mnist, run / "r.html", config)
+    assert "<h2>renamed (case2)</h2>" in (run / "r.html").read_text()
+    fileio.write_json(run / "metrics.json", {"case": "older"})  # before model descriptions
+    build_report([run], tiny_mnist, run / "r.html", config)
+    assert "<h2>older (case2)</h2>" in (run / "r.html").read_text()
 
 
 def test_comparison_report_and_figures(
@@ -126,6 +179,11 @@ def test_cli_report_errors(
 ) -> None:
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no best.pt" in capsys.readouterr().err
+    series = write_untrained_run(tmp_path / "series", SERIES, "series")
+    assert main(["report", str(series)]) == 2
+    err = capsys.readouterr().err
+    assert "report needs a network with 28x28x1 input; series takes 20x3" in err
+    assert err.count("\n") == 1
     (run,) = _copy_runs(tiny_run, tmp_path, ["case3"])
     missing = tmp_path / "none.json"
     assert main(["report", str(run), "--baselines", str(missing)]) == 2

@@ -8,9 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_explain import SERIES, train_user_run, write_untrained_run
+from test_numpy_engine import ZOO, randomize
+from test_receptive import linearised
 
 from cnnlab import fileio
 from cnnlab.analysis import shift
+from cnnlab.analysis.layer_walk import feature_map_layers
+from cnnlab.analysis.numpy_check import from_run
 from cnnlab.analysis.shift import (
     ShiftConfig,
     ShiftGrid,
@@ -22,11 +27,20 @@ from cnnlab.analysis.shift import (
     torch_predictor,
 )
 from cnnlab.cli import main
-from cnnlab.data import MNIST, scale
+from cnnlab.data import MNIST, Splits, scale
 from cnnlab.engine.device import to_tensors
 from cnnlab.engine.inference import evaluate
-from cnnlab.engine.numpy_engine import Layer, NumpyModel, from_run
+from cnnlab.engine.numpy_engine import NumpyModel, from_torch, weight_shapes
+from cnnlab.errors import CnnlabError
+from cnnlab.models import build_module, parse_compact
 from cnnlab.train import checkpoint
+
+IMAGES_2D = [n for n, d in ZOO.items() if d.rank == 2]
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> Path:
+    return train_user_run(tmp_path_factory.mktemp("mine"), tiny_splits)
 
 
 def test_shift_images_by_hand() -> None:
@@ -63,72 +77,127 @@ def test_grid_rows_are_dy_and_columns_dx() -> None:
     assert "| +0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |" in markdown_grid(grid)
 
 
-@pytest.mark.parametrize("case", ["case1", "case2", "case3"])
-def test_shift_zero_is_the_unshifted_accuracy(
-    case: str, tiny_run: dict[str, Path], tiny_mnist: MNIST
-) -> None:
-    model, _ = checkpoint.load_model(tiny_run[case], "best")
+def test_shift_zero_is_the_unshifted_accuracy(user_run: Path, tiny_mnist: MNIST) -> None:
+    model, _ = checkpoint.load_model(user_run, "best")
     x, y = scale(tiny_mnist.x_test), tiny_mnist.y_test.astype(np.int64)
     _, acc, _ = evaluate(model, *to_tensors(x, y, torch.device("cpu")))
     grid = accuracy_grid(torch_predictor(model, batch_size=16), x, y, max_shift=1)
     assert grid.at(0, 0) == pytest.approx(acc, abs=1e-12)
 
 
-def _identity_pool_model() -> NumpyModel:
-    """A 1x1 identity convolution, ReLU, 2x2 max-pool: maps we can reason about by hand."""
-    conv = Layer(
-        "conv1",
-        "conv",
-        {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1]},
-        {"w": np.ones((1, 1, 1, 1), np.float32), "b": np.zeros(1, np.float32)},
-    )
-    pool = Layer("pool1", "max_pool", {"pool_size": [2, 2], "strides": [2, 2]})
-    return NumpyModel("toy", [conv, Layer("relu1", "relu"), pool])
+def _ones(line: str) -> NumpyModel:
+    """A description with kernels of ones and zero biases: maps we can reason about by hand."""
+    desc = parse_compact(line, "toy")
+    weights = {
+        info.layer.name: {k: np.ones(s) if k == "kernel" else np.zeros(s) for k, s in w.items()}
+        for info in desc.info
+        if (w := weight_shapes(info))
+    }
+    return NumpyModel(desc, weights)
 
 
 def test_invariance_fractions_by_hand() -> None:
     x = np.zeros((1, 8, 8, 1), dtype=np.float32)
     x[0, 2, 2, 0] = 5.0  # top-left cell of pooling window (1, 1)
-    conv, pool = layer_invariance(_identity_pool_model(), x)
+    toy = _ones("Input(8,8,1) Conv2D(1,1,relu,name=conv1) MaxPooling2D(2,name=pool1)")
+    conv, pool = layer_invariance(toy, x)
     # The conv map moves with the pixel: the two units involved change under every shift.
-    assert (conv.name, conv.kind, conv.jump) == ("conv1", "conv", 1)
+    assert (conv.name, conv.kind, conv.what, conv.jump) == (
+        "conv1",
+        "conv",
+        "Conv2D 1x1, relu",
+        [1, 1],
+    )
     assert conv.unchanged_1px == 0.0 and conv.units == 8
     assert conv.relative_change == pytest.approx(2.0)  # 2 * 5 changed per shift, |f(x)| = 5
     # Right and down keep the pixel in its window (pooled value unchanged: 1 unit each);
     # left and up move it to a neighbouring window (2 units changed each): 2 of 6.
-    assert (pool.kind, pool.jump) == ("pool", 2)
+    assert (pool.kind, pool.jump) == ("pool", [2, 2])
     assert pool.units == 6 and pool.unchanged_1px == pytest.approx(2 / 6)
     assert pool.relative_change == pytest.approx(1.0)  # (0 + 10 + 0 + 10) / (4 * 5)
-    assert conv.equivariant == 1.0 and pool.equivariant == 1.0
+    # Shifted by J down, then right: the lit unit moved by one unit, once per axis.
+    assert conv.equivariant == pool.equivariant == 1.0
+    assert conv.equivariant_units == pool.equivariant_units == 2
     # Over all 64 (conv) / 16 (pool) units nearly everything is zero and "unchanged".
     assert conv.unchanged_1px_all == pytest.approx(1 - 8 / (4 * 64))
 
 
-def test_trained_maps_are_equivariant(tiny_run: dict[str, Path], tiny_mnist: MNIST) -> None:
-    # Noisy synthetic images: ink everywhere, so only the outermost units are left out.
-    layers = layer_invariance(from_run(tiny_run["case1"]), scale(tiny_mnist.x_test[:12]))
-    assert [ly.name for ly in layers] == ["conv1", "pool1", "conv2", "pool2"]
-    assert [ly.jump for ly in layers] == [1, 2, 2, 4]
+def test_padded_units_are_left_out_exactly() -> None:
+    # A 3x3 same conv on 8x8: only rows/columns 1..6 read no padding. Pairs (u, u - 1) of
+    # such units along one axis: 5 x 6 = 30, on both axes 60, per image.
+    x = 0.1 + np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
+    (conv,) = layer_invariance(_ones("Input(8,8,1) Conv2D(1,3,same)"), x)
+    assert conv.equivariant == 1.0 and conv.equivariant_units == 2 * 60
+    # Dilation 2 with same padding: rows/columns 2..5 are clean: 3 x 4 = 12 pairs per axis.
+    (conv,) = layer_invariance(_ones("Input(8,8,1) Conv2D(1,3,same,dilation_rate=2)"), x)
+    assert conv.equivariant == 1.0 and conv.equivariant_units == 2 * 24
+
+
+@pytest.mark.parametrize("name", IMAGES_2D)
+def test_clean_units_are_exactly_equivariant(name: str, global_random_seed: int) -> None:
+    desc = ZOO[name]
+    engine = from_torch(randomize(build_module(desc), 0).eval())
+    x = np.random.default_rng(1).random((3, *desc.input_shape), dtype=np.float32)
+    layers = layer_invariance(engine, x)
+    assert [ly.name for ly in layers] == [m.name for m in feature_map_layers(desc)]
     for ly in layers:
-        assert ly.equivariant == 1.0, ly
+        # Where every unit reads padding somewhere (speedrun's 3x3 pool2), none is compared.
+        assert ly.equivariant == (1.0 if ly.equivariant_units else None), ly
+        assert 0 <= ly.unchanged_1px <= 1 and 0 <= ly.unchanged_1px_all <= 1
+    assert sum(ly.equivariant_units for ly in layers) > 0
+
+
+@pytest.mark.parametrize("name", IMAGES_2D)
+def test_ink_masks_follow_the_window_geometry(name: str, global_random_seed: int) -> None:
+    # A linear network with positive kernels and zero biases responds exactly where a unit's
+    # windows (padding, strides, dilation and all) reach a lit pixel: the ink mask.
+    desc = ZOO[name]
+    lin = linearised(desc)
+    weights = {
+        info.layer.name: {k: np.full(s, 0.5) if k == "kernel" else np.ones(s) for k, s in w.items()}
+        for info in lin.info
+        if (w := weight_shapes(info))
+    }
+    for info in lin.info:  # zero biases, betas and moving means
+        for key in ("bias", "beta", "moving_mean"):
+            if key in weights.get(info.layer.name, {}):
+                weights[info.layer.name][key][:] = 0
+    engine = NumpyModel(lin, weights, "float64")
+    x = np.zeros((4, *desc.input_shape))
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        x[i, rng.integers(0, desc.input_shape[0]), rng.integers(0, desc.input_shape[1]), 0] = 1
+    walk = feature_map_layers(lin)
+    ink = shift._ink(lin, walk, x)
+    for m, maps in shift.map_outputs(walk, engine.activations(x)):
+        np.testing.assert_array_equal(ink[m.name], (maps > 0).any(axis=-1), err_msg=m.name)
+
+
+def test_trained_user_run(user_run: Path, tiny_mnist: MNIST) -> None:
+    layers = layer_invariance(from_run(user_run), scale(tiny_mnist.x_test[:12]))
+    assert [(ly.name, ly.jump) for ly in layers] == [
+        ("c1", [2, 2]),
+        ("p1", [2, 2]),
+        ("c2", [2, 2]),
+        ("p2", [2, 2]),
+    ]
+    assert layers[1].what == "MaxPooling2D 3x3 stride 1, same"
+    for ly in layers:
+        assert ly.equivariant == 1.0 and ly.equivariant_units > 0, ly
         assert 0 <= ly.unchanged_1px < 1 and ly.units > 0
-    # A 1-pixel shift moves conv1's map: hardly any of its responding values stay.
-    assert layers[0].unchanged_1px < 0.05
 
 
 def test_run_shift_caches(
-    tiny_run: dict[str, Path],
-    tiny_mnist: MNIST,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    user_run: Path, tiny_mnist: MNIST, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
-    shutil.copytree(tiny_run["case2"], run)
+    shutil.copytree(user_run, run)
     x, y = scale(tiny_mnist.x_test), tiny_mnist.y_test.astype(np.int64)
     config = ShiftConfig(max_shift=1, n_images=20, invariance_images=5)
     first = run_shift(run, x, y, config)
     assert (run / "shift.png").is_file() and first["grid"]["n_images"] == 20
     assert len(first["grid"]["accuracy"]) == 3 and len(first["layers"]) == 4
+    assert first["model"] == first["case"] == "mine"
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("recomputed despite a valid cache")
@@ -139,9 +208,16 @@ def test_run_shift_caches(
         run_shift(run, x, y, ShiftConfig(max_shift=2, n_images=20, invariance_images=5))
 
 
-def test_shift_config_is_checked() -> None:
-    from cnnlab.errors import CnnlabError
+def test_other_inputs_are_refused_in_one_line(tmp_path: Path, tiny_mnist: MNIST) -> None:
+    run = write_untrained_run(tmp_path / "series", SERIES, "series")
+    x, y = scale(tiny_mnist.x_test), tiny_mnist.y_test.astype(np.int64)
+    with pytest.raises(CnnlabError, match="shift needs a network with 28x28x1 input; series"):
+        run_shift(run, x, y, ShiftConfig(max_shift=1))
+    with pytest.raises(CnnlabError, match="need a network of images"):
+        layer_invariance(from_run(run), np.zeros((1, 20, 3), np.float32))
 
+
+def test_shift_config_is_checked() -> None:
     with pytest.raises(CnnlabError, match="max_shift"):
         ShiftConfig(max_shift=30)
     with pytest.raises(CnnlabError, match="n_images"):
@@ -150,6 +226,7 @@ def test_shift_config_is_checked() -> None:
 
 def test_cli_shift(
     tiny_run: dict[str, Path],
+    user_run: Path,
     synthetic_data: MNIST,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -159,5 +236,16 @@ def test_cli_shift(
     args = ["shift", str(run), "--max-shift", "1", "--invariance-images", "4"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "| dy \\ dx | -1 | +0 | +1 |" in out and "pool2 (max-pool)" in out
+    assert "| dy \\ dx | -1 | +0 | +1 |" in out and "| pool2 (MaxPooling2D 2x2) | 4 |" in out
     assert fileio.read_json(run / "shift.json")["config"]["max_shift"] == 1
+    mine = tmp_path / "mine"
+    shutil.copytree(user_run, mine)
+    assert main(["shift", str(mine), "--max-shift", "1", "--invariance-images", "4"]) == 0
+    assert (
+        "| c1 (Conv2D 5x5 stride 2, same, tanh, BatchNormalization) | 2 |"
+        in capsys.readouterr().out
+    )
+    for bad in (tmp_path / "nowhere", write_untrained_run(tmp_path / "s", SERIES, "series")):
+        assert main(["shift", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cnnlab: error:") and err.count("\n") == 1

@@ -1,1 +1,2 @@
-"""Seeing inside trained networks: evaluation, feature maps, shift robustness, receptive fields, baselines."""
+"""Seeing inside trained networks: evaluation, feature maps (the layer walk), shift
+robustness, receptive fields, the NumPy engine check on a run, baselines."""

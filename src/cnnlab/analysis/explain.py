@@ -1,8 +1,11 @@
 """Seeing inside a trained network: feature maps of every conv and pooling layer, and kernels.
 
-The maps are computed by the NumPy engine (:mod:`cnnlab.numpy_engine`), channels-last, for
-one image: a test-set index or an image file. Every figure is a PNG grid with a title that
-says what is shown (layer, map count and size, image, prediction).
+The maps are computed by the NumPy engine (:mod:`cnnlab.engine.numpy_engine`), channels-last,
+for one image, at the feature-map layers of :mod:`cnnlab.analysis.layer_walk` (each conv or
+pooling layer's output after the element-wise layers that follow it). Any network with 2-D
+maps works; an image is a test-set index or a file for networks that take 28x28x1 inputs.
+Every figure is a PNG grid with a title that says what is shown (layer, map count and
+size, image, prediction).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,8 +22,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from numpy.typing import NDArray
 
+from cnnlab.analysis.layer_walk import MapLayer, feature_map_layers, map_outputs
 from cnnlab.engine.numpy_engine import NumpyModel
 from cnnlab.errors import CnnlabError
+from cnnlab.models import layers as L
 from cnnlab.plots import save_figure
 
 DPI = 90  # README-sized PNGs (well under 300 KB)
@@ -27,17 +33,24 @@ DPI = 90  # README-sized PNGs (well under 300 KB)
 
 @dataclass(frozen=True)
 class FeatureMap:
-    """Output of one conv (after its ReLU) or pooling layer for one image: (h, w, C)."""
+    """The maps of one feature-map layer for one image: (h, w, C)."""
 
-    name: str
-    kind: str  # "conv" or "pool"
-    maps: NDArray[np.floating]
+    layer: MapLayer
+    maps: NDArray[np.floating[Any]]
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
 
 
 def load_image_file(path: Path) -> NDArray[np.float32]:
     """An image file as the (28, 28, 1) input the network sees.
 
-    The same MNIST-style preprocessing as ``cnnlab predict`` (:mod:`cnnlab.preprocess`):
+    The same MNIST-style preprocessing as ``cnnlab predict`` (:mod:`cnnlab.data.preprocess`):
     grey, light digit on black, fitted into 20x20 and centred by mass in 28x28.
     """
     from cnnlab.data.preprocess import preprocess_file
@@ -45,21 +58,20 @@ def load_image_file(path: Path) -> NDArray[np.float32]:
     return np.asarray(preprocess_file(Path(path)).image, dtype=np.float32)[..., None]
 
 
-def feature_maps(model: NumpyModel, image: NDArray[np.floating]) -> list[FeatureMap]:
-    """Maps after every conv's ReLU and every pooling layer for one (H, W, 1) image."""
-    out: list[FeatureMap] = []
-    conv_name = ""
-    for layer, (name, h) in zip(model.layers, model.activations(image[None]), strict=True):
-        if layer.kind == "conv":
-            conv_name = name
-        elif layer.kind == "relu" and conv_name:
-            out.append(FeatureMap(conv_name, "conv", h[0]))
-            conv_name = ""
-        elif layer.kind == "max_pool":
-            out.append(FeatureMap(name, "pool", h[0]))
-        elif layer.kind in ("flatten", "global_avg_pool"):
-            break
-    return out
+def check_images(model: NumpyModel) -> None:
+    """CnnlabError unless the network's maps are 2-D (images)."""
+    desc = model.description
+    if desc.rank != 2:
+        shape = "x".join(map(str, desc.input_shape))
+        raise CnnlabError(
+            f"explain draws 2-D feature maps; {desc.name} takes {shape} inputs ({desc.rank}-D maps)"
+        )
+
+
+def feature_maps(model: NumpyModel, image: NDArray[np.floating[Any]]) -> list[FeatureMap]:
+    """The maps of every feature-map layer for one (H, W, C) image."""
+    walk = feature_map_layers(model.description)
+    return [FeatureMap(m, h[0]) for m, h in map_outputs(walk, model.activations(image[None]))]
 
 
 def _grid(n: int, max_cols: int = 8) -> tuple[int, int]:
@@ -67,13 +79,16 @@ def _grid(n: int, max_cols: int = 8) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _describe(fm: FeatureMap) -> str:
-    h, w, c = fm.maps.shape
-    what = "Conv2D 3x3 + ReLU" if fm.kind == "conv" else "MaxPooling2D 2x2"
-    return f"{fm.name} ({what}): {c} feature maps of {h}x{w}"
+def _limits(maps: NDArray[np.floating[Any]]) -> tuple[float, float]:
+    """Colour limits: 0 (dark) to the largest value, or symmetric where maps go negative."""
+    lo, hi = float(maps.min()), float(maps.max())
+    if lo < 0:
+        lim = max(-lo, hi) or 1.0
+        return -lim, lim
+    return 0.0, hi or 1.0
 
 
-def map_mosaic(maps: NDArray[np.floating], cols: int = 8, gap: int = 1) -> NDArray[np.float64]:
+def map_mosaic(maps: NDArray[np.floating[Any]], cols: int = 8, gap: int = 1) -> NDArray[np.float64]:
     """(h, w, C) maps as one 2-D image, tiles row by row in channel order, NaN in the gaps."""
     h, w, c = maps.shape
     rows, cols = _grid(c, cols)
@@ -95,17 +110,31 @@ def plot_feature_map_grid(fm: FeatureMap, path: Path, subtitle: str) -> None:
     )
     cmap = plt.get_cmap("viridis").copy()
     cmap.set_bad("white")
-    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=float(fm.maps.max()) or 1.0, interpolation="nearest")
+    vmin, vmax = _limits(fm.maps)
+    ax.imshow(mosaic, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     for k in range(c):
         r, q = divmod(k, cols)
         ax.text(q * (w + gap), r * (h + gap) - 0.6, f"#{k}", fontsize=6, va="bottom")
     ax.set_axis_off()
-    ax.set_title(f"{_describe(fm)}\n{subtitle}", fontsize=10, pad=12)
+    ax.set_title(f"{fm.layer.label}\n{subtitle}", fontsize=10, pad=12)
     save_figure(fig, path, dpi=DPI)
 
 
+def _show_input(ax: Any, image: NDArray[np.floating[Any]]) -> None:
+    """The input image: RGB for 3 channels, otherwise its first channel in grey."""
+    if image.shape[-1] == 3:
+        ax.imshow(np.clip(image, 0, 1))
+    else:
+        ax.imshow(image[..., 0], cmap="gray", vmin=min(0.0, float(image.min())))
+    ax.set_title("input", fontsize=8)
+
+
 def plot_overview(
-    image: NDArray[np.floating], fms: list[FeatureMap], path: Path, title: str, per_layer: int = 8
+    image: NDArray[np.floating[Any]],
+    fms: list[FeatureMap],
+    path: Path,
+    title: str,
+    per_layer: int = 8,
 ) -> None:
     """The input, then the first ``per_layer`` maps of each layer, one row per layer."""
     fig, axes = plt.subplots(
@@ -116,15 +145,14 @@ def plot_overview(
         ax0 = axes[r, 0]
         ax0.set_axis_off()
         if r == 0:
-            ax0.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
-            ax0.set_title("input", fontsize=8)
-        vmax = float(fm.maps.max()) or 1.0
+            _show_input(ax0, image)
+        vmin, vmax = _limits(fm.maps)
         h, w, c = fm.maps.shape
         for k in range(per_layer):
             ax = axes[r, k + 1]
             ax.set_axis_off()
             if k < c:
-                ax.imshow(fm.maps[..., k], cmap="viridis", vmin=0, vmax=vmax)
+                ax.imshow(fm.maps[..., k], cmap="viridis", vmin=vmin, vmax=vmax)
         axes[r, 1].set_title(
             f"{fm.name}: {min(per_layer, c)} of {c} maps, {h}x{w}", fontsize=8, loc="left"
         )
@@ -133,7 +161,7 @@ def plot_overview(
 
 
 def kernel_mosaic(
-    w: NDArray[np.floating], gap: int = 1, filter_gap: int = 3
+    w: NDArray[np.floating[Any]], gap: int = 1, filter_gap: int = 3
 ) -> NDArray[np.float64]:
     """(kh, kw, C_in, C_out) kernels as one 2-D image, NaN in the gaps.
 
@@ -159,7 +187,7 @@ def kernel_mosaic(
     return mosaic
 
 
-def plot_kernels(name: str, w: NDArray[np.floating], path: Path, case: str = "") -> None:
+def plot_kernels(name: str, w: NDArray[np.floating[Any]], path: Path, model_name: str = "") -> None:
     """Learned kernels (kh, kw, C_in, C_out): one block per filter, in filter order.
 
     Blue is negative, red positive, white zero, on a scale symmetric about zero.
@@ -181,21 +209,29 @@ def plot_kernels(name: str, w: NDArray[np.floating], path: Path, case: str = "")
             f"{c_out} filters, each a {sub_rows}x{sub_cols} block of its {c_in} "
             f"{kh}x{kw} kernels (one per input channel)"
         )
-    prefix = f"{case} · " if case else ""
+    prefix = f"{model_name} · " if model_name else ""
     ax.set_title(f"{prefix}{name} learned kernels\n{what}", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="weight")
     save_figure(fig, path, dpi=DPI)
 
 
 def explain_image(
-    model: NumpyModel, image: NDArray[np.floating], out_dir: Path, source: str
+    model: NumpyModel, image: NDArray[np.floating[Any]], out_dir: Path, source: str
 ) -> list[Path]:
-    """Write the overview, one grid per layer and the kernels into ``out_dir``; their paths.
+    """Write the overview, one grid per feature-map layer and the kernels of every conv
+    into ``out_dir``; their paths.
 
-    ``source`` names the image in the titles ("test image #7 (label 3)", a file name).
+    ``image`` has the network's input shape (H, W, C); ``source`` names it in the titles
+    ("test image #7 (label 3)", a file name).
     """
-    if image.shape != (28, 28, 1):
-        raise CnnlabError(f"expected a 28x28 single-channel image, got shape {image.shape}")
+    check_images(model)
+    desc = model.description
+    if tuple(image.shape) != desc.input_shape:
+        want, got = ("x".join(map(str, s)) for s in (desc.input_shape, image.shape))
+        raise CnnlabError(f"{desc.name} takes {want} images, got {got}")
+    fms = feature_maps(model, image)
+    if not fms:
+        raise CnnlabError(f"{desc.name} has no convolution or pooling layer: no maps to draw")
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,17 +239,16 @@ def explain_image(
         raise CnnlabError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
     proba = model.predict_proba(image[None])[0]
     pred = int(proba.argmax())
-    subtitle = f"{model.case} · {source} · predicted {pred} (p = {proba[pred]:.3f})"
-    fms = feature_maps(model, image)
+    subtitle = f"{model.name} · {source} · predicted {pred} (p = {proba[pred]:.3f})"
     written = [out_dir / "overview.png"]
     plot_overview(image, fms, written[0], f"Feature maps inside {subtitle}")
     for fm in fms:
         path = out_dir / f"maps_{fm.name}.png"
         plot_feature_map_grid(fm, path, subtitle)
         written.append(path)
-    for layer in model.layers:
-        if layer.kind == "conv":
+    for layer in desc.layers:
+        if isinstance(layer, L.Conv):
             path = out_dir / f"kernels_{layer.name}.png"
-            plot_kernels(layer.name, layer.arrays["w"], path, model.case)
+            plot_kernels(layer.name, model.weights[layer.name]["kernel"], path, model.name)
             written.append(path)
     return written

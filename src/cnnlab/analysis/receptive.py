@@ -1,195 +1,203 @@
-"""Receptive fields and parameter counts per layer: locality and parameter sharing as numbers.
+"""Receptive fields and parameter counts per layer, from a network description alone.
 
-The standard recurrence, per spatial axis, for a layer with kernel ``k``, stride ``s``,
-dilation ``d`` and leading padding ``p`` applied to a map whose units have receptive field
-``r`` (in input pixels), jump ``j`` (input pixels between neighbouring units) and centre of
-the first unit ``c``:
+Per spatial axis, for a layer with kernel ``k``, stride ``s``, dilation ``d`` and leading
+padding ``p`` (TensorFlow's ``same`` puts the smaller half before) applied to a map whose
+units have a field of ``r`` input pixels, ``j`` input pixels between neighbouring units and
+the first unit's field centred at ``c``:
 
     k_eff = d * (k - 1) + 1
     r_out = r + (k_eff - 1) * j
     j_out = j * s
     c_out = c + ((k_eff - 1) / 2 - p) * j
 
-starting from the input itself: ``r = 1, j = 1, c = 0``. ReLU, dropout and flatten change
-none of them; global average pooling is a window over the whole map.
+starting from the input itself: ``r = 1, j = 1, c = 0``. Unit ``i``'s field is then
+``[c + i*j - (r-1)/2, c + i*j + (r-1)/2]``; it may reach past the border (into padding).
+Pooling is a window like a convolution's; ``ZeroPadding`` moves ``c`` back by ``p * j``.
+After ``Flatten`` or global pooling a unit sees the input pixels that some unit of the
+last map reaches through real (non-padding) cells: jump 0, one unit; that range is
+tracked exactly, per axis (the geometry is separable). Element-wise layers change nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import nn
+import numpy as np
+from numpy.typing import NDArray
 
-from cnnlab.models import FlattenHWC, GlobalAvgPool
-from cnnlab.ops import output_size
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """A sliding-window layer along one axis (square kernels: the same on both axes)."""
-
-    name: str
-    kind: str  # "conv", "pool" or "gap"
-    kernel: int
-    stride: int = 1
-    padding: int = 0  # leading zero padding, in this layer's input units
-    dilation: int = 1
+from cnnlab.models import ModelDescription
+from cnnlab.models import layers as L
+from cnnlab.models.description import LayerInfo
+from cnnlab.ops import padding_amounts
 
 
 @dataclass(frozen=True)
-class Field:
-    """Receptive field of one layer's units: size and jump in input pixels, first centre."""
+class Axis:
+    """Receptive field along one axis, in input pixels."""
 
-    name: str
-    size: int
-    jump: int
-    start: float
-
-
-def receptive_fields(specs: Sequence[LayerSpec]) -> list[Field]:
-    """Apply the recurrence layer by layer; one :class:`Field` per spec."""
-    field = INPUT
-    out: list[Field] = []
-    for spec in specs:
-        field = step(field, spec)
-        out.append(field)
-    return out
+    size: int  # extent of one unit's field
+    jump: int  # between neighbouring units' fields; 0 for a single (flat) unit
+    start: float  # centre of the first unit's field
 
 
-INPUT = Field("input", 1, 1, 0.0)
-
-
-def step(prev: Field, spec: LayerSpec) -> Field:
-    """One application of the recurrence: the field of ``spec``'s units given its input's."""
-    if spec.kernel < 1 or spec.stride < 1 or spec.dilation < 1 or spec.padding < 0:
-        raise ValueError(f"invalid layer geometry {spec}")
-    k_eff = spec.dilation * (spec.kernel - 1) + 1
-    return Field(
-        spec.name,
+def step(prev: Axis, kernel: int, stride: int = 1, dilation: int = 1, pad: int = 0) -> Axis:
+    """One application of the recurrence: a window layer on units with field ``prev``."""
+    if kernel < 1 or stride < 1 or dilation < 1 or pad < 0:
+        raise ValueError(f"invalid window: kernel {kernel}, stride {stride}, dilation {dilation}")
+    k_eff = dilation * (kernel - 1) + 1
+    return Axis(
         prev.size + (k_eff - 1) * prev.jump,
-        prev.jump * spec.stride,
-        prev.start + ((k_eff - 1) / 2 - spec.padding) * prev.jump,
+        prev.jump * stride,
+        prev.start + ((k_eff - 1) / 2 - pad) * prev.jump,
     )
 
 
 @dataclass(frozen=True)
-class LayerInfo:
-    """One row of the per-layer table of a model."""
+class Field:
+    """Receptive field of a layer's units, one :class:`Axis` per spatial axis of the input."""
+
+    axes: tuple[Axis, ...]
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        return tuple(a.size for a in self.axes)
+
+    @property
+    def jump(self) -> tuple[int, ...]:
+        return tuple(a.jump for a in self.axes)
+
+    def interval(self, index: Sequence[int]) -> list[tuple[float, float]]:
+        """(first, last) input pixel of unit ``index``'s field per axis (may pass the border)."""
+        return [
+            (a.start + i * a.jump - (a.size - 1) / 2, a.start + i * a.jump + (a.size - 1) / 2)
+            for a, i in zip(self.axes, index, strict=True)
+        ]
+
+
+def _window(info: LayerInfo) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], str]:
+    """(kernel, strides, dilation, padding) of a conv or pooling layer."""
+    layer = info.layer
+    if isinstance(layer, L.Conv):
+        return layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding
+    assert isinstance(layer, L.Pool)
+    return layer.pool_size, layer.strides, (1,) * layer.rank, layer.padding
+
+
+Reach = list[NDArray[np.bool_]]  # per axis (units, input pixels): which pixels each unit reaches
+
+
+def _reach_window(
+    r: NDArray[np.bool_], k: int, s: int, d: int, pads: tuple[int, int]
+) -> NDArray[np.bool_]:
+    """Pixels each output unit of a window layer reaches along one axis (padding reaches none)."""
+    padded = np.pad(r, (pads, (0, 0)))
+    m = (len(padded) - (d * (k - 1) + 1)) // s + 1
+    out = np.zeros((m, r.shape[1]), dtype=bool)
+    for t in range(k):
+        out |= padded[t * d : t * d + (m - 1) * s + 1 : s]
+    return out
+
+
+def _next(field: Field, reach: Reach, info: LayerInfo) -> tuple[Field, Reach]:
+    """The field (and reach) of ``info``'s output units, given those of its input's."""
+    layer = info.layer
+    if isinstance(layer, L.Conv | L.Pool):
+        kernel, strides, dilation, padding = _window(info)
+        axes, reached = [], []
+        per_axis = zip(
+            field.axes, reach, info.in_shape[:-1], kernel, strides, dilation, strict=True
+        )
+        for prev, r, n, k, s, d in per_axis:
+            pads = padding_amounts(n, k, stride=s, padding=padding, dilation=d)
+            axes.append(step(prev, k, s, d, pads[0]))
+            reached.append(_reach_window(r, k, s, d, pads))
+        return Field(tuple(axes)), reached
+    if isinstance(layer, L.ZeroPadding):
+        moved = [
+            Axis(a.size, a.jump, a.start - before * a.jump)
+            for a, (before, _) in zip(field.axes, layer.padding, strict=True)
+        ]
+        return Field(tuple(moved)), [
+            np.pad(r, (p, (0, 0))) for r, p in zip(reach, layer.padding, strict=True)
+        ]
+    if isinstance(layer, L.Flatten | L.GlobalPool) and len(info.in_shape) > 1:
+        axes = []
+        for r in reach:
+            seen = np.flatnonzero(r.any(axis=0))  # none: the map reads nothing but padding
+            lo, hi = (int(seen[0]), int(seen[-1])) if len(seen) else (0, -1)
+            axes.append(Axis(hi - lo + 1, 0, (lo + hi) / 2))
+        flat = [np.ones((1, r.shape[1]), dtype=bool) for r in reach]  # no longer a grid
+        return Field(tuple(axes)), flat
+    return field, reach
+
+
+def receptive_fields(desc: ModelDescription) -> list[Field]:
+    """The field of every description layer's output units, in layer order."""
+    field = Field(tuple(Axis(1, 1, 0.0) for _ in range(desc.rank)))
+    reach: Reach = [np.eye(n, dtype=bool) for n in desc.input_shape[:-1]]
+    out = []
+    for info in desc.info:
+        field, reach = _next(field, reach, info)
+        out.append(field)
+    return out
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the per-layer table of a network."""
 
     name: str
-    kind: str  # Keras-style layer type
+    kind: str  # the Keras class name
     out_shape: tuple[int, ...]  # channels-last, without the batch axis
     field: Field  # jump 0: a single unit per feature (after flattening or global pooling)
-    params: int
+    params: int  # trainable and non-trainable
     dense_params: int  # a fully connected layer from the same input volume to the same output
-    fan_in: int  # inputs each output unit is connected to
+    fan_in: int  # inputs each output unit is connected to (0: not a weighted sum)
     dense_fan_in: int  # ... in that fully connected layer: the whole input volume
-    uses_per_weight: int  # how many output positions share each weight (1 for dense layers)
+    uses_per_weight: int  # output positions sharing each weight (1 for dense layers, 0: none)
 
 
-def _first(v: int | tuple[int, ...]) -> int:
-    value = v if isinstance(v, int) else v[0]
-    if not isinstance(v, int) and len(set(v)) != 1:
-        raise ValueError(f"only square kernels/strides are supported, got {v}")
-    return int(value)
+SHOWN = (L.Conv, L.Pool, L.GlobalPool, L.ZeroPadding, L.Flatten, L.Dense, L.BatchNormalization)
 
 
-def _spec(name: str, layer: nn.Module, size: int) -> LayerSpec | None:
-    if isinstance(layer, nn.Conv2d):
-        if isinstance(layer.padding, str):
-            raise ValueError(f"{name}: string padding {layer.padding!r} is not supported")
-        return LayerSpec(
-            name,
-            "conv",
-            _first(layer.kernel_size),
-            _first(layer.stride),
-            _first(layer.padding),
-            _first(layer.dilation),
-        )
-    if isinstance(layer, nn.MaxPool2d):
-        stride = layer.stride if layer.stride is not None else layer.kernel_size
-        return LayerSpec(
-            name,
-            "pool",
-            _first(layer.kernel_size),
-            _first(stride),
-            _first(layer.padding),
-            _first(layer.dilation),
-        )
-    if isinstance(layer, GlobalAvgPool):
-        return LayerSpec(name, "gap", size, size)
-    return None
+def _row(info: LayerInfo, field: Field) -> Row:
+    layer, n_in, n_out = info.layer, math.prod(info.in_shape), math.prod(info.out_shape)
+    fan_in, uses = 0, 0
+    if isinstance(layer, L.Conv):
+        fan_in, uses = math.prod(layer.kernel_size) * info.in_shape[-1], n_out // layer.filters
+    elif isinstance(layer, L.Dense):
+        fan_in, uses = info.in_shape[0], 1
+    elif isinstance(layer, L.Pool):
+        fan_in = math.prod(layer.pool_size)
+    elif isinstance(layer, L.GlobalPool):
+        fan_in = math.prod(info.in_shape[:-1])
+    weighted = isinstance(layer, L.Conv | L.Dense)
+    return Row(
+        name=layer.name,
+        kind=layer.class_name,
+        out_shape=info.out_shape,
+        field=field,
+        params=info.trainable + info.non_trainable,
+        dense_params=n_in * n_out + n_out if weighted else 0,
+        fan_in=fan_in,
+        dense_fan_in=n_in,
+        uses_per_weight=uses,
+    )
 
 
-def layer_table(model: nn.Sequential, input_hw: int = 28, in_channels: int = 1) -> list[LayerInfo]:
-    """Receptive field, output shape and parameters of every conv, pooling and dense layer.
-
-    Computed from the layers' hyper-parameters alone (no forward pass); square inputs.
-    """
-    rows: list[LayerInfo] = []
-    hw, c = input_hw, in_channels
-    flat: int | None = None  # features after a flatten / global pooling
-    field = INPUT
-    for name, layer in model.named_children():
-        spec = _spec(name, layer, hw)
-        if spec is not None and flat is None:
-            field = step(field, spec)
-            in_volume = hw * hw * c
-            out_hw = output_size(
-                hw, spec.kernel, stride=spec.stride, padding=spec.padding, dilation=spec.dilation
-            )
-            if isinstance(layer, nn.Conv2d):
-                c_out = layer.out_channels
-                params = sum(p.numel() for p in layer.parameters())
-                fan_in = spec.kernel * spec.kernel * c
-                uses = out_hw * out_hw
-            else:
-                c_out, params, fan_in, uses = c, 0, spec.kernel * spec.kernel, 0
-            out_shape: tuple[int, ...] = (out_hw, out_hw, c_out)
-            out_volume = out_hw * out_hw * c_out
-            kind = {"conv": "Conv2D", "pool": "MaxPooling2D", "gap": "GlobalAveragePooling2D"}
-            if spec.kind == "gap":
-                out_shape, flat = (c_out,), c_out
-                field = Field(name, field.size, 0, field.start)
-            rows.append(
-                LayerInfo(
-                    name,
-                    kind[spec.kind],
-                    out_shape,
-                    field,
-                    params,
-                    in_volume * out_volume + out_volume,
-                    fan_in,
-                    in_volume,
-                    uses,
-                )
-            )
-            hw, c = out_hw, c_out
-        elif isinstance(layer, FlattenHWC):
-            flat = hw * hw * c
-            # A unit after flattening sees the union of the last map's fields: no grid, jump 0.
-            field = Field(name, field.size + (hw - 1) * field.jump, 0, field.start)
-        elif isinstance(layer, nn.Linear):
-            params = sum(p.numel() for p in layer.parameters())
-            rows.append(
-                LayerInfo(
-                    name,
-                    "Dense",
-                    (layer.out_features,),
-                    Field(name, field.size, 0, field.start),
-                    params,
-                    params,
-                    layer.in_features,
-                    layer.in_features,
-                    1,
-                )
-            )
-            flat = layer.out_features
-    return rows
+def layer_table(desc: ModelDescription) -> list[Row]:
+    """Receptive field, output shape and parameters of every layer but the element-wise ones."""
+    rows = zip(desc.info, receptive_fields(desc), strict=True)
+    return [_row(info, field) for info, field in rows if isinstance(info.layer, SHOWN)]
 
 
-def markdown(rows: Sequence[LayerInfo]) -> str:
+def _x(values: Sequence[int]) -> str:
+    return "x".join(str(v) for v in values)
+
+
+def markdown(rows: Sequence[Row]) -> str:
     """The table as Markdown: receptive field and jump, then parameters against dense."""
     head = (
         "| layer | type | output | receptive field | jump | params | dense params "
@@ -197,13 +205,13 @@ def markdown(rows: Sequence[LayerInfo]) -> str:
     )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
-        rf = f"{r.field.size}x{r.field.size}"
-        jump = str(r.field.jump) if r.field.jump else "-"
-        dense = f"{r.dense_params:,}" if r.params else "-"
-        uses = f"{r.uses_per_weight:,}" if r.params else "-"
-        shape = "x".join(str(s) for s in r.out_shape)
+        jumps = r.field.jump
+        jump = "-" if not any(jumps) else str(jumps[0]) if len(set(jumps)) == 1 else _x(jumps)
+        dense = f"{r.dense_params:,}" if r.dense_params else "-"
+        fan = f"{r.fan_in:,} ({r.dense_fan_in:,})" if r.fan_in else "-"
+        uses = f"{r.uses_per_weight:,}" if r.uses_per_weight else "-"
         lines.append(
-            f"| {r.name} | {r.kind} | {shape} | {rf} | {jump} | {r.params:,} | {dense} "
-            f"| {r.fan_in:,} ({r.dense_fan_in:,}) | {uses} |"
+            f"| {r.name} | {r.kind} | {_x(r.out_shape)} | {_x(r.field.size)} | {jump} "
+            f"| {r.params:,} | {dense} | {fan} | {uses} |"
         )
     return "\n".join(lines) + "\n"

@@ -4,8 +4,9 @@ Two experiments on a trained model:
 
 - :func:`accuracy_grid`: test accuracy when every image is shifted by (dy, dx) pixels,
   -4..4 on both axes, with zero fill (MNIST's background is 0).
-- :func:`layer_invariance`: per conv and pooling layer, how its feature maps react to a shift
-  of the input, computed with the NumPy engine:
+- :func:`layer_invariance`: per feature-map layer (:mod:`cnnlab.analysis.layer_walk`: each
+  convolution and pooling layer, with the element-wise layers that follow it), how its maps
+  react to a shift of the input, computed with the NumPy engine, for any 2-D network:
 
   * *unchanged under a 1-pixel shift*: the fraction of units whose value at the same position
     stays the same when the input moves by one pixel (averaged over right, left, down, up).
@@ -16,19 +17,23 @@ Two experiments on a trained model:
     the same units: a graded view of the same question (0 = invariant).
   * *equivariant under a shift by the layer's jump J*: the fraction of units where
     ``f(shift_J(x)) == shift_1(f(x))``: shifting the input by the layer's cumulative stride
-    shifts its map by exactly one unit. The outermost unit at each end of the shifted axis is
-    left out (zero fill enters there).
+    (per axis) shifts its map by exactly one unit. Only *clean* units count: those whose
+    value reads no padding in any layer (``same`` padding, ``ZeroPadding``) in either map,
+    which is exactly where the identity must hold; the zero fill then never enters either.
 
   "Unchanged" / "equal" means ``|a - b| <= rtol * max|f(x)|`` over that layer and batch with
   ``rtol = 1e-4``: identical windows give identical values up to float rounding, far below it.
   Only units that respond count: non-zero (after ReLU) in either of the two maps compared,
   with ink (a non-zero pixel) in their receptive field in either image. Units that are off
   in both, and the empty background, are equal by construction and would inflate the
-  fractions; the fraction over all units is kept too (``unchanged_1px_all``).
+  fractions; the fraction over all units is kept too (``unchanged_1px_all``). Ink and
+  padding masks travel through each layer's exact window geometry (strides, dilation,
+  padding), as a convolution of the mask with a kernel of ones.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,12 +43,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab import fileio, ops
-from cnnlab.engine.numpy_engine import NumpyModel, checkpoint_digest
+from cnnlab.analysis.layer_walk import MapLayer, feature_map_layers, map_outputs
+from cnnlab.analysis.numpy_check import checkpoint_digest, takes_mnist
+from cnnlab.engine.numpy_engine import NumpyModel, from_torch
 from cnnlab.errors import CnnlabError
+from cnnlab.models import ModelDescription
+from cnnlab.models import layers as L
 from cnnlab.train import checkpoint
 
 RTOL = 1e-4
-FORMAT = "cnnlab-shift-1"  # of shift.json; a cache in another format is recomputed
+FORMAT = "cnnlab-shift-2"  # of shift.json; a cache in another format is recomputed
 ONE_PIXEL = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx): right, left, down, up
 
 
@@ -65,13 +74,13 @@ Predictor = Callable[[NDArray[np.floating]], NDArray[np.integer]]
 
 
 def torch_predictor(model: Any, batch_size: int = 1000) -> Predictor:
-    """Predicted classes of a torch model for x (N, H, W, 1) float32 images."""
+    """Predicted classes of a torch model for x (N, *spatial, C) float32 inputs."""
     import torch
 
     model.eval()
 
     def predict(x: NDArray[np.floating]) -> NDArray[np.integer]:
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).movedim(-1, 1)
         with torch.no_grad():
             preds = [
                 model(xt[i : i + batch_size].contiguous()).argmax(1)
@@ -119,97 +128,90 @@ def accuracy_grid(
 
 @dataclass(frozen=True)
 class LayerShift:
-    """Shift behaviour of one layer's feature maps (see the module docstring)."""
+    """Shift behaviour of one feature-map layer's maps (see the module docstring)."""
 
-    name: str  # the conv layer (its ReLU output) or the pooling layer
+    name: str  # the conv or pooling layer (its maps after the layers that follow it)
     kind: str  # "conv" or "pool"
-    jump: int  # cumulative stride of the layer's output, in input pixels
+    what: str  # the layer in words (layer_walk.describe): "Conv2D 3x3, relu"
+    jump: list[int]  # cumulative stride of the maps (dy, dx), in input pixels
     unchanged_1px: float  # fraction of responding units unchanged at the same position
     unchanged_1px_all: float  # ... over all units
     relative_change: float  # sum |f(shift x) - f(x)| / sum |f(x)| over responding units
-    equivariant: float  # fraction of interior responding units: f(shift_J x) == shift_1 f(x)
+    equivariant: float | None  # fraction of clean responding units (None: there are none)
+    # where f(shift_J x) == shift_1 f(x)
     units: int  # responding units counted for unchanged_1px (over the four shifts)
+    equivariant_units: int  # clean responding units counted for equivariant (both axes)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def _maps(model: NumpyModel, x: NDArray[np.floating]) -> dict[str, NDArray[np.floating]]:
-    """Feature maps after each conv's activation and each pooling layer, keyed by layer name."""
-    out: dict[str, NDArray[np.floating]] = {}
-    conv_name = ""
-    for layer, (name, h) in zip(model.layers, model.activations(x), strict=True):
-        if layer.kind == "conv":
-            conv_name = name
-        elif layer.kind == "relu" and conv_name:
-            out[conv_name] = h  # Keras' Conv2D(..., activation="relu") output
-            conv_name = ""
-        elif layer.kind == "max_pool":
-            out[name] = h
-        elif layer.kind in ("flatten", "global_avg_pool", "dense"):
+Maps = dict[str, NDArray[Any]]  # feature-map layer name -> (N, h, w, C) or a (N, h, w) mask
+
+
+def _maps(model: NumpyModel, walk: list[MapLayer], x: NDArray[Any]) -> Maps:
+    """The maps of every feature-map layer for images x (N, H, W, C)."""
+    return {m.name: out for m, out in map_outputs(walk, model.activations(x))}
+
+
+def _masks(desc: ModelDescription, walk: list[MapLayer], mask: NDArray[Any], full: bool) -> Maps:
+    """A 0/1 input mask (N, H, W, 1) carried through the window geometry of every layer.
+
+    Each window counts the mask's ones among its taps (a convolution with a kernel of ones:
+    strides, dilation, padding and all). ``full=False``: a unit is on if any tap is (ink in
+    its field); ``full=True``: if every tap is, so no padding enters its value anywhere.
+    """
+    wanted, out = {m.output: m.name for m in walk}, {}
+    h = mask.astype(np.float64)
+    for info in desc.info:
+        layer = info.layer
+        if isinstance(layer, L.Conv | L.Pool):
+            size = layer.kernel_size if isinstance(layer, L.Conv) else layer.pool_size
+            dilation = layer.dilation_rate if isinstance(layer, L.Conv) else (1, 1)
+            ones = np.ones((*size, 1, 1))
+            counts = ops.conv(
+                h, ones, stride=layer.strides, padding=layer.padding, dilation=dilation
+            )
+            h = (counts > math.prod(size) - 0.5 if full else counts > 0.5).astype(np.float64)
+        elif isinstance(layer, L.ZeroPadding):
+            h = np.pad(h, ((0, 0), *layer.padding, (0, 0)))
+        if layer.name in wanted:
+            out[wanted.pop(layer.name)] = h[..., 0] > 0
+        if not wanted:
             break
     return out
 
 
-def _ink(model: NumpyModel, x: NDArray[np.floating]) -> dict[str, NDArray[np.bool_]]:
-    """Per map, True where the unit's receptive field holds a non-zero input pixel.
-
-    The ink mask travels through the same window geometry as the data, with each window
-    reduced by "any" (a max-pool of the mask) instead of a weighted sum.
-    """
-    mask = (x != 0).astype(np.float32)  # (N, H, W, C)
-    mask = mask.max(axis=-1, keepdims=True)
-    out: dict[str, NDArray[np.bool_]] = {}
-    conv_name = ""
-    for layer in model.layers:
-        p = layer.params
-        if layer.kind == "conv":
-            if any(p["padding"]) or any(d != 1 for d in p["dilation"]):
-                raise ValueError("ink masks need unpadded, undilated convolutions")
-            kernel = tuple(layer.arrays["w"].shape[:2])
-            mask = np.asarray(ops.max_pool(mask, kernel, strides=tuple(p["stride"])))
-            conv_name = layer.name
-        elif layer.kind == "relu" and conv_name:
-            out[conv_name] = mask[..., 0] > 0
-            conv_name = ""
-        elif layer.kind == "max_pool":
-            mask = np.asarray(
-                ops.max_pool(mask, tuple(p["pool_size"]), strides=tuple(p["strides"]))
-            )
-            out[layer.name] = mask[..., 0] > 0
-    return out  # each (N, h, w)
+def _ink(desc: ModelDescription, walk: list[MapLayer], x: NDArray[Any]) -> Maps:
+    """Per map, True where the unit's receptive field holds a non-zero input pixel."""
+    return _masks(desc, walk, (x != 0).any(axis=-1, keepdims=True), full=False)
 
 
-def _jumps(model: NumpyModel) -> dict[str, int]:
-    jumps: dict[str, int] = {}
-    jump, conv_name = 1, ""
-    for layer in model.layers:
-        if layer.kind == "conv":
-            jump *= layer.params["stride"][0]
-            conv_name = layer.name
-        elif layer.kind == "relu" and conv_name:
-            jumps[conv_name] = jump
-            conv_name = ""
-        elif layer.kind == "max_pool":
-            jump *= layer.params["strides"][0]
-            jumps[layer.name] = jump
-    return jumps
-
-
-def _same(a: NDArray[np.floating], b: NDArray[np.floating], scale: float) -> NDArray[np.bool_]:
+def _same(a: NDArray[Any], b: NDArray[Any], scale: float) -> NDArray[np.bool_]:
     return np.abs(a - b) <= RTOL * max(scale, float(np.finfo(np.float32).tiny))
 
 
-def _counted(
-    a: NDArray[np.floating], b: NDArray[np.floating], ink: NDArray[np.bool_]
-) -> NDArray[np.bool_]:
+def _counted(a: NDArray[Any], b: NDArray[Any], ink: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """Units that count: active (non-zero) in either map, with ink in their field."""
     return ((a != 0) | (b != 0)) & ink[..., None]
 
 
-def layer_invariance(model: NumpyModel, x: NDArray[np.floating]) -> list[LayerShift]:
-    """Equivariance and local invariance of each conv and pooling layer on images x."""
-    base, ink, jumps = _maps(model, x), _ink(model, x), _jumps(model)
+def check_images(model: NumpyModel) -> list[MapLayer]:
+    """The feature-map layers of a network whose maps are 2-D; CnnlabError otherwise."""
+    desc = model.description
+    if desc.rank != 2:
+        shape = "x".join(map(str, desc.input_shape))
+        raise CnnlabError(
+            f"shift experiments need a network of images (2-D maps); {desc.name} takes {shape}"
+        )
+    return feature_map_layers(desc)
+
+
+def layer_invariance(model: NumpyModel, x: NDArray[Any]) -> list[LayerShift]:
+    """Equivariance and local invariance of each feature-map layer on images x (N, H, W, C)."""
+    desc, walk = model.description, check_images(model)
+    base, ink = _maps(model, walk, x), _ink(desc, walk, x)
+    clean = _masks(desc, walk, np.ones((1, *x.shape[1:-1], 1)), full=True)  # (1, h, w)
     scales = {name: float(np.abs(a).max()) for name, a in base.items()}
     # Per layer: [same & counted, counted, same, all] units, summed over the four 1-pixel shifts,
     # and [sum |f(shift x) - f(x)|, sum |f(x)|] over the counted units.
@@ -217,7 +219,7 @@ def layer_invariance(model: NumpyModel, x: NDArray[np.floating]) -> list[LayerSh
     change = {name: [0.0, 0.0] for name in base}
     for dy, dx in ONE_PIXEL:
         xs = shift_images(x, dy, dx)
-        shifted, ink_s = _maps(model, xs), _ink(model, xs)
+        shifted, ink_s = _maps(model, walk, xs), _ink(desc, walk, xs)
         for name, a in base.items():
             same = _same(shifted[name], a, scales[name])  # (N, h, w, C): one per unit
             seen = _counted(a, shifted[name], ink[name] | ink_s[name])
@@ -228,34 +230,34 @@ def layer_invariance(model: NumpyModel, x: NDArray[np.floating]) -> list[LayerSh
             c[3] += same.size
             change[name][0] += float(np.abs(shifted[name] - a)[seen].sum(dtype=np.float64))
             change[name][1] += float(np.abs(a)[seen].sum(dtype=np.float64))
-    equi: dict[str, list[int]] = {name: [0, 0] for name in base}
-    for j in sorted(set(jumps.values())):
-        for dy, dx in ((0, j), (j, 0)):
-            xs = shift_images(x, dy, dx)
-            shifted, ink_s = _maps(model, xs), _ink(model, xs)
-            # Leave out the outermost unit at each end of the shifted axis.
-            inner = (slice(None), slice(1, -1)) if dy else (slice(None), slice(None), slice(1, -1))
-            for name in (n for n in base if jumps[n] == j):
-                expected = shift_images(base[name], dy // j, dx // j)  # one unit along
-                same = _same(shifted[name][inner], expected[inner], scales[name])
-                seen = _counted(
-                    expected[inner], shifted[name][inner], (ink[name] | ink_s[name])[inner]
-                )
-                equi[name][0] += int((same & seen).sum())
-                equi[name][1] += int(seen.sum())
-    pools = {ly.name for ly in model.layers if ly.kind == "max_pool"}
+    equi = {name: [0, 0] for name in base}
+    for axis in (0, 1):
+        for j in sorted({m.jump[axis] for m in walk}):
+            xs = shift_images(x, j, 0) if axis == 0 else shift_images(x, 0, j)
+            shifted, ink_s = _maps(model, walk, xs), _ink(desc, walk, xs)
+            # Unit u of f(shift_J x) against unit u - 1 of f(x), where neither reads padding.
+            now = (slice(None),) * (axis + 1) + (slice(1, None),)  # (N, h, w[, C]) axis + 1
+            before = (slice(None),) * (axis + 1) + (slice(None, -1),)
+            for m in (m for m in walk if m.jump[axis] == j):
+                a, b = shifted[m.name][now], base[m.name][before]
+                both = clean[m.name][now] & clean[m.name][before]  # (1, h', w')
+                seen = _counted(a, b, (ink_s[m.name][now] | ink[m.name][before]) & both)
+                equi[m.name][0] += int((_same(a, b, scales[m.name]) & seen).sum())
+                equi[m.name][1] += int(seen.sum())
     return [
         LayerShift(
-            name=name,
-            kind="pool" if name in pools else "conv",
-            jump=jumps[name],
-            unchanged_1px=c[0] / max(c[1], 1),
-            unchanged_1px_all=c[2] / max(c[3], 1),
-            relative_change=change[name][0] / max(change[name][1], np.finfo(np.float64).tiny),
-            equivariant=equi[name][0] / max(equi[name][1], 1),
-            units=c[1],
+            name=m.name,
+            kind=m.kind,
+            what=m.what,
+            jump=list(m.jump),
+            unchanged_1px=counts[m.name][0] / max(counts[m.name][1], 1),
+            unchanged_1px_all=counts[m.name][2] / max(counts[m.name][3], 1),
+            relative_change=change[m.name][0] / max(change[m.name][1], np.finfo(np.float64).tiny),
+            equivariant=equi[m.name][0] / equi[m.name][1] if equi[m.name][1] else None,
+            units=counts[m.name][1],
+            equivariant_units=equi[m.name][1],
         )
-        for name, c in counts.items()
+        for m in walk
     ]
 
 
@@ -281,11 +283,10 @@ def run_shift(
 ) -> dict[str, Any]:
     """Both experiments on a run's best model; cached in ``run_dir/shift.json``.
 
-    x (N, 28, 28, 1) float32 test images, y their labels. A cache made with another config
-    or other weights is recomputed. Also draws ``run_dir/shift.png``.
+    x (N, 28, 28, 1) float32 test images, y their labels: the network must take 28x28x1
+    inputs. A cache made with another config or other weights is recomputed. Also draws
+    ``run_dir/shift.png``.
     """
-    from cnnlab.engine.numpy_engine import from_torch
-
     run_dir = Path(run_dir)
     cache = run_dir / "shift.json"
     key = {
@@ -298,17 +299,22 @@ def run_shift(
         if isinstance(found, dict) and all(found.get(k) == v for k, v in key.items()):
             return found
     model, ckpt = checkpoint.load_model(run_dir, "best")
+    name = checkpoint.run_name(ckpt)
+    if not takes_mnist(model.description):
+        shape = "x".join(map(str, model.description.input_shape))
+        raise CnnlabError(f"shift needs a network with 28x28x1 input; {name} takes {shape}")
     n = len(x) if config.n_images is None else min(config.n_images, len(x))
     grid = accuracy_grid(torch_predictor(model), x[:n], y[:n], config.max_shift)
-    layers = layer_invariance(from_torch(model, ckpt["case"]), x[: config.invariance_images])
+    layers = layer_invariance(from_torch(model), x[: config.invariance_images])
     result = key | {
-        "case": ckpt["case"],
+        "model": name,
+        "case": name,  # the key's name before model descriptions, for older readers
         "grid": grid.as_dict(),
         "layers": [ly.as_dict() for ly in layers],
         "rtol": RTOL,
     }
     fileio.write_json(cache, result)
-    plot_shift_grids({ckpt["case"]: grid}, run_dir / "shift.png")
+    plot_shift_grids({name: grid}, run_dir / "shift.png")
     return result
 
 
@@ -361,10 +367,13 @@ def markdown_layers(layers: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for ly in layers:
-        what = "conv + ReLU" if ly["kind"] == "conv" else "max-pool"
+        jump = ly["jump"]
+        jump = "x".join(map(str, jump)) if len(set(jump)) > 1 else str(jump[0])
+        e = ly["equivariant"]
+        equi = "- (every unit reads padding)" if e is None else f"{100 * e:.2f}%"
         lines.append(
-            f"| {ly['name']} ({what}) | {ly['jump']} | {100 * ly['unchanged_1px']:.1f}% "
+            f"| {ly['name']} ({ly['what']}) | {jump} | {100 * ly['unchanged_1px']:.1f}% "
             f"| {100 * ly['unchanged_1px_all']:.1f}% | {ly['relative_change']:.3f} "
-            f"| {100 * ly['equivariant']:.2f}% |"
+            f"| {equi} |"
         )
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import data
+from cnnlab.data.datasets import check_spec, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.train import checkpoint, distributed, runs
 
@@ -75,6 +76,17 @@ def make_config(cls: Any, **kwargs: Any) -> Any:
         raise CnnlabError(str(exc)) from None
 
 
+def add_dataset_arg(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
+    from cnnlab.data.datasets import SPEC_HELP
+
+    p.add_argument(
+        "--data",
+        default=default,
+        metavar="DATASET",
+        help=f"{SPEC_HELP} (default: {default or 'the one the run was trained on'})",
+    )
+
+
 def add_data_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
@@ -124,12 +136,14 @@ def register(sub: Any) -> None:
         help="continue an interrupted run from DIR/last.pt",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataset_arg(p)
     add_data_arg(p)
     add_device_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a run's best checkpoint on the test set")
     p.add_argument("run_dir", type=Path)
+    add_dataset_arg(p, default=None)
     add_data_arg(p)
     add_device_arg(p)
     p.set_defaults(func=cmd_evaluate)
@@ -143,12 +157,28 @@ def register(sub: Any) -> None:
         metavar="MODEL",
         help="networks to train when no run folder is given (default: the three cases)",
     )
+    add_dataset_arg(p)
     p.add_argument("--epochs", type=positive_int, default=200)
     p.add_argument("--seed", type=seed_int, default=42)
     p.add_argument("--out", type=Path, default=None, help="where to write (default: under runs/)")
     add_data_arg(p)
     add_device_arg(p)
     p.set_defaults(func=cmd_compare)
+
+
+def run_config_or_default(run_dir: Path) -> Any:
+    """A run's validated TrainConfig; the defaults for a folder without config.json."""
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.records import read_run_config
+
+    if not (Path(run_dir) / "config.json").exists():
+        return TrainConfig()
+    return read_run_config(run_dir)[0]
+
+
+def run_dataset(run_dir: Path) -> str:
+    """The dataset a run was trained on (config.json), mnist for older runs."""
+    return str(run_config_or_default(run_dir).data)
 
 
 def cmd_data_verify(args: argparse.Namespace) -> int:
@@ -183,6 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = make_config(
             TrainConfig,
             model=model_spec(args),
+            data=check_spec(args.data),
             epochs=args.epochs,
             batch_size=args.batch_size,
             patience=args.patience,
@@ -198,15 +229,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = runs.prepare_out_dir(args.out)
         else:
             out = runs.new_run_dir(Path("runs"), description.name)
-    splits = data.prepare(
-        data.load_mnist(args.data_dir), config.seed, config.val_fraction, scaled=False
-    )
+    dataset = load_dataset(config.data, args.data_dir, config.seed, config.val_fraction)
     main_process = distributed.launch_rank() == 0
     if main_process:
-        print(f"training {description.name} into {out}")
+        print(f"training {description.name} on {dataset.description} into {out}")
     metrics = fit(
         config,
-        splits,
+        dataset.splits,
         out,
         description=description,
         resume=args.resume is not None,
@@ -223,7 +252,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not (args.run_dir / "best.pt").is_file():
         raise CnnlabError(f"{args.run_dir} has no best.pt: is it a cnnlab run folder?")
     checkpoint.load_model(args.run_dir, "best")  # a damaged file fails before the data load
-    metrics = evaluate_run(args.run_dir, data.load_mnist(args.data_dir), args.device)
+    spec = args.data or run_dataset(args.run_dir)
+    config = run_config_or_default(args.run_dir)
+    dataset = load_dataset(spec, args.data_dir, config.seed, config.val_fraction)
+    metrics = evaluate_run(args.run_dir, dataset, args.device)
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}")
     print(f"wrote {args.run_dir / 'metrics.json'} and {args.run_dir / 'confusion.png'}")
     return 0
@@ -242,10 +274,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         names = [d.name for d in descriptions]
         if len(set(names)) != len(names):
             raise CnnlabError(f"--models names a network twice ({', '.join(names)})")
-        splits = data.prepare(data.load_mnist(args.data_dir), args.seed, scaled=False)
+        dataset = load_dataset(check_spec(args.data), args.data_dir, args.seed)
+        splits = dataset.splits
         for spec, desc in zip(args.models, descriptions, strict=True):
             config = make_config(
-                TrainConfig, model=spec, epochs=args.epochs, seed=args.seed, device=args.device
+                TrainConfig,
+                model=spec,
+                data=dataset.spec,
+                epochs=args.epochs,
+                seed=args.seed,
+                device=args.device,
             )
             run_dir = runs.prepare_out_dir(out / desc.name)
             print(f"training {desc.name} into {run_dir}")

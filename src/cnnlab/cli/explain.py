@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import data, fileio
-from cnnlab.cli.core import add_data_arg, non_negative_int, positive_int
+from cnnlab.cli.core import (
+    add_data_arg,
+    add_model_args,
+    model_description,
+    non_negative_int,
+    positive_int,
+)
 from cnnlab.errors import CnnlabError
 
 DEFAULT_BASELINES = Path("runs/baselines/baselines.json")
@@ -68,8 +74,8 @@ def register(sub: Any) -> None:
     add_data_arg(p)
     p.set_defaults(func=cmd_shift)
 
-    p = sub.add_parser("receptive", help="receptive fields and parameters per layer of a case")
-    p.add_argument("--case", required=True, choices=("1", "2", "3"))
+    p = sub.add_parser("receptive", help="receptive fields and parameters per layer of a network")
+    add_model_args(p, required=True)
     p.set_defaults(func=cmd_receptive)
 
     p = sub.add_parser("baselines", help="HOG + logistic regression and kNN on pixels")
@@ -109,6 +115,24 @@ def _check_run(run_dir: Path) -> None:
         raise CnnlabError(f"{run_dir} has no best.pt: is it a cnnlab run folder?")
 
 
+def _run_description(run_dir: Path) -> Any:
+    """The description a run was trained with (read from its best.pt), checked first."""
+    from cnnlab.train import checkpoint
+
+    _check_run(run_dir)
+    path = Path(run_dir) / "best.pt"
+    return checkpoint.checkpoint_description(checkpoint.load_checkpoint(path), path)
+
+
+def _needs_mnist(desc: Any, what: str) -> None:
+    """One line unless the network reads MNIST's 28x28x1 images."""
+    from cnnlab.analysis.numpy_check import takes_mnist
+
+    if not takes_mnist(desc):
+        shape = "x".join(map(str, desc.input_shape))
+        raise CnnlabError(f"{what} needs a network with 28x28x1 input; {desc.name} takes {shape}")
+
+
 def _shift_config(args: argparse.Namespace) -> Any:
     from cnnlab.analysis.shift import ShiftConfig
 
@@ -116,14 +140,17 @@ def _shift_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.explain import explain_image, load_image_file
-    from cnnlab.engine.numpy_engine import from_run
+    from cnnlab.analysis.explain import check_images, explain_image, load_image_file
+    from cnnlab.analysis.numpy_check import from_run
 
-    _check_run(args.run_dir)
+    desc = _run_description(args.run_dir)
     model = from_run(args.run_dir)
+    check_images(model)
     if args.image is not None:
+        _needs_mnist(desc, "--image")
         image, source, stem = load_image_file(args.image), args.image.name, args.image.stem
     else:
+        _needs_mnist(desc, "--index (an MNIST test image)")
         mnist = data.load_mnist(args.data_dir)
         if args.index >= len(mnist.x_test):
             raise CnnlabError(f"--index must be below {len(mnist.x_test)}, got {args.index}")
@@ -137,25 +164,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_numpy(args: argparse.Namespace) -> int:
-    from cnnlab.engine.numpy_engine import verify_run
+    from cnnlab.analysis.numpy_check import takes_mnist, verify_run
 
-    _check_run(args.run_dir)
-    x = data.scale(data.load_mnist(args.data_dir).x_test)
+    desc = _run_description(args.run_dir)
+    x = data.scale(data.load_mnist(args.data_dir).x_test) if takes_mnist(desc) else None
     r = verify_run(args.run_dir, x, dtype=args.dtype, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(r, indent=2, sort_keys=True))
     else:
         verdict = "ok" if r["passed"] else f"FAILED (tolerance {r['tolerance']:g})"
-        print(f"{r['case']}: {r['n_images']:,} test images, {r['dtype']}")
+        print(f"{r['model']}: {r['n_images']:,} {r['inputs']}, {r['dtype']}")
         print(f"max_abs_diff {r['max_abs_diff']:.3e}  {verdict}")
         print(f"same predictions {r['same_predictions']:,} of {r['n_images']:,}")
-        print(f"numpy {r['numpy_images_per_s']:,.0f} images/s")
-        print(f"torch {r['torch_images_per_s']:,.0f} images/s")
+        print(f"numpy {r['numpy_images_per_s']:,.0f} inputs/s")
+        print(f"torch {r['torch_images_per_s']:,.0f} inputs/s")
     return 0 if r["passed"] else 1
 
 
 def cmd_export_numpy(args: argparse.Namespace) -> int:
-    from cnnlab.engine.numpy_engine import from_run, save_npz
+    from cnnlab.analysis.numpy_check import from_run
+    from cnnlab.engine.numpy_engine import save_npz
 
     _check_run(args.run_dir)
     out = args.out if args.out is not None else args.run_dir / "model.npz"
@@ -169,7 +197,7 @@ def cmd_shift(args: argparse.Namespace) -> int:
 
     from cnnlab.analysis.shift import ShiftGrid, markdown_grid, markdown_layers, run_shift
 
-    _check_run(args.run_dir)
+    _needs_mnist(_run_description(args.run_dir), "shift")
     mnist = data.load_mnist(args.data_dir)
     x, y = data.scale(mnist.x_test), mnist.y_test.astype(np.int64)
     result = run_shift(args.run_dir, x, y, _shift_config(args))
@@ -181,9 +209,8 @@ def cmd_shift(args: argparse.Namespace) -> int:
 
 def cmd_receptive(args: argparse.Namespace) -> int:
     from cnnlab.analysis.receptive import layer_table, markdown
-    from cnnlab.models import create_model
 
-    print(markdown(layer_table(create_model(args.case))), end="")
+    print(markdown(layer_table(model_description(args))), end="")
     return 0
 
 
@@ -215,7 +242,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.report.report import ReportConfig, build_report
 
     for run_dir in args.run_dirs:
-        _check_run(run_dir)
+        _needs_mnist(_run_description(run_dir), "report")
     if args.out is not None:
         out = args.out
     elif len(args.run_dirs) == 1:

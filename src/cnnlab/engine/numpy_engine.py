@@ -1,20 +1,23 @@
-"""A NumPy inference engine: a trained cnnlab model re-computed with :mod:`cnnlab.ops` alone.
+"""A NumPy inference engine: any network description re-computed with :mod:`cnnlab.ops` alone.
 
-The PyTorch checkpoint is exported once into plain arrays in the layouts the chapter (and
-Keras) uses, channels-last: a Conv2d weight (C_out, C_in, kh, kw) becomes (kh, kw, C_in, C_out),
-a Linear weight (out, in) becomes (in, out). Case 1's flatten already follows the (H, W, C)
-order, so its first dense kernel needs no permutation. From then on only NumPy runs: if its
-probabilities equal PyTorch's, the mechanism the chapter describes is the whole story.
+A :class:`NumpyModel` is a :class:`~cnnlab.models.ModelDescription` plus its weights in the
+layouts Keras (and the chapter) use, channels-last, named as Keras names them: a ConvND
+``kernel`` (*k, C_in, C_out) and ``bias``, a Dense ``kernel`` (in, out), BatchNormalization's
+``gamma``, ``beta``, ``moving_mean`` and ``moving_variance``. :func:`from_torch` converts a
+:class:`~cnnlab.models.Network`'s weights once (conv (out, in, *k) -> (*k, in, out), dense
+(out, in) -> (in, out)); from then on only NumPy runs. If its probabilities equal PyTorch's,
+the mechanism the chapter describes is the whole story.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import time
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,158 +26,242 @@ from numpy.typing import NDArray
 
 from cnnlab import fileio, ops
 from cnnlab.errors import CnnlabError
-from cnnlab.train import checkpoint
+from cnnlab.models import layers as L
+from cnnlab.models.description import LayerInfo, ModelDescription
 
-NPZ_FORMAT = "cnnlab-numpy-1"
-KINDS = ("conv", "relu", "max_pool", "flatten", "dropout", "dense", "global_avg_pool")
-
-
-@dataclass
-class Layer:
-    """One step of the forward pass: its kind, hyper-parameters and arrays (channels-last)."""
-
-    name: str
-    kind: str
-    params: dict[str, Any] = field(default_factory=dict)
-    arrays: dict[str, NDArray[np.floating]] = field(default_factory=dict)
+NPZ_FORMAT = "cnnlab-numpy-2"
+DTYPES = ("float32", "float64")
+Array = NDArray[Any]
+Weights = dict[str, dict[str, Array]]  # layer name -> Keras weight name -> array
 
 
-def _apply(layer: Layer, x: NDArray[np.floating]) -> NDArray[np.floating]:
-    p, a = layer.params, layer.arrays
-    if layer.kind == "conv":
-        return ops.conv(
-            x,
-            a["w"],
-            a.get("b"),
-            stride=tuple(p["stride"]),
-            padding=tuple(p["padding"]),
-            dilation=tuple(p["dilation"]),
-        )
-    if layer.kind == "relu":
+def weight_shapes(info: LayerInfo) -> dict[str, tuple[int, ...]]:
+    """The arrays one layer holds, in Keras' order (``model.weights.h5``'s vars/0, 1, ...)."""
+    layer = info.layer
+    if isinstance(layer, L.Conv):
+        out = {"kernel": (*layer.kernel_size, info.in_shape[-1], layer.filters)}
+        return out | ({"bias": (layer.filters,)} if layer.use_bias else {})
+    if isinstance(layer, L.Dense):
+        out = {"kernel": (info.in_shape[0], layer.units)}
+        return out | ({"bias": (layer.units,)} if layer.use_bias else {})
+    if isinstance(layer, L.BatchNormalization):
+        c = (info.in_shape[-1],)
+        names = ["gamma"] * layer.scale + ["beta"] * layer.center
+        return {n: c for n in [*names, "moving_mean", "moving_variance"]}
+    return {}
+
+
+def activate(x: Array, name: str) -> Array:
+    """Keras' activation ``name``; softmax over the last (channel) axis."""
+    if name == "linear":
+        return x
+    if name == "relu":
         return ops.relu(x)
-    if layer.kind == "max_pool":
-        return np.asarray(ops.max_pool(x, tuple(p["pool_size"]), strides=tuple(p["strides"])))
-    if layer.kind == "flatten":
+    if name == "elu":
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "sigmoid":  # stable on both sides: exp of a non-positive number only
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    if name == "softmax":
+        return ops.softmax(x, axis=-1)
+    raise CnnlabError(f"unknown activation {name!r}")
+
+
+def _apply(layer: L.Layer, w: Mapping[str, Array], x: Array, activation: str | None) -> Array:
+    """One layer on a channels-last batch x (N, *spatial, C); ``activation`` overrides its own."""
+    if isinstance(layer, L.Conv):
+        y = ops.conv(
+            x,
+            w["kernel"],
+            w.get("bias"),
+            stride=layer.strides,
+            padding=layer.padding,
+            dilation=layer.dilation_rate,
+        )  # (N, *out_spatial, filters)
+        return activate(y, activation or layer.activation)
+    if isinstance(layer, L.Dense):
+        return activate(ops.dense(x, w["kernel"], w.get("bias")), activation or layer.activation)
+    if isinstance(layer, L.Pool):
+        pool = ops.max_pool if layer.kind == "max" else ops.avg_pool
+        return np.asarray(pool(x, layer.pool_size, strides=layer.strides, padding=layer.padding))
+    if isinstance(layer, L.GlobalPool):  # (N, *spatial, C) -> (N, C)
+        return np.asarray((ops.global_max_pool if layer.kind == "max" else ops.global_avg_pool)(x))
+    if isinstance(layer, L.ZeroPadding):
+        return np.pad(x, ((0, 0), *layer.padding, (0, 0)))
+    if isinstance(layer, L.Flatten):  # channels-last row-major: Keras' (spatial..., C) order
         return np.asarray(ops.flatten(x))
-    if layer.kind == "dropout":
-        return x  # inference: dropout is the identity
-    if layer.kind == "dense":
-        return ops.dense(x, a["w"], a.get("b"))
-    if layer.kind == "global_avg_pool":
-        return ops.global_avg_pool(x)
-    raise CnnlabError(f"layer {layer.name}: unknown kind {layer.kind!r}")
+    if isinstance(layer, L.BatchNormalization):  # inference: the moving statistics
+        y = (x - w["moving_mean"]) / np.sqrt(w["moving_variance"] + x.dtype.type(layer.epsilon))
+        y = y * w["gamma"] if "gamma" in w else y
+        return y + w["beta"] if "beta" in w else y
+    if isinstance(layer, L.Activation):
+        return activate(x, activation or layer.activation)
+    if isinstance(layer, L.ReLU):
+        return ops.relu(x)
+    if isinstance(layer, L.Softmax):
+        return activate(x, activation or "softmax")
+    if isinstance(layer, L.Rescaling):
+        return x * x.dtype.type(layer.scale) + x.dtype.type(layer.offset)
+    if isinstance(layer, L.Dropout):
+        return x  # inference: the identity
+    raise CnnlabError(f"layer {layer.name} ({layer.class_name}) has no NumPy equivalent")
 
 
-@dataclass
+def _logit_plan(desc: ModelDescription) -> tuple[int, bool]:
+    """Layers the logits pass through, and whether the last one's softmax is left out.
+
+    As :class:`~cnnlab.models.Network` does: a final Softmax or Activation("softmax") is
+    dropped, a final Dense's softmax activation is not applied.
+    """
+    n, last = len(desc.layers), desc.layers[-1]
+    if isinstance(last, L.Softmax) or (
+        isinstance(last, L.Activation) and last.activation == "softmax"
+    ):
+        return n - 1, False
+    return n, isinstance(last, L.Dense) and last.activation == "softmax"
+
+
+def check_weights(desc: ModelDescription, weights: Mapping[str, Mapping[str, Any]]) -> Weights:
+    """``weights`` checked against the description (names, shapes, finite); as float arrays."""
+    out: Weights = {}
+    known = {i.layer.name for i in desc.info}
+    extra = sorted(set(weights) - known)
+    if extra:
+        raise CnnlabError(f"weights for an unknown layer {extra[0]!r}")
+    for info in desc.info:
+        want, got = weight_shapes(info), dict(weights.get(info.layer.name, {}))
+        if set(got) != set(want):
+            odd = sorted(set(got) ^ set(want))[0]
+            what = "lacks" if odd in want else "has an unexpected"
+            raise CnnlabError(f"{info.where} {info.layer.name}: {what} weight {odd!r}")
+        arrays = {}
+        for key, shape in want.items():
+            a = np.asarray(got[key])
+            if a.shape != shape or not np.issubdtype(a.dtype, np.floating):
+                raise CnnlabError(
+                    f"{info.where} {info.layer.name}: {key} must be a float array of shape "
+                    f"{shape}, got {a.dtype} {a.shape}"
+                )
+            if not np.isfinite(a).all():
+                raise CnnlabError(f"{info.where} {info.layer.name}: {key} is not finite")
+            arrays[key] = a
+        if arrays:
+            out[info.layer.name] = arrays
+    return out
+
+
 class NumpyModel:
-    """A feed-forward stack of :class:`Layer` run with ``cnnlab.ops``; computes in ``dtype``."""
+    """A description and its channels-last weights, run with ``cnnlab.ops`` in ``dtype``."""
 
-    case: str
-    layers: list[Layer]
-    dtype: str = "float32"
+    def __init__(
+        self,
+        description: ModelDescription,
+        weights: Mapping[str, Mapping[str, Any]],
+        dtype: str = "float32",
+    ) -> None:
+        if dtype not in DTYPES:
+            raise CnnlabError(f"dtype must be float32 or float64, got {dtype!r}")
+        self.description, self.dtype = description, dtype
+        checked = check_weights(description, weights)
+        self.weights: Weights = {
+            name: {k: v.astype(dtype) for k, v in arrays.items()}
+            for name, arrays in checked.items()
+        }
+        self._n_logits, self._drop_softmax = _logit_plan(description)
+
+    @property
+    def name(self) -> str:
+        return self.description.name
 
     def astype(self, dtype: str) -> NumpyModel:
         """The same model computing in ``dtype`` ("float32" like PyTorch, or "float64")."""
-        if dtype not in ("float32", "float64"):
-            raise CnnlabError(f"dtype must be float32 or float64, got {dtype!r}")
-        layers = [
-            Layer(
-                ly.name,
-                ly.kind,
-                dict(ly.params),
-                {k: v.astype(dtype) for k, v in ly.arrays.items()},
+        return NumpyModel(self.description, self.weights, dtype)
+
+    def _input(self, x: Any) -> Array:
+        h = np.asarray(x, dtype=self.dtype)
+        want = self.description.input_shape
+        if h.shape[1:] != want:
+            shape, need = "x".join(map(str, h.shape[1:])), "x".join(map(str, want))
+            raise CnnlabError(f"{self.name} takes inputs of {need} (channels last), got {shape}")
+        return h  # (N, *input_shape)
+
+    def activations(self, x: Any) -> Iterator[tuple[str, Array]]:
+        """(layer name, output) for every description layer, Keras' view (the last gives
+        probabilities if it is a softmax); x is (N, *input_shape) channels-last."""
+        h = self._input(x)
+        for info in self.description.info:
+            h = _apply(info.layer, self.weights.get(info.layer.name, {}), h, None)
+            yield info.layer.name, h
+
+    def logits(self, x: Any) -> Array:
+        """(N, *input_shape) -> what the PyTorch Network returns (a final softmax left out)."""
+        h = self._input(x)
+        for i, info in enumerate(self.description.info[: self._n_logits]):
+            last = self._drop_softmax and i == self._n_logits - 1
+            h = _apply(
+                info.layer, self.weights.get(info.layer.name, {}), h, "linear" if last else None
             )
-            for ly in self.layers
-        ]
-        return NumpyModel(self.case, layers, dtype)
-
-    def activations(self, x: NDArray[np.floating]) -> Iterator[tuple[str, NDArray[np.floating]]]:
-        """(layer name, output) after every layer, for x (N, H, W, C) channels-last."""
-        h = np.asarray(x, dtype=self.dtype)
-        for layer in self.layers:
-            h = _apply(layer, h)
-            yield layer.name, h
-
-    def logits(self, x: NDArray[np.floating]) -> NDArray[np.floating]:
-        """(N, H, W, C) -> (N, classes)."""
-        h = np.asarray(x, dtype=self.dtype)
-        for layer in self.layers:
-            h = _apply(layer, h)
         return h
 
-    def predict_proba(
-        self, x: NDArray[np.floating], batch_size: int = 1000
-    ) -> NDArray[np.floating]:
-        """Softmax probabilities (N, classes), computed ``batch_size`` images at a time."""
+    def predict_proba(self, x: Any, batch_size: int = 1000) -> Array:
+        """Softmax of the logits (N, classes), ``batch_size`` inputs at a time."""
         parts = [
             ops.softmax(self.logits(x[i : i + batch_size]), axis=-1)
             for i in range(0, len(x), batch_size)
         ]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=self.dtype)
+        if not parts:
+            return np.zeros((0, *self.description.output_shape), dtype=self.dtype)
+        return np.concatenate(parts)
 
 
-def _pair(v: Any) -> list[int]:
-    return [int(v), int(v)] if isinstance(v, int) else [int(t) for t in v]
+def from_torch(model: Any, dtype: str | None = None) -> NumpyModel:
+    """A cnnlab :class:`~cnnlab.models.Network` (its description and weights) in NumPy.
+
+    ``dtype`` defaults to the network's own (float64 after ``model.double()``, else float32).
+    """
+    desc = getattr(model, "description", None)
+    if not isinstance(desc, ModelDescription):
+        raise CnnlabError(f"{type(model).__name__} is not a cnnlab Network (it has no description)")
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    if dtype is None:
+        dtype = "float64" if params and str(params[0].dtype) == "torch.float64" else "float32"
+    state = {k: v.detach().cpu().double().numpy() for k, v in model.state_dict().items()}
+    weights: Weights = {}
+    for info in desc.info:
+        layer, n = info.layer, info.layer.name
+        get = {k[len(n) + 1 :]: v for k, v in state.items() if k.startswith(n + ".")}
+        if isinstance(layer, L.Conv | L.Dense) and "weight" in get:
+            w = get["weight"]  # conv (out, in, *k) -> (*k, in, out); dense (out, in) -> (in, out)
+            weights[n] = {"kernel": w.transpose(*range(2, w.ndim), 1, 0)}
+            weights[n] |= {"bias": get["bias"]} if "bias" in get else {}
+        elif isinstance(layer, L.BatchNormalization):
+            names = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean"}
+            names["running_var"] = "moving_variance"
+            weights[n] = {names[k]: v for k, v in get.items() if k in names}
+    return NumpyModel(desc, weights, dtype)
 
 
-def from_torch(model: Any, case: str = "") -> NumpyModel:
-    """Export an ``nn.Sequential`` cnnlab model (in eval semantics) to a :class:`NumpyModel`."""
-    from torch import nn
-
-    from cnnlab.models import FlattenHWC, GlobalAvgPool
-
-    layers: list[Layer] = []
-    for name, m in model.named_children():
-        if isinstance(m, nn.Conv2d):
-            if isinstance(m.padding, str) or m.groups != 1 or m.padding_mode != "zeros":
-                raise CnnlabError(f"{name}: only zero-padded, ungrouped, int-padded Conv2d")
-            arrays = {"w": m.weight.detach().cpu().numpy().transpose(2, 3, 1, 0).copy()}
-            if m.bias is not None:
-                arrays["b"] = m.bias.detach().cpu().numpy().copy()
-            params = {
-                "stride": _pair(m.stride),
-                "padding": _pair(m.padding),
-                "dilation": _pair(m.dilation),
-            }
-            layers.append(Layer(name, "conv", params, arrays))
-        elif isinstance(m, nn.ReLU):
-            layers.append(Layer(name, "relu"))
-        elif isinstance(m, nn.MaxPool2d):
-            if _pair(m.padding) != [0, 0] or _pair(m.dilation) != [1, 1] or m.ceil_mode:
-                raise CnnlabError(f"{name}: only unpadded, undilated, floor-mode MaxPool2d")
-            stride = m.stride if m.stride is not None else m.kernel_size
-            params = {"pool_size": _pair(m.kernel_size), "strides": _pair(stride)}
-            layers.append(Layer(name, "max_pool", params))
-        elif isinstance(m, FlattenHWC):
-            layers.append(Layer(name, "flatten"))  # channels-last row-major = (H, W, C) order
-        elif isinstance(m, nn.Dropout):
-            layers.append(Layer(name, "dropout"))
-        elif isinstance(m, nn.Linear):
-            arrays = {"w": m.weight.detach().cpu().numpy().T.copy()}  # (in, out)
-            if m.bias is not None:
-                arrays["b"] = m.bias.detach().cpu().numpy().copy()
-            layers.append(Layer(name, "dense", {}, arrays))
-        elif isinstance(m, GlobalAvgPool):
-            layers.append(Layer(name, "global_avg_pool"))
-        else:
-            raise CnnlabError(f"layer {name} ({type(m).__name__}) has no NumPy equivalent")
-    return NumpyModel(case, layers, "float32")
-
-
-def from_run(run_dir: Path, which: str = "best") -> NumpyModel:
-    """Export a run folder's checkpoint (torch is needed only for this step)."""
-
-    model, ckpt = checkpoint.load_model(run_dir, which)
-    return from_torch(model, ckpt["case"])
+def to_torch_state(model: NumpyModel) -> dict[str, Array]:
+    """The inverse of :func:`from_torch`: a Network state dict (as arrays) of these weights."""
+    names = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean"}
+    names |= {"moving_variance": "running_var", "bias": "bias"}
+    state: dict[str, Array] = {}
+    for name, arrays in model.weights.items():
+        for key, a in arrays.items():
+            if key == "kernel":  # (*k, in, out) -> (out, in, *k)
+                state[f"{name}.weight"] = a.transpose(a.ndim - 1, a.ndim - 2, *range(a.ndim - 2))
+            else:
+                state[f"{name}.{names[key]}"] = a
+    return state
 
 
 def save_npz(model: NumpyModel, path: Path) -> None:
-    """Write the arrays and a JSON description of the layers into one ``.npz`` (atomic)."""
-
-    spec = [{"name": ly.name, "kind": ly.kind, "params": ly.params} for ly in model.layers]
-    meta = {"format": NPZ_FORMAT, "case": model.case, "layers": spec}
-    arrays: dict[str, NDArray[Any]] = {
-        f"{ly.name}/{k}": v for ly in model.layers for k, v in ly.arrays.items()
+    """The arrays and the description (JSON in ``__meta__``) in one ``.npz``; atomic, no pickles."""
+    meta = {"format": NPZ_FORMAT, "description": model.description.to_dict()}
+    arrays: dict[str, Array] = {
+        f"{name}/{k}": v for name, ws in model.weights.items() for k, v in ws.items()
     }
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
@@ -183,7 +270,7 @@ def save_npz(model: NumpyModel, path: Path) -> None:
 
 
 def load_npz(path: Path) -> NumpyModel:
-    """Read a file written by :func:`save_npz`; no pickles are loaded."""
+    """Read a file written by :func:`save_npz`: description validated, arrays checked."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -194,25 +281,31 @@ def load_npz(path: Path) -> NumpyModel:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise CnnlabError(f"{path} is not a cnnlab NumPy model ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != NPZ_FORMAT:
-        raise CnnlabError(f"{path} is not a cnnlab NumPy model")
-    layers = []
-    for spec in meta["layers"]:
-        if spec["kind"] not in KINDS:
-            raise CnnlabError(f"{path}: unknown layer kind {spec['kind']!r}")
-        prefix = spec["name"] + "/"
-        arrays = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
-        layers.append(Layer(spec["name"], spec["kind"], spec["params"], arrays))
-    return NumpyModel(meta["case"], layers, "float32")
+        old = isinstance(meta, dict) and meta.get("format") == "cnnlab-numpy-1"
+        hint = " (an older export: run cnnlab export-numpy again)" if old else ""
+        raise CnnlabError(f"{path} is not a cnnlab NumPy model{hint}")
+    try:
+        desc = ModelDescription.from_dict(meta.get("description"))
+    except CnnlabError as exc:
+        raise CnnlabError(f"{path}: bad description: {exc}") from None
+    weights: dict[str, dict[str, Array]] = {}
+    for key, value in stored.items():
+        layer, _, name = key.partition("/")
+        weights.setdefault(layer, {})[name] = value
+    try:
+        return NumpyModel(desc, weights, "float32")
+    except CnnlabError as exc:
+        raise CnnlabError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)
 class Agreement:
-    """The NumPy engine against PyTorch on the same images."""
+    """The NumPy engine against PyTorch on the same inputs."""
 
     n_images: int
     dtype: str
-    max_abs_diff: float  # largest |p_numpy - p_torch| over all images and classes
-    same_predictions: int  # images whose argmax agrees
+    max_abs_diff: float  # largest |p_numpy - p_torch| over all inputs and classes
+    same_predictions: int  # inputs whose argmax agrees
     numpy_seconds: float
     torch_seconds: float
 
@@ -225,44 +318,36 @@ class Agreement:
         return self.n_images / self.torch_seconds
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "n_images": self.n_images,
-            "dtype": self.dtype,
-            "max_abs_diff": self.max_abs_diff,
-            "same_predictions": self.same_predictions,
-            "numpy_seconds": self.numpy_seconds,
-            "torch_seconds": self.torch_seconds,
+        return dict(self.__dict__) | {
             "numpy_images_per_s": self.numpy_images_per_s,
             "torch_images_per_s": self.torch_images_per_s,
         }
 
 
-def _timed(fn: Callable[[], NDArray[np.floating]]) -> tuple[NDArray[np.floating], float]:
+def _timed(fn: Callable[[], Array]) -> tuple[Array, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
 
 
 def compare_with_torch(
-    model: Any, x: NDArray[np.floating], *, dtype: str = "float32", batch_size: int = 1000
+    model: Any, x: Array, *, dtype: str = "float32", batch_size: int = 1000
 ) -> Agreement:
-    """Run the torch ``model`` and its NumPy export on x (N, H, W, 1); time both.
+    """Run the torch Network and its NumPy export on x (N, *input_shape) channels-last; time both.
 
-    Both see the same batches; each is warmed up on one small batch first so that one-off
+    Both see the same batches; each is warmed up on a small batch first so that one-off
     costs (thread pools, allocator) are not timed. With ``dtype="float64"`` the torch model
     runs in float64 too (on a copy), so the comparison isolates the engine from rounding.
     """
-    import copy
-
     import torch
 
-    engine = from_torch(model).astype(dtype)
+    engine = from_torch(model, dtype)
     tmodel = copy.deepcopy(model).to(torch.float64 if dtype == "float64" else torch.float32)
     tmodel.eval()
-    xd = np.ascontiguousarray(x, dtype=dtype)  # (N, H, W, C): the engine's native layout
-    xt = torch.from_numpy(xd).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W): torch's
+    xd = np.ascontiguousarray(engine._input(x))  # (N, *spatial, C): the engine's layout
+    xt = torch.from_numpy(xd).movedim(-1, 1).contiguous()  # (N, C, *spatial): torch's
 
-    def run_torch(xs: torch.Tensor) -> NDArray[np.floating]:
+    def run_torch(xs: torch.Tensor) -> Array:
         with torch.no_grad():
             parts = [
                 torch.softmax(tmodel(xs[i : i + batch_size]), dim=1)
@@ -282,41 +367,3 @@ def compare_with_torch(
         numpy_seconds=t_np,
         torch_seconds=t_t,
     )
-
-
-TOLERANCE = 1e-5  # largest allowed |p_numpy - p_torch| on the test set
-
-
-def checkpoint_digest(run_dir: Path) -> str:
-    """SHA-256 of a run's best.pt: results cached beside it are valid only for these weights."""
-    import hashlib
-
-    path = Path(run_dir) / "best.pt"
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def verify_run(
-    run_dir: Path, x: NDArray[np.floating], *, dtype: str = "float32", batch_size: int = 1000
-) -> dict[str, Any]:
-    """The engine against PyTorch on a run's best model.
-
-    Written to ``numpy_check.json`` (float32) or ``numpy_check_float64.json``.
-    """
-
-    run_dir = Path(run_dir)
-    model, ckpt = checkpoint.load_model(run_dir, "best")
-    result = compare_with_torch(model, x, dtype=dtype, batch_size=batch_size).as_dict()
-    result |= {
-        "case": ckpt["case"],
-        "epoch": ckpt["epoch"],
-        "batch_size": batch_size,
-        "tolerance": TOLERANCE,
-        "passed": result["max_abs_diff"] <= TOLERANCE,
-        "checkpoint_sha256": checkpoint_digest(run_dir),
-    }
-    name = "numpy_check.json" if dtype == "float32" else f"numpy_check_{dtype}.json"
-    fileio.write_json(run_dir / name, result)
-    return result

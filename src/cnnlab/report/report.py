@@ -3,10 +3,11 @@
 For each run the page shows the learning curves, the summary table, the confusion matrix,
 the feature maps and kernels of one test image, the shift-robustness heat map and per-layer
 fractions, the receptive fields and parameter counts, the NumPy engine's agreement with
-PyTorch, and the baselines table. Whatever a run folder lacks is computed once and cached
-in it (``confusion.json``, ``shift.json``, ``numpy_check.json``, ``explain/``); baselines
-are read from their cache file, never retrained here. A Markdown twin (``.md``) holds the
-tables for the README.
+PyTorch, and the baselines table. All of it derives from the description in the run's
+checkpoint: any network taking 28x28x1 images works. Whatever a run folder lacks is
+computed once and cached in it (``confusion.json``, ``shift.json``, ``numpy_check.json``,
+``explain/``); baselines are read from their cache file, never retrained here. A Markdown
+twin (``.md``) holds the tables for the README.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cnnlab import fileio
 from cnnlab.analysis import baselines
 from cnnlab.analysis.explain import explain_image
 from cnnlab.analysis.metrics import confusion_matrix
+from cnnlab.analysis.numpy_check import cached_check, takes_mnist, verify_run
 from cnnlab.analysis.receptive import layer_table
 from cnnlab.analysis.receptive import markdown as receptive_markdown
 from cnnlab.analysis.shift import (
@@ -36,9 +38,9 @@ from cnnlab.analysis.shift import (
     torch_predictor,
 )
 from cnnlab.data import MNIST, scale
-from cnnlab.engine.numpy_engine import checkpoint_digest, from_torch, verify_run
+from cnnlab.engine.numpy_engine import from_torch
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model
+from cnnlab.models import Network
 from cnnlab.plots import plot_compare, plot_confusion
 from cnnlab.train import checkpoint
 
@@ -66,30 +68,24 @@ class RunPart:
     receptive_md: str
 
 
-SUMMARY_COLUMNS = (
-    "run",
-    "case",
-    "source",
-    "params",
-    "epochs",
-    "best epoch",
-    "train s",
-    "test accuracy",
-    "test loss",
-)
+SUMMARY_COLUMNS: tuple[str, ...] = ("run", "model", "source", "params", "epochs")
+SUMMARY_COLUMNS += ("best epoch", "train s", "test accuracy", "test loss")
 
 
-def _summary(run_dir: Path, case: str, cm: np.ndarray) -> dict[str, Any]:
+def _summary(run_dir: Path, name: str, cm: np.ndarray) -> dict[str, Any]:
     """One row of the summary table; tolerant of runs imported from Keras (no history).
 
-    The test accuracy is the confusion matrix's, so every number on the page agrees.
+    The network's name is metrics.json's "model" (else its older "case", else the
+    checkpoint's). The test accuracy is the confusion matrix's, so every number agrees.
     """
     path = run_dir / "metrics.json"
     m: dict[str, Any] = fileio.read_json(path) if path.is_file() else {}
+    m = m if isinstance(m, dict) else {}
     imported = m.get("imported_from")
+    named = next((m[k] for k in ("model", "case") if isinstance(m.get(k), str)), name)
     return {
         "run": run_dir.name,
-        "case": case,
+        "model": named,
         "source": f"Keras import ({imported['file']})" if imported else "cnnlab train",
         "params": m.get("params"),
         "epochs": m.get("epochs_run"),
@@ -119,42 +115,54 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _confusion(run_dir: Path, mnist: MNIST) -> tuple[Path, np.ndarray]:
+def _confusion(run_dir: Path, model: Network, name: str, mnist: MNIST) -> tuple[Path, np.ndarray]:
     """Confusion matrix of the best model on the test set, and its PNG; cached in the run."""
     png, cache = run_dir / "confusion.png", run_dir / "confusion.json"
+    k = max(10, model.description.output_shape[0])  # a network may have more outputs
     if png.is_file() and cache.is_file():
         cm = np.asarray(fileio.read_json(cache), dtype=np.int64)
-        if cm.shape == (10, 10) and cm.sum() == len(mnist.y_test):
+        if cm.shape == (k, k) and cm.sum() == len(mnist.y_test):
             return png, cm
-    model, ckpt = checkpoint.load_model(run_dir, "best")
     pred = torch_predictor(model)(scale(mnist.x_test))
-    cm = confusion_matrix(mnist.y_test.astype(np.int64), pred)
+    cm = confusion_matrix(mnist.y_test.astype(np.int64), pred, k)
     acc = float(np.trace(cm) / cm.sum())
     fileio.write_json(run_dir / "confusion.json", cm.tolist())
-    plot_confusion(cm, png, title=f"{ckpt['case']}: test accuracy {acc:.4f}")
+    plot_confusion(cm, png, title=f"{name}: test accuracy {acc:.4f}")
     return png, cm
 
 
 def _numpy_check(run_dir: Path, mnist: MNIST) -> dict[str, Any]:
-    cache = run_dir / "numpy_check.json"
-    if cache.is_file():
-        found = fileio.read_json(cache)
-        fresh = found.get("checkpoint_sha256") == checkpoint_digest(run_dir)
-        if fresh and found.get("dtype") == "float32" and found.get("n_images") == len(mnist.x_test):
-            return dict(found)
-    return verify_run(run_dir, scale(mnist.x_test))
+    found = cached_check(run_dir, len(mnist.x_test))
+    return dict(found) if found is not None else verify_run(run_dir, scale(mnist.x_test))
+
+
+def _titles(paths: list[Path]) -> dict[str, Path]:
+    """Figure titles of explain's files: overview, "Feature maps of X", "Kernels of X"."""
+    out = {}
+    for path in paths:
+        if path.name == "overview.png":
+            out["Feature maps: overview"] = path
+        elif path.stem.startswith("maps_"):
+            out[f"Feature maps of {path.stem[len('maps_') :]}"] = path
+        else:
+            out[f"Kernels of {path.stem[len('kernels_') :]}"] = path
+    return out
 
 
 def prepare_run(run_dir: Path, mnist: MNIST, config: ReportConfig) -> RunPart:
     """Compute (or reuse) every artefact of ``run_dir`` that its report section needs."""
     run_dir = Path(run_dir)
     model, ckpt = checkpoint.load_model(run_dir, "best")
+    desc, name = model.description, checkpoint.run_name(ckpt)
+    if not takes_mnist(desc):
+        shape = "x".join(map(str, desc.input_shape))
+        raise CnnlabError(f"report needs a network with 28x28x1 input; {name} takes {shape}")
     if not 0 <= config.index < len(mnist.x_test):
         raise CnnlabError(f"test index must be in 0..{len(mnist.x_test) - 1}, got {config.index}")
     x_test = scale(mnist.x_test)
     label = int(mnist.y_test[config.index])
     explained = explain_image(
-        from_torch(model, ckpt["case"]),
+        from_torch(model),
         x_test[config.index],
         run_dir / "explain" / f"test-{config.index}",
         f"test image #{config.index} (label {label})",
@@ -162,15 +170,13 @@ def prepare_run(run_dir: Path, mnist: MNIST, config: ReportConfig) -> RunPart:
     images: dict[str, Path] = {}
     if (run_dir / "curves.png").is_file():
         images["Learning curves"] = run_dir / "curves.png"
-    images["Confusion matrix (test set)"], cm = _confusion(run_dir, mnist)
-    summary = _summary(run_dir, ckpt["case"], cm)
-    titles = {"overview.png": "Feature maps: overview"}
-    for path in explained:
-        images[titles.get(path.name, path.stem.replace("_", " "))] = path
+    images["Confusion matrix (test set)"], cm = _confusion(run_dir, model, name, mnist)
+    summary = _summary(run_dir, name, cm)
+    images |= _titles(explained)
     shift = run_shift(run_dir, x_test, mnist.y_test.astype(np.int64), config.shift)
     images["Shift robustness"] = run_dir / "shift.png"
     check = _numpy_check(run_dir, mnist) if config.verify else None
-    table = receptive_markdown(layer_table(create_model(ckpt["case"])))  # geometry only
+    table = receptive_markdown(layer_table(desc))  # geometry only
     return RunPart(run_dir, summary, images, shift, check, table)
 
 
@@ -241,7 +247,7 @@ def _baseline_md(config: ReportConfig, parts: list[RunPart]) -> str:
     results = baselines.load(config.baselines)
     cnn = [
         {
-            "name": f"CNN {p.summary['case']} ({p.summary['run']})",
+            "name": f"CNN {p.summary['model']} ({p.summary['run']})",
             "params": p.summary["params"],
             "train_seconds": p.summary["train s"],
             "predict_seconds": p.numpy_check["torch_seconds"] if p.numpy_check else None,
@@ -278,7 +284,7 @@ def _sections(p: RunPart) -> dict[str, str]:
 
 
 def _run_md(p: RunPart) -> str:
-    lines = [f"## {p.summary['case']} ({p.summary['run']})", ""]
+    lines = [f"## {p.summary['model']} ({p.summary['run']})", ""]
     for title, md in _sections(p).items():
         lines += [f"### {title}", "", md]
     return "\n".join(lines)
@@ -325,16 +331,18 @@ def _run_html(p: RunPart) -> list[str]:
 
 def _export_figures(parts: list[RunPart], extra: dict[str, Path], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    cases = [p.summary["case"] for p in parts]
+    names = [p.summary["model"] for p in parts]
     for p in parts:
-        prefix = p.summary["case"] if cases.count(p.summary["case"]) == 1 else p.run_dir.name
+        prefix = p.summary["model"] if names.count(p.summary["model"]) == 1 else p.run_dir.name
         wanted = {
             "curves": p.images.get("Learning curves"),
             "confusion": p.images.get("Confusion matrix (test set)"),
             "feature_maps": p.images.get("Feature maps: overview"),
-            "kernels_conv1": p.images.get("kernels conv1"),
             "shift": p.images.get("Shift robustness"),
         }
+        kernels = [t for t in p.images if t.startswith("Kernels of ")]
+        if kernels:  # the first convolution's, e.g. "kernels_conv1"
+            wanted[f"kernels_{kernels[0][len('Kernels of ') :]}"] = p.images[kernels[0]]
         for name, src in wanted.items():
             if src is not None:
                 fileio.write_bytes(dest / f"{prefix}_{name}.png", src.read_bytes())
@@ -359,16 +367,16 @@ def build_report(
     body: list[str] = []
     extra: dict[str, Path] = {}
     if len(parts) > 1:
-        title = "cnnlab report: " + ", ".join(p.summary["case"] for p in parts)
+        title = "cnnlab report: " + ", ".join(p.summary["model"] for p in parts)
         compare_png = out_html.with_name(out_html.stem + "_curves.png")
         histories = {
-            p.summary["case"]: p.run_dir / "history.csv"
+            p.summary["model"]: p.run_dir / "history.csv"
             for p in parts
             if (p.run_dir / "history.csv").is_file()
         }
         shift_png = out_html.with_name(out_html.stem + "_shift.png")
         plot_shift_grids(
-            {p.summary["case"]: ShiftGrid.from_dict(p.shift["grid"]) for p in parts}, shift_png
+            {p.summary["model"]: ShiftGrid.from_dict(p.shift["grid"]) for p in parts}, shift_png
         )
         extra = {"compare_shift.png": shift_png}
         body += ["<h2>Comparison</h2>", md_to_html(summary_table([p.summary for p in parts]))]
@@ -378,11 +386,11 @@ def build_report(
             body.append(_figure("Learning curves (validation solid, training dashed)", compare_png))
         body.append(_figure("Shift robustness", shift_png))
     else:
-        title = f"cnnlab report: {parts[0].summary['case']} ({parts[0].run_dir.name})"
+        title = f"cnnlab report: {parts[0].summary['model']} ({parts[0].run_dir.name})"
     body += ["<h2>Baselines: hand-crafted features vs embedded feature extraction</h2>"]
     body.append(md_to_html(base_md))
     for p in parts:
-        body.append(f"<h2>{html.escape(p.summary['case'])} ({html.escape(p.run_dir.name)})</h2>")
+        body.append(f"<h2>{html.escape(p.summary['model'])} ({html.escape(p.run_dir.name)})</h2>")
         body += _run_html(p)
     fileio.write_text(out_html, _page(title, body))
     out_md = out_html.with_suffix(".md")

@@ -21,6 +21,7 @@ class TrainConfig:
     """Everything that decides a training run; saved as ``config.json`` in the run folder."""
 
     model: str = "case1"  # a registry name, a description file, or a one-line description
+    data: str = "mnist"  # mnist, ucr:NAME or moving-mnist (cnnlab.data.datasets)
     epochs: int = 200
     batch_size: int = 32
     patience: int = 5
@@ -59,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not self.model:
             raise ValueError("model must name a network")
+        if not self.data:
+            raise ValueError("data must name a dataset")
 
     @classmethod
     def from_dict(cls, data: Any) -> TrainConfig:
