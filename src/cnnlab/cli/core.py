@@ -10,6 +10,7 @@ from cnnlab import data
 from cnnlab.data.datasets import check_spec, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.train import checkpoint, distributed, runs
+from cnnlab.train.recipes import settings
 
 
 def positive_int(text: str) -> int:
@@ -121,9 +122,10 @@ def register(sub: Any) -> None:
         "train", help="train a network (a chapter case by default) with the chapter's recipe"
     )
     add_model_args(p)
-    p.add_argument("--epochs", type=positive_int, default=200)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--patience", type=non_negative_int, default=5)
+    recipe = "(default: the dataset's recipe; the chapter's: {})"
+    p.add_argument("--epochs", type=positive_int, default=None, help=recipe.format(200))
+    p.add_argument("--batch-size", type=positive_int, default=None, help=recipe.format(32))
+    p.add_argument("--patience", type=non_negative_int, default=None, help=recipe.format(5))
     p.add_argument("--seed", type=seed_int, default=42)
     p.add_argument(
         "--out", type=Path, default=None, help="run folder (default: a new folder under runs/)"
@@ -158,7 +160,7 @@ def register(sub: Any) -> None:
         help="networks to train when no run folder is given (default: the three cases)",
     )
     add_dataset_arg(p)
-    p.add_argument("--epochs", type=positive_int, default=200)
+    p.add_argument("--epochs", type=positive_int, default=None, help="default: the recipe's")
     p.add_argument("--seed", type=seed_int, default=42)
     p.add_argument("--out", type=Path, default=None, help="where to write (default: under runs/)")
     add_data_arg(p)
@@ -210,15 +212,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, description = read_run_config(out)
     else:
         description = model_description(args)
+        spec = check_spec(args.data)
+        given = {"epochs": args.epochs, "batch_size": args.batch_size, "patience": args.patience}
         config = make_config(
             TrainConfig,
             model=model_spec(args),
-            data=check_spec(args.data),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            patience=args.patience,
+            data=spec,
             seed=args.seed,
             device=args.device,
+            **settings(spec, **given),
         )
         if distributed.launched():
             # Every process must name the same folder; rank 0 alone checks and creates it.
@@ -281,9 +283,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 TrainConfig,
                 model=spec,
                 data=dataset.spec,
-                epochs=args.epochs,
                 seed=args.seed,
                 device=args.device,
+                **settings(dataset.spec, epochs=args.epochs),
             )
             run_dir = runs.prepare_out_dir(out / desc.name)
             print(f"training {desc.name} into {run_dir}")
