@@ -14,7 +14,7 @@ class FusedAdam:
 
     The optimiser object keeps its state (``step``, ``exp_avg``, ``exp_avg_sq``), so its
     ``state_dict`` is what the plain loop saves and resumes from. On a CPU the update is
-    cnnlab's C++ loop (:mod:`cnnlab.native`; measured on Case 1's weights: 30 against 46
+    cnnlab's C++ loop (:mod:`cnnlab.engine.native`; measured on Case 1's weights: 30 against 46
     µs alone, ~50 µs less per training step) where the kernels build, else
     ``torch._fused_adam_``; ``use_native`` forces one or the other.
     """

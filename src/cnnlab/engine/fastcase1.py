@@ -14,7 +14,7 @@ arithmetic.
 The dropout masks are drawn by the same calls as ``nn.Dropout``, in the same order, so a
 seeded run follows the plain loop's random path.
 
-On a CPU, when cnnlab's C++ kernels build (:mod:`cnnlab.native`), the step runs through
+On a CPU, when cnnlab's C++ kernels build (:mod:`cnnlab.engine.native`), the step runs through
 them: the same arithmetic, with the small layers fused (``csrc/case1.cpp``). The functions
 here are the PyTorch version, used elsewhere (a GPU, no compiler) and as their reference.
 """

@@ -195,7 +195,7 @@ def make_step(
 
     ``use_native`` picks cnnlab's C++ kernels (True: Case 1's step and Adam) or PyTorch
     operations only (False); None takes the kernels whenever they run here
-    (:mod:`cnnlab.native`).
+    (:mod:`cnnlab.engine.native`).
     """
     if case1_weights(model) is not None:
         return Case1Step(model, optimizer, grad_hook, use_native)

@@ -4,7 +4,7 @@ The fast engine's Case 1 step, its Adam update and the speedrun's first block ru
 them on a CPU when they build; when they cannot (no C++ compiler, say), the same
 arithmetic runs in PyTorch operations (:mod:`cnnlab.fastcase1`), about 2.5x slower, after
 one warning. ``make install``
-builds them ahead (``python -m cnnlab.native``), so no training run waits for the
+builds them ahead (``python -m cnnlab.engine.native``), so no training run waits for the
 compiler (about 30 s).
 
 The library is compiled with ``g++`` (or ``$CXX``) against the installed torch's headers
@@ -170,7 +170,7 @@ def exact_dropout() -> bool:
 
 
 def main() -> int:
-    """``python -m cnnlab.native``: build the kernels now and say where they are."""
+    """``python -m cnnlab.engine.native``: build the kernels now and say where they are."""
     try:
         target = _build_and_load()
     except (NativeBuildError, OSError, RuntimeError) as err:
