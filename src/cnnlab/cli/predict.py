@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab import fileio
-from cnnlab.cli.core import positive_int
+from cnnlab.cli.core import non_negative_int, positive_int
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
@@ -33,10 +33,51 @@ TABLE_CLASSES = 10  # a table row lists every class up to this many, else the to
 
 
 def port_number(text: str) -> int:
-    value = positive_int(text)
+    """A TCP port, 0 to 65535 (0: the system picks a free one, printed once listening)."""
+    value = non_negative_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a port number up to 65535, got {value}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 s, got {text}")
+    return value
+
+
+def origin_arg(text: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], or * (any), or null."""
+    from urllib.parse import urlsplit
+
+    if text in ("*", "null"):
+        return text
+    try:
+        parts = urlsplit(text.rstrip("/"))
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        ok = ok and not (parts.path or parts.query or parts.fragment or parts.username)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"must be an origin such as https://example.org or http://host:8080, got {text!r}"
+        )
+    return text.rstrip("/").lower()
+
+
+def host_arg(text: str) -> str:
+    """A host name the server answers to: name, name:port, [v6]:port, or * (any)."""
+    from cnnlab.serving.guards import bad_hosts
+
+    if bad_hosts([text]):
+        raise argparse.ArgumentTypeError(
+            f"must be a host name such as example.org or example.org:8443, got {text!r}"
+        )
+    return text.lower()
 
 
 def add_invert_arg(p: argparse.ArgumentParser) -> None:
@@ -87,7 +128,9 @@ def register(sub: Any) -> None:
         "run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (its best.pt is used)"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--port", type=port_number, default=8000, help="port (default: 8000; 0: any free one)"
+    )
     p.add_argument(
         "--max-upload-mb", type=positive_int, default=4, help="largest upload in MiB (default: 4)"
     )
@@ -96,6 +139,50 @@ def register(sub: Any) -> None:
         type=positive_int,
         default=16,
         help="largest image in millions of pixels (default: 16)",
+    )
+    p.add_argument(
+        "--allow-origin",
+        type=origin_arg,
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a foreign origin whose pages may call the API, e.g. https://example.org "
+        "(repeatable; * allows any); other cross-origin requests get a 403",
+    )
+    p.add_argument(
+        "--allow-host",
+        type=host_arg,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the server answers to besides --host and localhost, e.g. the "
+        "public name behind a reverse proxy (NAME or NAME:PORT, repeatable; * for any)",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=positive_int,
+        default=16,
+        help="full-size uploads held in memory at once; more wait, then get a 503 (default: 16)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=512,
+        help="open connections; past it the longest-idle one is closed (default: 512)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="time a client has to send a request's headers (default: 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="time a client has to send a request's body (default: 30)",
     )
     p.set_defaults(func=cmd_serve)
 
@@ -263,16 +350,28 @@ def _unique(name: str, used: set[str]) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from cnnlab.data.preprocess import ImageLimits
     from cnnlab.serving.predict import Predictor
-    from cnnlab.serving.serve import serve
+    from cnnlab.serving.serve import ServerOptions, serve
 
     predictor = Predictor.from_run(args.run_dir)
     predictor.require_images("cnnlab serve (the draw-a-digit page)")
     limits = ImageLimits(
         max_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_megapixels * 1_000_000
     )
-    print(
-        f"serving {predictor.name} from {args.run_dir} on http://{args.host}:{args.port}/ "
-        f"(API docs at /docs); Ctrl-C stops"
+    options = ServerOptions(
+        allow_hosts=tuple(args.allow_host),
+        allow_origins=tuple(args.allow_origin),
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_uploads=args.max_uploads,
+        max_connections=args.max_connections,
     )
-    serve(predictor, host=args.host, port=args.port, limits=limits)
+
+    def ready(url: str) -> None:
+        print(
+            f"serving {predictor.name} from {args.run_dir} on {url} "
+            "(API schema at /openapi.json); Ctrl-C stops",
+            flush=True,
+        )
+
+    serve(predictor, host=args.host, port=args.port, limits=limits, options=options, on_ready=ready)
     return 0

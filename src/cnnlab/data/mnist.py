@@ -5,13 +5,17 @@ Where the files are looked for, in order:
 2. the user cache, ``~/.cache/cnnlab/mnist/`` by default.
 Missing files are downloaded into the cache, verified against the SHA-256 of their
 decompressed bytes, and only then moved into place.
+
+Files are read without trusting them: only regular files, inflated no further than the
+known size of the MNIST file (a gzip bomb stops there), and a name taken by a directory,
+a FIFO or a dangling symlink is reported as what it is, not as missing.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
+import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cnnlab.data.idx import parse_idx, read_bytes
+from cnnlab.data.idx import describe_mode, parse_idx, read_bytes
 from cnnlab.errors import CnnlabError
 
 MNIST_FILES: dict[str, str] = {
@@ -29,6 +33,13 @@ MNIST_FILES: dict[str, str] = {
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+# Decompressed sizes: an IDX header (16 or 8 bytes) and 28x28 images or one-byte labels.
+MNIST_SIZES: dict[str, int] = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
 }
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -59,36 +70,67 @@ def _candidates(folder: Path, name: str) -> list[Path]:
 
 
 def locate(name: str, data_dir: Path | None = None) -> Path | None:
-    """The first existing file for ``name`` (gzipped or raw) in the search folders."""
+    """The first path for ``name`` (gzipped or raw) in the search folders that exists in any
+    form: a directory or a dangling symlink there is found too, and refused when read."""
     for folder in search_dirs(data_dir):
         for path in _candidates(folder, name):
-            if path.is_file():
+            if os.path.lexists(path):
                 return path
     return None
+
+
+def path_kind(path: Path) -> str | None:
+    """None for a regular file (or a symlink to one); else what ``path`` is, for messages."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a dangling symbolic link" if path.is_symlink() else "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None if stat.S_ISREG(mode) else describe_mode(mode)
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_FIX = "delete it so that cnnlab downloads a fresh copy, or replace it with the original MNIST file"
+
+
 def load_verified(path: Path, name: str) -> bytes:
-    """Decompressed bytes of ``path``, refused unless their SHA-256 is MNIST's."""
-    data = read_bytes(path)
+    """Decompressed bytes of ``path``, refused unless their SHA-256 is MNIST's.
+
+    Inflation stops past the MNIST file's known size, so memory stays within that size.
+    """
+    kind = path_kind(path)
+    if kind is not None:
+        raise CnnlabError(f"{path} is {kind}, not an MNIST file: {_FIX}")
+    try:
+        data = read_bytes(path, MNIST_SIZES[name])
+    except CnnlabError as exc:
+        raise CnnlabError(f"{exc}; {_FIX}") from None
     digest = sha256(data)
     if digest != MNIST_FILES[name]:
         raise CnnlabError(
             f"{path} failed verification: SHA-256 of its content is {digest[:16]}..., "
-            f"expected {MNIST_FILES[name][:16]}...; delete it so that cnnlab downloads "
-            "a fresh copy, or replace it with the original MNIST file"
+            f"expected {MNIST_FILES[name][:16]}...; {_FIX}"
         )
     return data
 
 
 def _fetch(url: str, dest: Path) -> None:
+    """Download ``url`` into ``dest``, at most a little over the MNIST file's size."""
+    filename = url.rsplit("/", 1)[-1]
+    size = MNIST_SIZES.get(filename.removesuffix(".gz"), 64 * 1024 * 1024)
+    cap = size + size // 100 + 65536  # gzip never grows data by more than a few bytes per block
     with urllib.request.urlopen(url, timeout=30) as resp, dest.open("wb") as out:
         total = int(resp.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1]) as bar:
+        got = 0
+        with tqdm(total=total, unit="B", unit_scale=True, desc=filename) as bar:
             while chunk := resp.read(1 << 16):
+                got += len(chunk)
+                if got > cap:
+                    raise ValueError(f"more than {cap:,} bytes: not the MNIST file")
                 out.write(chunk)
                 bar.update(len(chunk))
 
@@ -108,12 +150,11 @@ def download(name: str, cache_dir: Path | None = None) -> Path:
         tmp = Path(tmp_name)
         try:
             _fetch(mirror + f"{name}.gz", tmp)
-            data = gzip.decompress(tmp.read_bytes())
-            if sha256(data) != MNIST_FILES[name]:
+            if sha256(read_bytes(tmp, MNIST_SIZES[name])) != MNIST_FILES[name]:
                 raise ValueError("SHA-256 mismatch")
             os.replace(tmp, dest)
             return dest
-        except (OSError, EOFError, ValueError, urllib.error.URLError) as exc:
+        except (OSError, ValueError, urllib.error.URLError, CnnlabError) as exc:
             errors.append(f"{mirror}: {exc}")
         finally:
             tmp.unlink(missing_ok=True)

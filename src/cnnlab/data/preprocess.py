@@ -10,8 +10,9 @@ Before that, a photo or a drawing is made to look like MNIST's source images: gr
 light digit on a dark background (dark-on-light images are detected and inverted),
 background level subtracted and contrast stretched, then cropped to the digit's box.
 
-Decoding is guarded for untrusted input: byte and pixel caps are checked before the
-pixels are decoded, and every failure is a :class:`ImageRejected` with an HTTP-like
+Decoding is guarded for untrusted input: only regular files are opened (a device or a
+FIFO is refused at once), at most the byte cap is actually read, the pixel cap is checked
+before the pixels are decoded, and every failure is a :class:`ImageRejected` with an HTTP-like
 ``status`` that the web server passes on.
 """
 
@@ -26,6 +27,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cnnlab.data.idx import open_regular
 from cnnlab.errors import CnnlabError
 
 SIZE = 28  # the network's input field
@@ -80,17 +82,7 @@ def open_image(
     limits = limits or ImageLimits()
     name = str(source) if isinstance(source, str | Path) else "the upload"
     if isinstance(source, str | Path):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ImageRejected(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if size > limits.max_bytes:
-            raise ImageTooLarge(f"{name} is {size:,} bytes; the limit is {limits.max_bytes:,}")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageRejected(f"cannot read {path}: {exc.strerror or exc}") from exc
+        data = _read_file(Path(source), limits.max_bytes)
     elif isinstance(source, bytes):
         data = source
     else:
@@ -129,6 +121,18 @@ def open_image(
     except Exception as exc:  # truncated data, bad compressed stream, ...
         raise ImageRejected(f"{name} is a damaged or truncated image ({exc})") from None
     return img
+
+
+def _read_file(path: Path, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` + 1 bytes of a regular file: the count of bytes actually read
+    bounds it, not ``st_size`` (which is 0 for a device)."""
+    try:
+        with open_regular(path) as f:
+            return f.read(max_bytes + 1)
+    except CnnlabError as exc:
+        raise ImageRejected(str(exc)) from None
+    except OSError as exc:
+        raise ImageRejected(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def to_gray(img: Image.Image | np.ndarray) -> np.ndarray:

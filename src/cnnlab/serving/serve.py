@@ -1,13 +1,17 @@
 """A small web application: draw a digit, see what the network sees and predicts.
 
-``create_app(run_dir_or_predictor, limits)`` builds a FastAPI app with one page (``/``),
-a JSON API (``POST /api/predict``, ``GET /api/model``, ``GET /api/health``) and FastAPI's
-OpenAPI pages (``/docs``, ``/openapi.json``). The page needs a network with 28x28x1
-inputs (drawn digits) and shows the maps of whatever conv layers ``/api/model`` lists.
-Untrusted uploads are bounded twice: the request body is counted while it is read
-(:class:`BodyLimit`), and the image's pixel count is checked from its header before it
-is decoded (:func:`cnnlab.preprocess.open_image`). Every bad request gets a 4xx with a
-JSON ``detail`` line; the server keeps serving.
+``create_app(run_dir_or_predictor, limits, options)`` builds a FastAPI app with one page
+(``/``), a JSON API (``POST /api/predict``, ``GET /api/model``, ``GET /api/health``) and
+its OpenAPI schema (``/openapi.json``; no ``/docs``, whose pages load from a CDN). The
+page needs a network with 28x28x1 inputs (drawn digits) and shows the maps of whatever
+conv layers ``/api/model`` lists.
+
+Clients are untrusted (:mod:`cnnlab.serving.guards`): every response carries security
+headers, a foreign Host or Origin is refused, a body is read within a byte limit, a
+deadline and a memory budget shared by all uploads, and an image's pixel count is checked
+from its header before it is decoded (:func:`cnnlab.data.preprocess.open_image`).
+Connections are bounded too (:mod:`cnnlab.serving.server`). Every bad request gets a 4xx
+(or a 503 when busy) with a JSON ``detail`` line; the server keeps serving.
 """
 
 from __future__ import annotations
@@ -16,27 +20,29 @@ import base64
 import io
 import math
 import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cnnlab import __version__
 from cnnlab.data.preprocess import ImageLimits, ImageRejected, to_png
 from cnnlab.errors import CnnlabError
+from cnnlab.serving.guards import BodyLimit, ServerOptions, harden
 from cnnlab.serving.predict import Prediction, Predictor
+from cnnlab.serving.server import background_server, bind, raise_fd_limit, run
+
+__all__ = ["BodyLimit", "ServerOptions", "background_server", "create_app", "describe", "serve"]
 
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around an uploaded file
@@ -126,64 +132,16 @@ _REQUEST_BODY = {
 }
 
 
-class BodyLimit:
-    """ASGI middleware: refuse (413) a request body over ``max_bytes`` while reading it.
-
-    The body is buffered up to the limit and replayed to the app, so no route can read
-    unbounded bytes into memory, whatever the client declares (or does not declare).
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int, detail: str | None = None) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.detail = detail or f"request body is over the limit of {max_bytes:,} bytes"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        total = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(body)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": self.detail}, status_code=413, headers={"Connection": "close"}
-        )
-        await response(scope, receive, send)
-
-
-def create_app(source: Predictor | str | Path, limits: ImageLimits | None = None) -> FastAPI:
+def create_app(
+    source: Predictor | str | Path,
+    limits: ImageLimits | None = None,
+    options: ServerOptions | None = None,
+) -> FastAPI:
     """The web app for a run folder (its best checkpoint) or a ready Predictor."""
     predictor = source if isinstance(source, Predictor) else Predictor.from_run(Path(source))
     predictor.require_images("cnnlab serve (the draw-a-digit page)")
     limits = limits or ImageLimits()
+    options = options or ServerOptions()
     model_info = describe(predictor)
     index_html = (STATIC / "index.html").read_text(encoding="utf-8")
 
@@ -192,10 +150,13 @@ def create_app(source: Predictor | str | Path, limits: ImageLimits | None = None
         version=__version__,
         description=f"Draw or upload a digit; the CNN {predictor.name!r}, trained with cnnlab, "
         "predicts it.",
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN: blank offline
+        redoc_url=None,
     )
     limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
     app.state.predictor = predictor
     app.state.limits = limits
+    app.state.server_options = options
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -250,9 +211,10 @@ def create_app(source: Predictor | str | Path, limits: ImageLimits | None = None
 
     # The byte cap covers a multipart form's framing around a file of max_bytes.
     app.add_middleware(
-        BodyLimit,
+        harden,
         max_bytes=limits.max_bytes + MULTIPART_SLACK,
         detail=f"request body too large: images may be up to {limits.max_bytes:,} bytes",
+        options=options,
     )
     return app
 
@@ -356,45 +318,34 @@ def _grid(name: str, maps: np.ndarray, activation: str) -> FeatureMapGrid:
     )
 
 
-@contextmanager
-def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn from a thread (tests, benchmarks); yields its base URL.
-
-    ``port=0`` lets the system pick a free port, so parallel runs never collide.
-    """
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="cnnlab-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30.0
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise CnnlabError(f"the web server did not start on {host}:{port}")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30.0)
-
-
 def serve(
     source: Predictor | str | Path,
     host: str = "127.0.0.1",
     port: int = 8000,
     limits: ImageLimits | None = None,
+    options: ServerOptions | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the app with uvicorn until interrupted.
+    """Run the app with uvicorn until interrupted; ``on_ready(url)`` once it listens.
 
+    The port is bound before uvicorn starts: a busy port or a bad host is a CnnlabError.
     Torch runs one thread per request: a 28x28 image is far too small to gain from
     splitting one convolution over cores, and concurrent requests already use them all
     (one noisy benchmarks/load_serve.py run each, 16 clients on 2 shared cores: the
     server's p50 time per request was 18 ms with torch's default 2 threads, 9 ms with 1).
     """
     import torch
-    import uvicorn
 
-    torch.set_num_threads(1)
-    uvicorn.run(create_app(source, limits), host=host, port=port, log_level="info")
+    options = replace(options or ServerOptions(), bound_host=host)
+    raise_fd_limit()
+    socks = bind(host, port)
+    try:
+        app = create_app(source, limits, options)
+        torch.set_num_threads(1)
+        bound = socks[0].getsockname()[1]
+        if on_ready is not None:
+            on_ready(f"http://{host}:{bound}/" if ":" not in host else f"http://[{host}]:{bound}/")
+        run(app, socks)
+    finally:
+        for sock in socks:
+            sock.close()

@@ -40,7 +40,10 @@ function ensureMap(layer) {
     const cap = document.createElement("figcaption");
     cap.id = `cap-${layer}`;
     cap.textContent = `${layer} feature maps`;
-    fig.append(img, cap);
+    const wrap = document.createElement("div"); // detail.js marks the clicked unit in it
+    wrap.className = "map-wrap";
+    wrap.append(img);
+    fig.append(wrap, cap);
     mapsEl.appendChild(fig);
     m = { img, cap };
     maps.set(layer, m);
@@ -85,6 +88,7 @@ function resetResult(message) {
   inputImg.removeAttribute("src");
   for (const m of maps.values()) m.img.removeAttribute("src");
   setStatus(message, false);
+  document.dispatchEvent(new CustomEvent("cnnlab:cleared"));
 }
 
 function setStatus(text, isError) {
@@ -199,10 +203,10 @@ async function send(body, type) {
     setStatus(data.detail || `error ${reply.status}`, true);
     return;
   }
-  show(data);
+  show(data, body instanceof FormData ? body.get("file") : body);
 }
 
-function show(r) {
+function show(r, image) {
   digitEl.textContent = String(r.digit);
   confidenceEl.textContent = `${(100 * r.probabilities[r.digit]).toFixed(1)}%`;
   ensureBars(r.probabilities.length);
@@ -224,6 +228,8 @@ function show(r) {
       `(${activationText(m.activation)})`;
   }
   setStatus(`${r.inverted ? "inverted, " : ""}predicted in ${r.milliseconds.toFixed(1)} ms`, false);
+  // detail.js: the answer and the image it is for (the detail view asks about that image)
+  document.dispatchEvent(new CustomEvent("cnnlab:prediction", { detail: { answer: r, image } }));
 }
 
 Promise.all(["api/model", "api/health"].map((u) => fetch(u).then((r) => r.json())))
