@@ -240,7 +240,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     result = run_all(args)
-    md = table(result)
+    import bench_fcn1d  # the 1-D row: fcn1d on JapaneseVowels against Keras (its own script)
+
+    result["fcn1d"] = bench_fcn1d.run(max(args.epochs, 5), HERE / ".work" / "fcn1d")
+    md = table(result) + "\n\n" + bench_fcn1d.markdown(result["fcn1d"])
     m = result["machine"]
     header = (
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; torch {m['torch']}; "

@@ -164,7 +164,7 @@ def test_cli_explain(
     _one_error_line(capsys, "no best.pt")
     series = write_untrained_run(tmp_path / "series", SERIES, "series")
     assert main(["explain", str(series), "--index", "0"]) == 2
-    _one_error_line(capsys, "explain draws 2-D feature maps; series takes 20x3")
+    _one_error_line(capsys, "series takes 20x3 series, got 28x28x1")
     colour = write_untrained_run(tmp_path / "colour", COLOUR, "colour")
     assert main(["explain", str(colour), "--image", str(path)]) == 2
     _one_error_line(capsys, "--image needs a network with 28x28x1 input; colour takes 16x16x3")

@@ -69,6 +69,21 @@ def model_description(args: argparse.Namespace) -> Any:
     return resolve(model_spec(args))
 
 
+def data_description(spec: str, dataset: Any) -> Any:
+    """The network ``spec`` for ``dataset``: a template (``fcn1d``, ``moving3d``, ...) built
+    for its input shape and classes, any other network as :func:`~cnnlab.models.resolve`."""
+    from cnnlab.models.registry import resolve_for
+
+    return resolve_for(spec, dataset.input_shape, len(dataset.classes))
+
+
+def is_template(spec: str) -> bool:
+    """Whether ``spec`` names a registry template, which needs the data to be built."""
+    from cnnlab.models.registry import TEMPLATES
+
+    return spec in TEMPLATES
+
+
 def make_config(cls: Any, **kwargs: Any) -> Any:
     """A config dataclass from flags; its ValueError becomes one line."""
     try:
@@ -205,14 +220,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.train.loop import fit
     from cnnlab.train.records import read_run_config
 
+    dataset = None
     if args.resume is not None:
         out = args.resume
         if not out.is_dir():
             raise CnnlabError(f"run folder {out} not found")
         config, description = read_run_config(out)
     else:
-        description = model_description(args)
         spec = check_spec(args.data)
+        if is_template(model_spec(args)):  # built for the data: Input(*shape) ... Dense(K)
+            dataset = load_dataset(spec, args.data_dir, args.seed, TrainConfig().val_fraction)
+            description = data_description(model_spec(args), dataset)
+        else:
+            description = model_description(args)
         given = {"epochs": args.epochs, "batch_size": args.batch_size, "patience": args.patience}
         config = make_config(
             TrainConfig,
@@ -231,7 +251,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = runs.prepare_out_dir(args.out)
         else:
             out = runs.new_run_dir(Path("runs"), description.name)
-    dataset = load_dataset(config.data, args.data_dir, config.seed, config.val_fraction)
+    if dataset is None or dataset.spec != config.data:
+        dataset = load_dataset(config.data, args.data_dir, config.seed, config.val_fraction)
     main_process = distributed.launch_rank() == 0
     if main_process:
         print(f"training {description.name} on {dataset.description} into {out}")
@@ -272,11 +293,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = runs.prepare_out_dir(args.out) if args.out else runs.new_run_dir(Path("runs"), "compare")
     run_dirs = list(args.run_dirs)
     if not run_dirs:
-        descriptions = [resolve(m) for m in args.models]
+        fixed = [resolve(m) for m in args.models if not is_template(m)]  # fail before the data
+        dataset = load_dataset(check_spec(args.data), args.data_dir, args.seed)
+        built = iter(fixed)
+        descriptions = [
+            data_description(m, dataset) if is_template(m) else next(built) for m in args.models
+        ]
         names = [d.name for d in descriptions]
         if len(set(names)) != len(names):
             raise CnnlabError(f"--models names a network twice ({', '.join(names)})")
-        dataset = load_dataset(check_spec(args.data), args.data_dir, args.seed)
         splits = dataset.splits
         for spec, desc in zip(args.models, descriptions, strict=True):
             config = make_config(

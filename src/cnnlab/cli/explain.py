@@ -11,10 +11,13 @@ from typing import Any
 from cnnlab import data, fileio
 from cnnlab.cli.core import (
     add_data_arg,
+    add_dataset_arg,
     add_model_args,
     model_description,
     non_negative_int,
     positive_int,
+    run_config_or_default,
+    run_dataset,
 )
 from cnnlab.errors import CnnlabError
 
@@ -50,6 +53,7 @@ def register(sub: Any) -> None:
     which.add_argument("--index", type=non_negative_int, help="a test-set image index")
     which.add_argument("--image", type=Path, help="an image file (a digit, any size)")
     p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/explain/<image>/")
+    add_dataset_arg(p, default=None)
     add_data_arg(p)
     p.set_defaults(func=cmd_explain)
 
@@ -106,6 +110,7 @@ def register(sub: Any) -> None:
     p.add_argument("--figures", type=Path, default=None, help="also copy main figures here")
     p.add_argument("--no-verify", action="store_true", help="skip the NumPy engine check")
     _shift_args(p)
+    add_dataset_arg(p, default=None)
     add_data_arg(p)
     p.set_defaults(func=cmd_report)
 
@@ -139,12 +144,44 @@ def _shift_config(args: argparse.Namespace) -> Any:
     return ShiftConfig(args.max_shift, args.shift_images, args.invariance_images)
 
 
+def _explain_test_input(args: argparse.Namespace, desc: Any, model: Any) -> int:
+    """explain for a 1-D (time series) or 3-D (clip) network: a test input of its dataset."""
+    from cnnlab.data.datasets import load_dataset, scored_inputs
+
+    if args.image is not None:
+        rank = f"{desc.rank}-D"
+        raise CnnlabError(f"--image is for image networks; {desc.name} is {rank}: give --index")
+    spec = args.data or run_dataset(args.run_dir)
+    config = run_config_or_default(args.run_dir)
+    dataset = load_dataset(spec, args.data_dir, config.seed, config.val_fraction)
+    x, y = scored_inputs(dataset)
+    if args.index >= len(x):
+        raise CnnlabError(f"--index must be below {len(x)}, got {args.index}")
+    label = dataset.classes[int(y[args.index])]
+    what = "series" if desc.rank == 1 else "clip"
+    source = f"test {what} #{args.index} (label {label})"
+    out = args.out if args.out is not None else args.run_dir / "explain" / f"test-{args.index}"
+    if desc.rank == 1:
+        from cnnlab.analysis.explain_series import explain_series
+
+        paths = explain_series(model, x[args.index], out, source, dataset.classes)
+    else:
+        from cnnlab.analysis.explain_video import explain_clip
+
+        paths = explain_clip(model, x[args.index], out, source, dataset.classes)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from cnnlab.analysis.explain import check_images, explain_image, load_image_file
     from cnnlab.analysis.numpy_check import from_run
 
     desc = _run_description(args.run_dir)
     model = from_run(args.run_dir)
+    if desc.rank in (1, 3):  # time series and clips: dispatched by the network's rank
+        return _explain_test_input(args, desc, model)
     check_images(model)
     if args.image is not None:
         _needs_mnist(desc, "--image")
@@ -242,6 +279,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.report.report import ReportConfig, build_report
 
     for run_dir in args.run_dirs:
+        spec = args.data or run_dataset(run_dir)
+        if spec != "mnist":  # the report's shift and baseline sections are MNIST's
+            raise CnnlabError(
+                f"report covers MNIST runs; {run_dir} is on {spec}: use cnnlab explain and "
+                "cnnlab evaluate for it"
+            )
         _needs_mnist(_run_description(run_dir), "report")
     if args.out is not None:
         out = args.out
