@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "cnnlab.cli.core",
     "cnnlab.cli.interop",
     "cnnlab.cli.predict",
+    "cnnlab.cli.mechanism",
     "cnnlab.cli.explain",
     "cnnlab.cli.perf",
     "cnnlab.figures.command",

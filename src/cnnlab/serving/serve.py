@@ -1,10 +1,12 @@
 """A small web application: draw a digit, see what the network sees and predicts.
 
-``create_app(run_dir_or_predictor, limits, options)`` builds a FastAPI app with one page
-(``/``), a JSON API (``POST /api/predict``, ``GET /api/model``, ``GET /api/health``) and
-its OpenAPI schema (``/openapi.json``; no ``/docs``, whose pages load from a CDN). The
-page needs a network with 28x28x1 inputs (drawn digits) and shows the maps of whatever
-conv layers ``/api/model`` lists.
+``create_app(run_dir_or_predictor, limits, options)`` builds a FastAPI app with the digit
+page (``/``), a JSON API (``POST /api/predict``, ``GET /api/model``, ``GET /api/health``,
+``POST /api/detail`` for one feature-map unit: :mod:`cnnlab.serving.detail`), the
+mechanism page (``/mechanism``, ``GET|POST /api/mechanism``: :mod:`cnnlab.serving.mechanism`)
+and its OpenAPI schema (``/openapi.json``; no ``/docs``, whose pages load from a CDN). The
+digit page needs a network with 28x28x1 inputs (drawn digits) and shows the maps of
+whatever conv layers ``/api/model`` lists.
 
 Clients are untrusted (:mod:`cnnlab.serving.guards`): every response carries security
 headers, a foreign Host or Origin is refused, a body is read within a byte limit, a
@@ -38,6 +40,7 @@ from starlette.datastructures import UploadFile
 from cnnlab import __version__
 from cnnlab.data.preprocess import ImageLimits, ImageRejected, to_png
 from cnnlab.errors import CnnlabError
+from cnnlab.serving import detail, mechanism
 from cnnlab.serving.guards import BodyLimit, ServerOptions, harden
 from cnnlab.serving.predict import Prediction, Predictor
 from cnnlab.serving.server import background_server, bind, raise_fd_limit, run
@@ -208,6 +211,9 @@ def create_app(
             raise HTTPException(exc.status, str(exc)) from None
         except CnnlabError as exc:
             raise HTTPException(422, str(exc)) from None
+
+    app.include_router(detail.make_router(predictor, limits))  # click a feature-map pixel
+    app.include_router(mechanism.router)  # /mechanism: how a convolution slides
 
     # The byte cap covers a multipart form's framing around a file of max_bytes.
     app.add_middleware(
