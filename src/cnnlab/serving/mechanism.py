@@ -174,7 +174,7 @@ def conv_formula(axis: str, n: int, k: int, s: int, d: int, padding: str) -> Axi
             f"max({size - 1}·{s} + {eff} − {n}, 0) = {total}: {before} before, {after} after"
             + (" (the odd zero goes after)" if total % 2 else "")
         )
-        general = "⌈n / s⌉, the padding chosen so that the floor formula gives it"
+        general = "⌈n / s⌉"
         evaluated = f"⌈{n} / {s}⌉ = {-(-n // s)}; with the padding, {evaluated}"
     return AxisFormula(
         axis=axis, n=n, k=k, stride=s, dilation=d, pad_before=before, pad_after=after,
