@@ -216,43 +216,60 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a new run, or resume one. The run folder is locked while this runs
+    (:func:`cnnlab.train.runs.claim`); a new folder that fails before its first checkpoint
+    is removed again."""
     from cnnlab.train.config import TrainConfig
-    from cnnlab.train.loop import fit
-    from cnnlab.train.records import read_run_config
 
     dataset = None
+    main_process = distributed.launch_rank() == 0
     if args.resume is not None:
-        out = args.resume
-        if not out.is_dir():
-            raise CnnlabError(f"run folder {out} not found")
-        config, description = read_run_config(out)
+        if distributed.launched() and not main_process:
+            return _train(args, args.resume, None)
+        with runs.claim(args.resume, resume=True) as out:
+            return _train(args, out, None)
+    spec = check_spec(args.data)
+    if args.out is not None:
+        runs.check_out_dir(args.out)  # before the data load: a taken folder fails at once
+    if is_template(model_spec(args)):  # built for the data: Input(*shape) ... Dense(K)
+        dataset = load_dataset(spec, args.data_dir, args.seed, TrainConfig().val_fraction)
+        description = data_description(model_spec(args), dataset)
     else:
-        spec = check_spec(args.data)
-        if is_template(model_spec(args)):  # built for the data: Input(*shape) ... Dense(K)
-            dataset = load_dataset(spec, args.data_dir, args.seed, TrainConfig().val_fraction)
-            description = data_description(model_spec(args), dataset)
-        else:
-            description = model_description(args)
-        given = {"epochs": args.epochs, "batch_size": args.batch_size, "patience": args.patience}
-        config = make_config(
-            TrainConfig,
-            model=model_spec(args),
-            data=spec,
-            seed=args.seed,
-            device=args.device,
-            **settings(spec, **given),
-        )
-        if distributed.launched():
-            # Every process must name the same folder; rank 0 alone checks and creates it.
-            if args.out is None:
-                raise CnnlabError("under torchrun, give --out: every process writes one run")
-            out = runs.prepare_out_dir(args.out) if distributed.launch_rank() == 0 else args.out
-        elif args.out:
-            out = runs.prepare_out_dir(args.out)
-        else:
-            out = runs.new_run_dir(Path("runs"), description.name)
-    if dataset is None or dataset.spec != config.data:
+        description = model_description(args)
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "patience": args.patience}
+    config = make_config(
+        TrainConfig,
+        model=model_spec(args),
+        data=spec,
+        seed=args.seed,
+        device=args.device,
+        **settings(spec, **given),
+    )
+    if dataset is None:
         dataset = load_dataset(config.data, args.data_dir, config.seed, config.val_fraction)
+    if distributed.launched():
+        # Every process must name the same folder; rank 0 alone checks, creates and locks it.
+        if args.out is None:
+            raise CnnlabError("under torchrun, give --out: every process writes one run")
+        if not main_process:
+            return _train(args, args.out, (config, description, dataset))
+    with runs.claim(args.out, stem=description.name) as out:
+        return _train(args, out, (config, description, dataset))
+
+
+def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None) -> int:
+    """Train into the claimed folder ``out``: a new run (``new``), or resume the one there."""
+    from cnnlab.train.loop import fit
+    from cnnlab.train.records import load_model, read_last, read_run_config
+
+    if new is None:
+        config, description = read_run_config(out)
+        if (out / "best.pt").exists():
+            load_model(out, "best")  # read at the end: a damaged one fails now, not then
+        read_last(out)  # the whole training state, checked before the data is loaded
+        dataset = load_dataset(config.data, args.data_dir, config.seed, config.val_fraction)
+    else:
+        config, description, dataset = new
     main_process = distributed.launch_rank() == 0
     if main_process:
         print(f"training {description.name} on {dataset.description} into {out}")
@@ -261,7 +278,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset.splits,
         out,
         description=description,
-        resume=args.resume is not None,
+        resume=new is None,
         progress=not args.quiet,
     )
     if main_process:
@@ -271,10 +288,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.analysis.evaluation import evaluate_run
+    from cnnlab.train.schemas import METRICS, read_metrics
 
     if not (args.run_dir / "best.pt").is_file():
         raise CnnlabError(f"{args.run_dir} has no best.pt: is it a cnnlab run folder?")
     checkpoint.load_model(args.run_dir, "best")  # a damaged file fails before the data load
+    if (args.run_dir / METRICS).exists():
+        read_metrics(args.run_dir)  # updated afterwards: a damaged one fails now
     spec = args.data or run_dataset(args.run_dir)
     config = run_config_or_default(args.run_dir)
     dataset = load_dataset(spec, args.data_dir, config.seed, config.val_fraction)
@@ -284,14 +304,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_finished_run(run_dir: Path) -> None:
+    """A run's records (config.json, model.json, metrics.json with test metrics), checked."""
+    from cnnlab.train.schemas import METRICS, read_metrics, read_run
+
+    read_run(run_dir)
+    if (run_dir / METRICS).exists():
+        found = read_metrics(run_dir)
+        missing = [k for k in ("test_accuracy", "test_loss") if k not in found]
+        if missing:
+            raise CnnlabError(
+                f"{run_dir / METRICS} lacks the field {missing[0]!r}: no test metrics yet; "
+                f"run cnnlab evaluate {run_dir}"
+            )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from cnnlab.models import resolve
-    from cnnlab.report.compare import compare
+    from cnnlab.report.compare import compare, run_summary
     from cnnlab.train.config import TrainConfig
     from cnnlab.train.loop import fit
 
-    out = runs.prepare_out_dir(args.out) if args.out else runs.new_run_dir(Path("runs"), "compare")
     run_dirs = list(args.run_dirs)
+    for run_dir in run_dirs:
+        _check_finished_run(run_dir)
+        run_summary(run_dir)  # every run checked before anything is written
+    out = runs.prepare_out_dir(args.out) if args.out else runs.new_run_dir(Path("runs"), "compare")
     if not run_dirs:
         fixed = [resolve(m) for m in args.models if not is_template(m)]  # fail before the data
         dataset = load_dataset(check_spec(args.data), args.data_dir, args.seed)

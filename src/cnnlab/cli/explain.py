@@ -121,12 +121,11 @@ def _check_run(run_dir: Path) -> None:
 
 
 def _run_description(run_dir: Path) -> Any:
-    """The description a run was trained with (read from its best.pt), checked first."""
+    """The description a run was trained with (its best.pt), the run folder checked first."""
     from cnnlab.train import checkpoint
 
     _check_run(run_dir)
-    path = Path(run_dir) / "best.pt"
-    return checkpoint.checkpoint_description(checkpoint.load_checkpoint(path), path)
+    return checkpoint.load_model(run_dir, "best")[0].description
 
 
 def _needs_mnist(desc: Any, what: str) -> None:
@@ -277,7 +276,10 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.report.report import ReportConfig, build_report
+    from cnnlab.train.schemas import METRICS, read_metrics
 
+    if args.figures is not None and args.figures.exists() and not args.figures.is_dir():
+        raise CnnlabError(f"--figures {args.figures} is a file; give a folder for the figures")
     for run_dir in args.run_dirs:
         spec = args.data or run_dataset(run_dir)
         if spec != "mnist":  # the report's shift and baseline sections are MNIST's
@@ -286,6 +288,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                 "cnnlab evaluate for it"
             )
         _needs_mnist(_run_description(run_dir), "report")
+        if (run_dir / METRICS).exists():
+            read_metrics(run_dir)  # read at the end: a damaged one fails now
     if args.out is not None:
         out = args.out
     elif len(args.run_dirs) == 1:

@@ -43,6 +43,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import Network
 from cnnlab.plots import plot_compare, plot_confusion
 from cnnlab.train import checkpoint
+from cnnlab.train.schemas import read_metrics, read_run
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,9 @@ SUMMARY_COLUMNS += ("best epoch", "train s", "test accuracy", "test loss")
 
 def _summary(run_dir: Path, name: str, cm: np.ndarray) -> dict[str, Any]:
     """One row of the summary table; tolerant of runs imported from Keras (no history).
-
     The network's name is metrics.json's "model" (else its older "case", else the
-    checkpoint's). The test accuracy is the confusion matrix's, so every number agrees.
-    """
-    path = run_dir / "metrics.json"
-    m: dict[str, Any] = fileio.read_json(path) if path.is_file() else {}
-    m = m if isinstance(m, dict) else {}
+    checkpoint's). The test accuracy is the confusion matrix's, so every number agrees."""
+    m: dict[str, Any] = read_metrics(run_dir) if (run_dir / "metrics.json").exists() else {}
     imported = m.get("imported_from")
     named = next((m[k] for k in ("model", "case") if isinstance(m.get(k), str)), name)
     return {
@@ -119,10 +116,12 @@ def _confusion(run_dir: Path, model: Network, name: str, mnist: MNIST) -> tuple[
     """Confusion matrix of the best model on the test set, and its PNG; cached in the run."""
     png, cache = run_dir / "confusion.png", run_dir / "confusion.json"
     k = max(10, model.description.output_shape[0])  # a network may have more outputs
-    if png.is_file() and cache.is_file():
-        cm = np.asarray(fileio.read_json(cache), dtype=np.int64)
-        if cm.shape == (k, k) and cm.sum() == len(mnist.y_test):
-            return png, cm
+    try:  # a cache: one that is missing, unreadable or of other data is recomputed
+        cm = np.asarray(fileio.read_json(cache), dtype=np.int64) if png.is_file() else None
+    except (CnnlabError, ValueError, TypeError, OverflowError):
+        cm = None
+    if cm is not None and cm.shape == (k, k) and cm.sum() == len(mnist.y_test):
+        return png, cm
     pred = torch_predictor(model)(scale(mnist.x_test))
     cm = confusion_matrix(mnist.y_test.astype(np.int64), pred, k)
     acc = float(np.trace(cm) / cm.sum())
@@ -235,10 +234,8 @@ def _check_md(check: dict[str, Any] | None) -> str:
 
 
 def _split_seed(run_dir: Path) -> int | None:
-    path = run_dir / "config.json"
-    config = fileio.read_json(path).get("config", {}) if path.is_file() else {}
-    seed = config.get("seed") if isinstance(config, dict) else None
-    return seed if isinstance(seed, int) else None
+    config, _ = read_run(run_dir)
+    return config.seed if config is not None else None
 
 
 def _baseline_md(config: ReportConfig, parts: list[RunPart]) -> str:
@@ -330,7 +327,10 @@ def _run_html(p: RunPart) -> list[str]:
 
 
 def _export_figures(parts: list[RunPart], extra: dict[str, Path], dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, say
+        raise CnnlabError(f"cannot create the figures folder {dest}: {exc.strerror}") from exc
     names = [p.summary["model"] for p in parts]
     for p in parts:
         prefix = p.summary["model"] if names.count(p.summary["model"]) == 1 else p.run_dir.name

@@ -31,6 +31,7 @@ from cnnlab.models import (
     build_module,
     get,
 )
+from cnnlab.train import schemas
 
 FORMAT = "cnnlab-checkpoint-2"
 OLD_FORMAT = "cnnlab-checkpoint-1"
@@ -130,13 +131,24 @@ def network_from(ckpt: dict[str, Any], path: Path) -> Network:
 
 
 def load_model(run_dir: Path, which: str = "best") -> tuple[Network, dict[str, Any]]:
-    """The network of a run folder's ``{which}.pt`` in eval mode, with its checkpoint dict."""
+    """The network of a run folder's ``{which}.pt`` in eval mode, with its checkpoint dict.
+
+    The folder's records are checked first (config.json, model.json:
+    :func:`cnnlab.train.schemas.read_run`), and the checkpoint must hold the network they
+    describe: a folder mixing two runs is refused, not silently used.
+    """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CnnlabError(f"run folder {run_dir} not found")
+    config, described = schemas.read_run(run_dir)
     path = run_dir / f"{which}.pt"
     ckpt = load_checkpoint(path)
-    return network_from(ckpt, path), ckpt
+    model = network_from(ckpt, path)
+    if described is not None and model.description != described:
+        source = schemas.CONFIG if config is not None else schemas.MODEL
+        raise CnnlabError(
+            f"{path} holds another network ({model.description.name!r}) than the one "
+            f"{run_dir / source} describes ({described.name!r}): a folder mixing two runs?"
+        )
+    return model, ckpt
 
 
 def run_name(ckpt: dict[str, Any]) -> str:

@@ -1,13 +1,12 @@
 """What a training run writes and reads back: config.json, model.json, checkpoints, metrics.
 
-Every file a command reads from a run folder is checked against its schema here, so a
-damaged or hand-edited folder gets one line naming the file and the field, never a
-traceback.
+Every file a command reads from a run folder is checked against its schema
+(:mod:`cnnlab.train.schemas`, :mod:`cnnlab.train.checkpoint`), so a damaged or hand-edited
+folder gets one line naming the file and the field, never a traceback.
 """
 
 from __future__ import annotations
 
-import math
 import platform
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,13 +23,20 @@ from cnnlab.engine import native
 from cnnlab.engine.fastcase1 import matches_kernel
 from cnnlab.engine.fastpath import EpochSums
 from cnnlab.errors import CnnlabError
-from cnnlab.models import DescriptionError, ModelDescription, Network
+from cnnlab.models import ModelDescription, Network
 from cnnlab.train import distributed, runs
 from cnnlab.train.checkpoint import load_checkpoint, load_model, make_checkpoint, run_name
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.schemas import (
+    CONFIG,
+    METRICS,
+    MODEL,
+    check_training_state,
+    read_metrics,
+    read_run_config,
+    saved_description,
+)
 from cnnlab.train.stopping import EarlyStopping, TrainState
-
-CONFIG, MODEL, METRICS = "config.json", "model.json", "metrics.json"
 
 
 def write_run_config(
@@ -60,44 +66,6 @@ def write_run_config(
     fileio.write_json(out_dir / MODEL, description.to_dict())
     run = {"config": asdict(config), "model": description.to_dict(), "resolved": resolved}
     fileio.write_json(out_dir / CONFIG, run)
-
-
-def read_run_config(run_dir: Path) -> tuple[TrainConfig, ModelDescription]:
-    """A run folder's config and description, validated; CnnlabError naming the field."""
-    path = Path(run_dir) / CONFIG
-    data = fileio.read_json(path)
-    if not isinstance(data, dict):
-        raise CnnlabError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    if "config" not in data:
-        raise CnnlabError(f"{path} lacks the field 'config'")
-    try:
-        config = TrainConfig.from_dict(data["config"])
-    except (TypeError, ValueError) as exc:
-        raise CnnlabError(f"{path}: field 'config': {exc}") from None
-    return config, saved_description(run_dir, data)
-
-
-def saved_description(run_dir: Path, data: dict[str, Any] | None = None) -> ModelDescription:
-    """The description a run was trained with (config.json's ``model``, or the registry
-    name of a run made before descriptions were stored)."""
-    path = Path(run_dir) / CONFIG
-    if data is None:
-        data = fileio.read_json(path)
-        if not isinstance(data, dict):
-            raise CnnlabError(f"{path} must hold a JSON object")
-    raw = data.get("model")
-    if raw is None:
-        from cnnlab.models import resolve
-
-        cfg = data.get("config")
-        name = cfg.get("case", cfg.get("model")) if isinstance(cfg, dict) else None
-        if not isinstance(name, str):
-            raise CnnlabError(f"{path} lacks the field 'model'")
-        return resolve(name)
-    try:
-        return ModelDescription.from_dict(raw)
-    except DescriptionError as exc:
-        raise CnnlabError(f"{path}: field 'model': {exc}") from None
 
 
 def save_best(out_dir: Path, description: ModelDescription, model: nn.Module, epoch: int) -> None:
@@ -130,25 +98,40 @@ def save_last(
 def restore(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator
 ) -> TrainState:
-    """Load ``last.pt`` into the model, optimiser and generator; the run's state."""
-    ckpt = load_checkpoint(path)
+    """Load ``last.pt`` (checked whole first: :func:`read_last`) into the model, the
+    optimiser and the generator; the run's state."""
+    _, ckpt = read_last(Path(path).parent)
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         runs.set_rng_state(shuffle, ckpt["rng"])
-        return TrainState(
-            epoch=ckpt["epoch"],
-            stopping=EarlyStopping(**ckpt["stopping"]),
-            best_val_loss=float(ckpt["best_val_loss"]),
-            best_epoch=int(ckpt["best_epoch"]),
-            train_seconds=float(ckpt["train_seconds"]),
-            finished=bool(ckpt["finished"]),
-            history=list(ckpt["history"]),
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CnnlabError(f"{path} does not hold this run's training state ({why})") from None
+    return TrainState(
+        epoch=ckpt["epoch"],
+        stopping=EarlyStopping(**ckpt["stopping"]),
+        best_val_loss=float(ckpt["best_val_loss"]),
+        best_epoch=int(ckpt["best_epoch"]),
+        train_seconds=float(ckpt["train_seconds"]),
+        finished=bool(ckpt["finished"]),
+        history=list(ckpt["history"]),
+    )
+
+
+def read_last(run_dir: Path) -> tuple[Network, dict[str, Any]]:
+    """``last.pt`` checked whole: envelope, weights, the run's network, training state."""
+    run_dir = Path(run_dir)
+    path = run_dir / "last.pt"
+    if not path.exists():
+        raise CnnlabError(
+            f"{path} not found: the run stopped before its first epoch ended, so there is "
+            f"nothing to resume; start it afresh with cnnlab train --out {run_dir} (which "
+            "reuses such a folder)"
         )
-    except KeyError as exc:
-        raise CnnlabError(f"{path} lacks the field {exc.args[0]!r}: cannot resume") from None
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise CnnlabError(f"{path} does not hold this run's training state ({exc})") from None
+    model, ckpt = load_model(run_dir, "last")
+    check_training_state(ckpt, path, model)
+    return model, ckpt
 
 
 def load_best(out_dir: Path) -> tuple[Network, dict[str, Any]]:
@@ -184,28 +167,6 @@ def write_metrics(
     return metrics
 
 
-def read_metrics(run_dir: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """metrics.json, checked: an object whose numbers are numbers; ``required`` present."""
-    path = Path(run_dir) / METRICS
-    data = fileio.read_json(path)
-    if not isinstance(data, dict):
-        raise CnnlabError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    for key in required:
-        if key not in data:
-            raise CnnlabError(f"{path} lacks the field {key!r}")
-    for key in ("test_accuracy", "test_loss", "params", "best_epoch", "epochs_run"):
-        if key in data:
-            value = data[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise CnnlabError(f"{path}: field {key!r} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise CnnlabError(f"{path}: field {key!r} must be finite, got {value!r}")
-    for key in ("model", "case"):
-        if key in data and not isinstance(data[key], str):
-            raise CnnlabError(f"{path}: field {key!r} must be a string")
-    return data
-
-
 def progress_callback(bar: tqdm) -> Callable[[int, EpochSums], None]:
     """A progress-bar callback that reads the running sums (a host sync) only now and then."""
     seen = steps = 0
@@ -223,4 +184,11 @@ def progress_callback(bar: tqdm) -> Callable[[int, EpochSums], None]:
     return update
 
 
-__all__ = ["load_checkpoint", "load_model", "read_metrics", "read_run_config", "run_name"]
+__all__ = [
+    "load_checkpoint",
+    "load_model",
+    "read_metrics",
+    "read_run_config",
+    "run_name",
+    "saved_description",
+]

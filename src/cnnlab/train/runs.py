@@ -4,16 +4,23 @@ A run folder holds ``config.json`` (the resolved config), ``model.json`` (the ne
 description), ``history.csv`` (one row per epoch), ``best.pt`` and ``last.pt``
 (:mod:`cnnlab.train.checkpoint`), ``metrics.json`` and the plots. Every file is written
 atomically (:mod:`cnnlab.fileio`): a crash never leaves a half-written file where a good
-one was.
+one was, and the temporaries a kill leaves are removed when the folder is next trained in.
+
+``cnnlab train`` holds an exclusive lock (``flock`` on ``.lock``) on its run folder while it
+runs (:func:`claim`), so a second ``train --out``/``--resume`` on it gets one line. A folder
+that a run killed during its first epoch left (``config.json``, no checkpoint) is reused by
+``train --out``; ``--resume`` on it says so.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +30,17 @@ from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+# Files that mean a folder holds a run (not merely one that was killed before any epoch)
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json")
+LOCK = ".lock"  # flock'ed by the command training into the folder; never removed while used
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    fileio.atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` atomically. Serialised in memory first: a full disk then fails as an
+    OSError of the write (one line naming ``path``), not inside torch's zip writer."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    fileio.write_bytes(path, buf.getvalue())
 
 
 def write_history(path: Path, rows: Iterable[dict[str, float]]) -> None:
@@ -52,12 +66,18 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 def new_run_dir(root: Path, stem: str) -> Path:
     """A fresh, empty folder ``root/stem-YYYYmmdd-HHMMSS[-k]``; never an existing one."""
+    return _new_run_dir(root, stem)[0]
+
+
+def _new_run_dir(root: Path, stem: str) -> tuple[Path, list[Path]]:
+    """:func:`new_run_dir` and the folders this call created (``root`` too, if new)."""
     base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    created = _make_dirs(Path(root))
     for k in range(1000):
         path = Path(root) / (base if k == 0 else f"{base}-{k}")
         try:
-            path.mkdir(parents=True, exist_ok=False)
-            return path
+            path.mkdir(exist_ok=False)
+            return path, [*created, path]
         except FileExistsError:
             continue
         except OSError as exc:
@@ -65,22 +85,119 @@ def new_run_dir(root: Path, stem: str) -> Path:
     raise CnnlabError(f"cannot find a free run folder name under {root}")
 
 
-def prepare_out_dir(path: Path) -> Path:
-    """Create ``path`` for a new run; refuse one that already holds a run's files."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CnnlabError(f"output path {path} exists and is not a folder")
-    if (path / "config.json").exists() or (path / "last.pt").exists():
-        raise CnnlabError(
-            f"{path} already holds a run; choose another --out, or continue it with --resume {path}"
-        )
+def _make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; the folders it created, outermost first."""
+    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CnnlabError(f"cannot create output folder {path}: {exc.strerror or exc}") from exc
+    return missing
+
+
+def check_out_dir(path: Path, log: Callable[[str], None] | None = None) -> None:
+    """Refuse ``path`` as a new run's folder if it holds a run (a checkpoint, a history or
+    metrics). A folder with only ``config.json``/``model.json`` (a run killed during its
+    first epoch, before any checkpoint) is reused: ``log`` says so."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CnnlabError(f"output path {path} exists and is not a folder")
+    held = [name for name in RUN_FILES if (path / name).exists()]
+    if held:
+        hint = f", or continue it with --resume {path}" if (path / "last.pt").exists() else ""
+        raise CnnlabError(f"{path} already holds a run ({held[0]}); choose another --out{hint}")
+    started = [name for name in ("config.json", "model.json") if (path / name).exists()]
+    if started and log is not None:
+        log(f"reusing {path}: it holds no checkpoint yet (a run stopped in its first epoch)")
+
+
+def prepare_out_dir(path: Path) -> Path:
+    """Create ``path`` for a new run; refuse one that already holds a run's files."""
+    path = Path(path)
+    check_out_dir(path)
+    _make_dirs(path)
     if not os.access(path, os.W_OK):
         raise CnnlabError(f"output folder {path} is not writable")
     return path
+
+
+@contextmanager
+def claim(
+    path: Path | None,
+    *,
+    resume: bool = False,
+    stem: str = "run",
+    log: Callable[[str], None] = print,
+) -> Iterator[Path]:
+    """The run folder of one ``train`` command, locked for as long as the command runs.
+
+    A new run (``resume=False``) goes into ``path`` (created, or reused if it holds no
+    checkpoint yet: :func:`check_out_dir`) or into a new folder under ``runs/`` when
+    ``path`` is None. If the command fails before any checkpoint exists, the folders it
+    created are removed again, with what it wrote into them. Stale temporaries that a
+    killed run left are removed first. A second command on a locked folder gets one line.
+    """
+    created: list[Path] = []
+    if resume:
+        if path is None or not Path(path).is_dir():
+            raise CnnlabError(f"run folder {path} not found")
+    elif path is None:
+        path, created = _new_run_dir(Path("runs"), stem)
+    else:
+        check_out_dir(path)
+        created = _make_dirs(Path(path))
+    path = Path(path)
+    with _locked(path):
+        try:
+            if not resume:
+                check_out_dir(path, log)  # again: another command may have started it
+                if not os.access(path, os.W_OK):
+                    raise CnnlabError(f"output folder {path} is not writable")
+            stale = fileio.stale_temporaries(path)
+            for tmp in stale:
+                tmp.unlink(missing_ok=True)
+            if stale:
+                log(f"removed {len(stale)} temporary file(s) a killed run left in {path}")
+            yield path
+        except BaseException:
+            if created and not any((path / n).exists() for n in ("best.pt", "last.pt")):
+                _remove_created(path, created)
+            raise
+
+
+def _remove_created(path: Path, created: list[Path]) -> None:
+    """Undo a failed new run: the files a run writes, the lock, then the empty folders."""
+    for name in (*RUN_FILES, "config.json", "model.json", "curves.png", LOCK):
+        (path / name).unlink(missing_ok=True)
+    for tmp in fileio.stale_temporaries(path):
+        tmp.unlink(missing_ok=True)
+    for folder in reversed(created):
+        try:
+            folder.rmdir()  # only if empty: never what someone else put there
+        except OSError:
+            return
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path/.lock``, held until the block ends."""
+    lock = path / LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CnnlabError(f"cannot create the lock file {lock}: {exc.strerror or exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CnnlabError(
+                f"{path} is in use: another cnnlab command is training into it ({lock} is locked)"
+            ) from None
+        except OSError as exc:
+            raise CnnlabError(f"cannot lock {lock}: {exc.strerror or exc}") from exc
+        yield
+    finally:
+        os.close(fd)
 
 
 def rng_state(gen: torch.Generator) -> dict[str, Any]:
