@@ -7,6 +7,8 @@ This module computes the same function and the same gradients another way:
 
 - every feature map is channels-last (N, H, W, C) in memory, where MKL-DNN's convolution
   and PyTorch's max pooling are fastest;
+- BatchNormalization runs as PyTorch's fused kernel, with Keras' moving statistics
+  (:mod:`cnnlab.engine.batchnorm`);
 - ReLU runs after max pooling, on a quarter of the values: ``max(relu(a)) == relu(max(a))``
   exactly, and the gradient reaches the same pixel (shown in ``tests/test_fastpath.py``);
 - a convolution with one input channel (every case's first layer) is one matrix product
@@ -34,11 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.engine.adam import FusedAdam
+from cnnlab.engine.batchnorm import batch_norm
 from cnnlab.engine.fastcase1 import Case1Step, case1_logits, case1_weights
 from cnnlab.engine.tensors import CL, GradHook, as_float_images
 from cnnlab.models import Network
 from cnnlab.models import layers as L
-from cnnlab.models.torch_module import activate
+from cnnlab.models.torch_module import BatchNorm, activate
 
 EVAL_CHUNK = 128  # images per forward pass in evaluation (measured: 128 beats 32 to 3000)
 
@@ -110,7 +113,7 @@ def fast_forward(model: Network, x: torch.Tensor) -> torch.Tensor:
         layer, module = infos[i].layer, modules[i]
         nxt = infos[i + 1].layer if i + 1 < model.n_forward else None
         if not isinstance(layer, L.Conv):
-            h = module(h)
+            h = batch_norm(module, h) if isinstance(module, BatchNorm) else module(h)
             i += 1
             continue
         assert isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
