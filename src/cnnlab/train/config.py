@@ -1,6 +1,6 @@
 """The training recipe as one typed config, saved whole with every run (``config.json``).
 
-Defaults are the chapter's recipe: seed 42, Adam (lr 1e-3, epsilon 1e-7), batch 32, up to
+Defaults are the chapter's recipe: seed 42, Adam (lr 1e-3, epsilon 1e-7, constant), batch 32, up to
 200 epochs, early stopping on validation accuracy with patience 5, a stratified 75/25
 split. Every field is checked on creation; a bad value is a one-line ValueError.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 ENGINES = ("fast", "plain")
 DEVICES = ("auto", "cpu", "cuda")
+MONITORS = ("val_accuracy", "val_loss")  # early stopping: Keras' EarlyStopping(monitor=...)
 MAX_SEED = 2**32 - 1  # numpy's seeds; torch's accept more, the split's do not
 
 
@@ -34,6 +35,11 @@ class TrainConfig:
     engine: str = "fast"  # "fast" (cnnlab.engine.fastpath) or "plain" (the reference loop)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
     native: bool = True  # the fast engine's C++ kernels on a CPU, where they build
+    monitor: str = "val_accuracy"  # what early stopping watches: val_accuracy or val_loss
+    # ReduceLROnPlateau on the training loss (cnnlab.train.plateau); factor 0 is off
+    plateau_factor: float = 0.0
+    plateau_patience: int = 50
+    min_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -44,6 +50,7 @@ class TrainConfig:
             ("patience", 0, 100_000),
             ("seed", 0, MAX_SEED),
             ("threads", 0, 4096),
+            ("plateau_patience", 1, 100_000),
         ):
             value = getattr(self, name)
             if not low <= value <= high:
@@ -52,6 +59,12 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if not (math.isfinite(self.adam_eps) and self.adam_eps > 0):
             raise ValueError(f"adam_eps must be a positive number, got {self.adam_eps}")
+        if not 0 <= self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be in [0, 1), got {self.plateau_factor}")
+        if not (math.isfinite(self.min_lr) and self.min_lr > 0):
+            raise ValueError(f"min_lr must be a positive number, got {self.min_lr}")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.engine not in ENGINES:

@@ -35,6 +35,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network, build_module, resolve
 from cnnlab.train import distributed, records
 from cnnlab.train.config import ENGINES, TrainConfig
+from cnnlab.train.plateau import Plateau, learning_rate, make_plateau, set_learning_rate
 from cnnlab.train.stopping import EarlyStopping, TrainState
 
 __all__ = ["ENGINES", "EarlyStopping", "TrainConfig", "fit", "make_optimizer", "train_epoch"]
@@ -116,6 +117,7 @@ class Session:
     ctx: distributed.DistContext
     step: Step | None  # the fast engine's step; None runs the plain loop
     ddp_model: nn.Module
+    plateau: Plateau | None = None  # ReduceLROnPlateau, when the config turns it on
 
 
 def check_data(description: ModelDescription, splits: Splits) -> None:
@@ -161,9 +163,13 @@ def _start(
     # The plain engine trains through DistributedDataParallel, which averages gradients
     # in its backward hooks; the fast engine all-reduces them in its own step (grad_hook).
     ddp_model = DistributedDataParallel(model) if ctx.enabled and not fast else model
+    plateau = make_plateau(config.plateau_factor, config.plateau_patience, config.min_lr)
+    if plateau is not None and resume:  # its state follows from the losses so far
+        plateau.replay(state.history, config.lr)
     return Session(
-        config, description, model, optimizer, shuffle, state, device, ctx, step, ddp_model
-    )
+        config, description, model, optimizer, shuffle, state, device, ctx, step, ddp_model,
+        plateau,
+    )  # fmt: skip
 
 
 def _train_one_epoch(
@@ -263,7 +269,14 @@ def _loop(
             state.best_val_loss, state.best_epoch = val_loss, epoch
             if s.ctx.is_main:
                 records.save_best(out_dir, s.description, s.model, epoch)
-        state.finished = state.stopping.step(epoch, val_acc) or epoch >= config.epochs
+        watched = val_acc if config.monitor == "val_accuracy" else -val_loss
+        state.finished = state.stopping.step(epoch, watched) or epoch >= config.epochs
+        if s.plateau is not None:
+            lr = learning_rate(s.optimizer)
+            new_lr = s.plateau.step(loss, lr)
+            if new_lr != lr:
+                set_learning_rate(s.optimizer, new_lr)
+                note += f"  loss on a plateau, learning rate {lr:g} -> {new_lr:g}"
         log(
             f"epoch {epoch}: loss {loss:.4f} - accuracy {acc:.4f} - val_loss {val_loss:.4f}"
             f" - val_accuracy {val_acc:.4f} - {seconds:.1f}s{note}"
@@ -274,7 +287,7 @@ def _loop(
             on_epoch_end(epoch, row)
     if state.stopping.wait >= config.patience and state.epoch < config.epochs:
         log(
-            f"early stopping after epoch {state.epoch}: no better val_accuracy "
+            f"early stopping after epoch {state.epoch}: no better {config.monitor} "
             f"for {config.patience} epochs"
         )
     log(f"training duration = {state.train_seconds:.3f}")
