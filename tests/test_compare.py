@@ -18,7 +18,7 @@ def test_compare_trained_and_imported_runs(tiny_run: dict[str, Path], tmp_path: 
     imported.mkdir()
     fileio.write_json(
         imported / "metrics.json",
-        {"case": "case2", "params": 3210, "test_accuracy": 0.7752, "test_loss": 0.69},
+        {"model": "case2", "params": 3210, "test_accuracy": 0.7752, "test_loss": 0.69},
     )
     table = compare([tiny_run["case1"], imported], tmp_path)
     lines = table.splitlines()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cnnlab import fileio
-from cnnlab.train import runs
+
+# A history: one row per epoch with epoch, loss, accuracy, val_loss, val_accuracy (the
+# columns of a run's history.csv, read by cnnlab.train.runs.read_history).
+History = Sequence[Mapping[str, float]]
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 150) -> None:
@@ -24,9 +28,8 @@ def save_figure(fig: Figure, path: Path, dpi: int = 150) -> None:
     fileio.write_bytes(Path(path), buf.getvalue())
 
 
-def plot_curves(history_csv: Path, out_png: Path, title: str = "") -> None:
+def plot_curves(rows: History, out_png: Path, title: str = "") -> None:
     """The chapter's two panels: loss and accuracy, training vs validation, per epoch."""
-    rows = runs.read_history(history_csv)
     epochs = [r["epoch"] for r in rows]
     fig = plt.figure(figsize=(13, 4))
     for panel, key in enumerate(("loss", "accuracy")):
@@ -60,12 +63,11 @@ def plot_confusion(cm: np.ndarray, out_png: Path, title: str = "") -> None:
     save_figure(fig, out_png)
 
 
-def plot_compare(histories: dict[str, Path], out_png: Path) -> None:
+def plot_compare(histories: Mapping[str, History], out_png: Path) -> None:
     """Validation loss and accuracy per epoch of several runs on shared axes."""
     fig = plt.figure(figsize=(13, 4))
     axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
-    for name, path in histories.items():
-        rows = runs.read_history(path)
+    for name, rows in histories.items():
         epochs = [r["epoch"] for r in rows]
         for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
             (line,) = ax.plot(epochs, [r[f"val_{key}"] for r in rows], label=f"{name} validation")

@@ -8,10 +8,11 @@ from typing import Any
 from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 from cnnlab.plots import plot_compare
+from cnnlab.train import records, runs
 
 COLUMNS = (
     "run",
-    "case",
+    "model",
     "params",
     "epochs",
     "best epoch",
@@ -26,14 +27,14 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     metrics_path = Path(run_dir) / "metrics.json"
     if not metrics_path.exists():
         raise CnnlabError(f"{run_dir} has no metrics.json: is it a finished cnnlab run?")
-    m = fileio.read_json(metrics_path)
-    if "test_accuracy" not in m:
+    m = records.read_metrics(run_dir)
+    if "test_accuracy" not in m or "test_loss" not in m:
         raise CnnlabError(f"{run_dir} has no test metrics yet: run cnnlab evaluate {run_dir}")
     # Imported runs (cnnlab import-keras) have no training record: those cells show "-".
     epochs, seconds = m.get("epochs_run"), m.get("train_seconds")
     return {
         "run": Path(run_dir).name,
-        "case": m.get("case", "?"),
+        "model": m.get("model", m.get("case", "?")),  # runs before the model key had case
         "params": m.get("params", "?"),
         "epochs": epochs if epochs is not None else "-",
         "best epoch": m.get("best_epoch") or "-",
@@ -68,7 +69,7 @@ def compare(run_dirs: list[Path], out_dir: Path) -> str:
     table = markdown_table(rows)
     fileio.write_text(out_dir / "compare.md", table)
     histories = {
-        f"{r['case']} ({r['run']})": Path(d) / "history.csv"
+        f"{r['model']} ({r['run']})": runs.read_history(Path(d) / "history.csv")
         for r, d in zip(rows, run_dirs, strict=True)
         if (Path(d) / "history.csv").exists()
     }

@@ -42,7 +42,7 @@ from cnnlab.engine.numpy_engine import from_torch
 from cnnlab.errors import CnnlabError
 from cnnlab.models import Network
 from cnnlab.plots import plot_compare, plot_confusion
-from cnnlab.train import checkpoint
+from cnnlab.train import checkpoint, runs
 from cnnlab.train.schemas import read_metrics, read_run
 
 
@@ -370,7 +370,7 @@ def build_report(
         title = "cnnlab report: " + ", ".join(p.summary["model"] for p in parts)
         compare_png = out_html.with_name(out_html.stem + "_curves.png")
         histories = {
-            p.summary["model"]: p.run_dir / "history.csv"
+            p.summary["model"]: runs.read_history(p.run_dir / "history.csv")
             for p in parts
             if (p.run_dir / "history.csv").is_file()
         }

@@ -33,7 +33,7 @@ from cnnlab.engine.inference import evaluate
 from cnnlab.engine.tensors import as_float_images
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network, build_module, resolve
-from cnnlab.train import distributed, records
+from cnnlab.train import distributed, records, runs
 from cnnlab.train.config import ENGINES, TrainConfig
 from cnnlab.train.plateau import Plateau, learning_rate, make_plateau, set_learning_rate
 from cnnlab.train.stopping import EarlyStopping, TrainState
@@ -318,7 +318,8 @@ def finish(
         model, x_te, y_te, config.eval_batch_size, fast=config.engine == "fast"
     )
     metrics = records.write_metrics(out_dir, model, ckpt, state, config, test_loss, test_acc)
-    plot_curves(out_dir / "history.csv", out_dir / "curves.png", title=model.description.name)
+    history = runs.read_history(out_dir / "history.csv")
+    plot_curves(history, out_dir / "curves.png", title=model.description.name)
     log(
         f"Test accuracy of the model with the lowest val_loss (epoch {ckpt['epoch']}) = "
         f"{test_acc:.4f} (loss {test_loss:.4f})"
