@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_numpy_engine import ZOO  # the description zoo (chapter, keras-zoo, random)
+from model_zoo import ZOO  # the description zoo (chapter, keras-zoo, random)
 
 from cnnlab.analysis.layer_walk import describe, feature_map_layers, map_outputs
 from cnnlab.analysis.receptive import receptive_fields

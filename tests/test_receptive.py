@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_numpy_engine import ZOO  # the description zoo (chapter, keras-zoo, random)
+from model_zoo import ZOO  # the description zoo (chapter, keras-zoo, random)
 
 from cnnlab.analysis.receptive import Axis, layer_table, markdown, receptive_fields, step
 from cnnlab.cli import main

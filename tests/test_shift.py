@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_zoo import ZOO, randomize
 from test_explain import SERIES, train_user_run, write_untrained_run
-from test_numpy_engine import ZOO, randomize
 from test_receptive import linearised
 
 from cnnlab import fileio

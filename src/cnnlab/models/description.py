@@ -186,6 +186,10 @@ def _split(item: Any, i: int) -> tuple[str, dict[str, Any], Any]:
     if not isinstance(item, Mapping):
         raise DescriptionError(f"{where}: a layer is a mapping, got {type(item).__name__}")
     if "class_name" in item:
+        if not isinstance(item["class_name"], str):
+            raise DescriptionError(
+                f"{where}: a layer needs a class name, got {item['class_name']!r}"
+            )
         args = {k: v for k, v in item.items() if k not in ("class_name", "name")}
         return item["class_name"], args, item.get("name")
     if len(item) == 1:
