@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from cnnlab.cli import main
 from cnnlab.data import MNIST
 from cnnlab.engine import native
+from cnnlab.models import get
 from cnnlab.train import speedrun
 from cnnlab.train.speedrun import (
     SpeedrunConfig,
@@ -139,3 +140,45 @@ def test_speedrun_command_on_real_mnist(mnist_data_dir: Path, tmp_path: Path) ->
     assert set(seed) == {"seed", "train_seconds", "test_accuracy"}
     assert seed["train_seconds"] > 0
     assert result["mean_test_accuracy"] >= 0.985
+
+
+def test_trained_model_becomes_the_registry_network(tiny_mnist: MNIST) -> None:
+    """as_network computes what the speedrun model computes (float32, eval), on any input."""
+    cfg = SpeedrunConfig(epochs=2, batch_size=32, lr=0.01, bf16=False, fused_first_block=False)
+    model, _ = train(tiny_mnist.x_train, tiny_mnist.y_train, cfg, seed=3)
+    model.eval()
+    net = speedrun.as_network(model, cfg)
+    assert net.description.to_dict() == get("speedrun").to_dict()
+    images = torch.from_numpy(tiny_mnist.x_test[:40])
+    with torch.no_grad():
+        expected = model(normalise(images, torch.float32))
+        got = net(images.float().div(255).unsqueeze(1))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_speedrun_out_writes_run_folders(
+    synthetic_data: MNIST, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cnnlab.train.checkpoint import load_model
+
+    out = tmp_path / "sr"
+    assert main(["speedrun", "--seeds", "2", "--out", str(out)]) == 0
+    for seed in (0, 1):
+        net, ckpt = load_model(out / f"seed-{seed}")
+        assert ckpt["name"] == "speedrun" and net.description.params == get("speedrun").params
+        metrics = json.loads((out / f"seed-{seed}" / "metrics.json").read_text())
+        assert 0 <= metrics["test_accuracy"] <= 1 and metrics["seed"] == seed
+    capsys.readouterr()
+    # the folder is a usable run: evaluate reads its dataset from config.json
+    assert main(["evaluate", str(out / "seed-0")]) == 0
+    assert main(["speedrun", "--seeds", "1", "--out", str(out / "seed-0")]) == 2
+
+
+def test_a_set_smaller_than_one_batch_is_one_batch(tiny_mnist: MNIST) -> None:
+    """50 images at batch 256: one step an epoch (it used to loop for ever, taking none)."""
+    cfg = SpeedrunConfig(epochs=2, batch_size=256, bf16=False, fused_first_block=False)
+    torch.manual_seed(3)
+    before = [p.detach().clone() for p in speedrun.build_model(cfg).parameters()]
+    model, _ = train(tiny_mnist.x_train[:50], tiny_mnist.y_train[:50], cfg, seed=3)
+    after = list(model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))

@@ -9,6 +9,7 @@ from typing import Any
 from cnnlab import data, fileio
 from cnnlab.cli.core import add_data_arg, add_device_arg, non_negative_int, positive_int
 from cnnlab.errors import CnnlabError
+from cnnlab.train import runs
 
 
 def register(sub: Any) -> None:
@@ -26,6 +27,14 @@ def register(sub: Any) -> None:
     p.add_argument("--first-seed", type=non_negative_int, default=0, metavar="SEED")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON")
     p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each seed's model as a run folder DIR/seed-N/ (for predict, serve, "
+        "explain, export)",
+    )
+    p.add_argument(
         "--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)"
     )
     add_data_arg(p)
@@ -39,6 +48,8 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
 
     if args.json is not None and not args.json.parent.is_dir():
         raise CnnlabError(f"cannot write {args.json}: {args.json.parent} is not a folder")
+    if args.out is not None:
+        runs.prepare_out_dir(args.out)
     device = resolve_device(args.device)
     config = SpeedrunConfig(device=str(device), threads=args.threads)
     mnist = data.load_mnist(args.data_dir)
@@ -53,7 +64,7 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    summary = run(mnist, config, seeds, on_seed=show)
+    summary = run(mnist, config, seeds, on_seed=show, out_dir=args.out)
     print(
         f"mean  {summary['mean_train_seconds']:>8.2f}  {summary['params']:>7,}  "
         f"{summary['mean_test_accuracy']:>8.4f}"
@@ -61,4 +72,6 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
     if args.json is not None:
         fileio.write_json(args.json, summary)
         print(f"wrote {args.json}")
+    if args.out is not None:
+        print(f"wrote run folders {args.out}/seed-*/ (the float32 network of each seed)")
     return 0

@@ -38,6 +38,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,8 @@ from torch import nn
 from cnnlab.data import MNIST
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
-from cnnlab.models import count_params
+from cnnlab.errors import CnnlabError
+from cnnlab.models import Network, build_module, count_params, registry
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the training images, the usual constants
 
@@ -189,7 +191,11 @@ def train(
     opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99), fused=True)
     adam = FusedAdam(opt, params)
     n, bs = len(x), config.batch_size
-    per_epoch = n // bs  # the last partial batch of each epoch is dropped
+    if n == 0:
+        raise CnnlabError("speedrun needs training images, got none")
+    # The last partial batch of each epoch is dropped; a set smaller than one batch is
+    # one batch (else no step would ever run).
+    per_epoch = max(1, n // bs)
     total = max(1, round(config.epochs * per_epoch))
     shuffle = torch.Generator(device=device).manual_seed(seed)
     model.train()
@@ -234,10 +240,12 @@ def run(
     config: SpeedrunConfig,
     seeds: list[int],
     on_seed: Callable[[dict[str, Any], int], None] | None = None,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train once per seed on the 60,000 training images; test each model once afterwards.
 
-    ``on_seed(result, params)`` is called after each seed (to print as it goes).
+    ``on_seed(result, params)`` is called after each seed (to print as it goes). With
+    ``out_dir``, each seed's model is written as a run folder ``out_dir/seed-N/``.
     """
     results: list[dict[str, Any]] = []
     params = 0
@@ -246,6 +254,10 @@ def run(
         params = count_params(model)
         acc = accuracy(model, mnist.x_test, mnist.y_test, config)
         results.append({"seed": seed, "train_seconds": seconds, "test_accuracy": acc})
+        if out_dir is not None:
+            run_dir = Path(out_dir) / f"seed-{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_run(run_dir, model, config, results[-1], mnist)
         if on_seed is not None:
             on_seed(results[-1], params)
     return {
@@ -257,3 +269,84 @@ def run(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+
+
+def as_network(model: nn.Sequential, config: SpeedrunConfig) -> Network:
+    """The trained speedrun model as its registry description's network (float32, eval).
+
+    The same function: the description normalises inside (Rescaling), pads explicitly
+    (ZeroPadding2D(2) then a valid 5x5/2 convolution, as ``padding=2``), and flattens
+    channels-last, so the dense kernel's columns move from (C, H, W) to (H, W, C) order.
+    """
+    desc = registry.speedrun(config.width1, config.width2)
+    net = build_module(desc)
+    own = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    # its nn.Sequential indices: 0 conv1, 3 conv2, 5 batch norm, 8 dense
+    c2 = config.width2
+    w = own["8.weight"]
+    side = math.isqrt(w.shape[1] // c2)
+    state = {
+        "conv1.weight": own["0.weight"],
+        "conv1.bias": own["0.bias"],
+        "conv2.weight": own["3.weight"],
+        "bn2.weight": own["5.weight"],
+        "bn2.bias": own["5.bias"],
+        "bn2.running_mean": own["5.running_mean"],
+        "bn2.running_var": own["5.running_var"],
+        "dense.weight": w.view(-1, c2, side, side).permute(0, 2, 3, 1).reshape(w.shape[0], -1),
+        "dense.bias": own["8.bias"],
+    }
+    net.load_state_dict({k: v.contiguous() for k, v in state.items()})
+    return net.eval()
+
+
+def write_run(
+    out_dir: Path,
+    model: nn.Sequential,
+    config: SpeedrunConfig,
+    result: dict[str, Any],
+    mnist: MNIST,
+) -> dict[str, Any]:
+    """A run folder for one seed's model, so predict, serve, explain and export work on it."""
+    from cnnlab import fileio
+    from cnnlab.engine.device import to_tensors
+    from cnnlab.engine.inference import evaluate
+    from cnnlab.train import runs
+    from cnnlab.train.checkpoint import make_checkpoint
+    from cnnlab.train.config import TrainConfig
+
+    net = as_network(model, config)
+    desc = net.description
+    x, y = to_tensors(
+        mnist.x_test.astype(np.float32)[..., None] / 255,
+        mnist.y_test.astype(np.int64),
+        torch.device("cpu"),
+    )
+    loss, acc, _ = evaluate(net, x, y)
+    runs.save_torch(out_dir / "best.pt", make_checkpoint(desc, net, 0))
+    fileio.write_json(out_dir / "model.json", desc.to_dict())
+    metrics = {
+        "model": desc.name,
+        "case": desc.name,
+        "params": desc.params,
+        "trainable_params": desc.trainable_params,
+        "test_accuracy": acc,  # of the float32 network in this folder
+        "test_loss": loss,
+        "speedrun_test_accuracy": result["test_accuracy"],  # as trained (bf16 where enabled)
+        "train_seconds": result["train_seconds"],
+        "seed": result["seed"],
+        "best_epoch": 0,
+    }
+    fileio.write_json(out_dir / "metrics.json", metrics)
+    run_config = {
+        "config": asdict(TrainConfig(model=desc.name, data="mnist", seed=result["seed"])),
+        "model": desc.to_dict(),
+        "speedrun": asdict(config),
+        "resolved": {
+            "note": "trained by cnnlab speedrun (its own recipe, in 'speedrun'); no history, "
+            "no last.pt; best_epoch 0 means the end of training",
+            "torch": torch.__version__,
+        },
+    }
+    fileio.write_json(out_dir / "config.json", run_config)
+    return metrics
