@@ -230,7 +230,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _train(args, out, None)
     spec = check_spec(args.data)
     if args.out is not None:
-        runs.check_out_dir(args.out)  # before the data load: a taken folder fails at once
+        runs.check_unlocked(args.out)  # before the data load: a taken folder fails at once
+        runs.check_out_dir(args.out)
     if is_template(model_spec(args)):  # built for the data: Input(*shape) ... Dense(K)
         dataset = load_dataset(spec, args.data_dir, args.seed, TrainConfig().val_fraction)
         description = data_description(model_spec(args), dataset)

@@ -18,6 +18,7 @@ from cnnlab.cli.core import (
     positive_int,
     run_config_or_default,
     run_dataset,
+    seed_int,
 )
 from cnnlab.errors import CnnlabError
 
@@ -84,7 +85,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("baselines", help="HOG + logistic regression and kNN on pixels")
     p.add_argument("--out", type=Path, default=DEFAULT_BASELINES.parent)
-    p.add_argument("--seed", type=non_negative_int, default=42, help="split seed (default: 42)")
+    p.add_argument("--seed", type=seed_int, default=42, help="split seed (default: 42)")
     p.add_argument("--knn-k", type=positive_int, default=3)
     p.add_argument("--limit-train", type=positive_int, default=None, metavar="N")
     p.add_argument("--force", action="store_true", help="retrain even if cached")

@@ -147,7 +147,7 @@ def claim(
         check_out_dir(path)
         created = _make_dirs(Path(path))
     path = Path(path)
-    with _locked(path):
+    with _locked(path, remove_on_error=not resume):
         try:
             if not resume:
                 check_out_dir(path, log)  # again: another command may have started it
@@ -179,9 +179,11 @@ def _remove_created(path: Path, created: list[Path]) -> None:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path/.lock``, held until the block ends."""
+def _locked(path: Path, remove_on_error: bool = False) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path/.lock``, held until the block ends. A lock file this
+    call created is removed again if the block fails and ``remove_on_error``."""
     lock = path / LOCK
+    created = not lock.exists()
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -195,9 +197,22 @@ def _locked(path: Path) -> Iterator[None]:
             ) from None
         except OSError as exc:
             raise CnnlabError(f"cannot lock {lock}: {exc.strerror or exc}") from exc
-        yield
+        try:
+            yield
+        except BaseException:
+            if created and remove_on_error:
+                lock.unlink(missing_ok=True)
+            raise
     finally:
         os.close(fd)
+
+
+def check_unlocked(path: Path) -> None:
+    """Fail at once, before any slow work, if a command is training into ``path`` now
+    (the lock itself is taken later, by :func:`claim`)."""
+    if (Path(path) / LOCK).is_file():
+        with _locked(Path(path)):
+            pass
 
 
 def rng_state(gen: torch.Generator) -> dict[str, Any]:
