@@ -34,11 +34,12 @@ def _no_data(*_args: Any, **_kwargs: Any) -> Any:
 
 
 def _killed_in_first_epoch(finished: Path, folder: Path) -> None:
-    """What ``kill -9`` during epoch 1 leaves: the records, a temporary, no checkpoint."""
+    """What ``kill -9`` during epoch 1 leaves: the records, perhaps best.pt, a temporary,
+    no last.pt."""
     folder.mkdir()
-    for name in ("config.json", "model.json"):
+    for name in ("config.json", "model.json", "best.pt"):
         shutil.copy(finished / name, folder / name)
-    (folder / ".best.pt.k3x_9q2a.tmp").write_bytes(b"half a checkpoint")
+    (folder / ".last.pt.k3x_9q2a.tmp").write_bytes(b"half a checkpoint")
 
 
 # ------------------------------------------------------------------ killed runs
@@ -63,10 +64,10 @@ def test_a_run_killed_in_its_first_epoch_restarts_with_out(
     assert "removed 1 temporary file(s)" in captured.out
     assert fileio_temporaries(run) == []
     # --out reuses the folder, saying so
-    (run / ".last.pt.k3x_9q2b.tmp").write_bytes(b"half a checkpoint")
+    (run / ".history.csv.k3x_9q2b.tmp").write_bytes(b"half a history")
     assert main([*TRAIN, "--epochs", "1", "--out", str(run)]) == 0
     out = capsys.readouterr().out
-    assert f"reusing {run}: it holds no checkpoint yet" in out
+    assert f"reusing {run}: it holds no last.pt yet" in out
     assert "removed 1 temporary file(s)" in out
     assert (run / "last.pt").is_file() and (run / "metrics.json").is_file()
     assert fileio_temporaries(run) == []

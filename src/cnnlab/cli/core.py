@@ -143,14 +143,19 @@ def register(sub: Any) -> None:
     p.add_argument("--patience", type=non_negative_int, default=None, help=recipe.format(5))
     p.add_argument("--seed", type=seed_int, default=42)
     p.add_argument(
-        "--out", type=Path, default=None, help="run folder (default: a new folder under runs/)"
+        "--out",
+        type=Path,
+        default=None,
+        help="run folder (default: a new folder under runs/); one that a run killed in its "
+        "first epoch left (no last.pt yet) is reused",
     )
     p.add_argument(
         "--resume",
         type=Path,
         default=None,
         metavar="DIR",
-        help="continue an interrupted run from DIR/last.pt",
+        help="continue an interrupted run from DIR/last.pt (the folder is locked while "
+        "training; a run killed before its first checkpoint is started again with --out)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataset_arg(p)

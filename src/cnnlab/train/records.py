@@ -123,6 +123,8 @@ def read_last(run_dir: Path) -> tuple[Network, dict[str, Any]]:
     """``last.pt`` checked whole: envelope, weights, the run's network, training state."""
     run_dir = Path(run_dir)
     path = run_dir / "last.pt"
+    if not path.exists() and (run_dir / METRICS).exists():
+        raise CnnlabError(f"{path} not found: a finished run without training state (imported?)")
     if not path.exists():
         raise CnnlabError(
             f"{path} not found: the run stopped before its first epoch ended, so there is "

@@ -8,7 +8,7 @@ one was, and the temporaries a kill leaves are removed when the folder is next t
 
 ``cnnlab train`` holds an exclusive lock (``flock`` on ``.lock``) on its run folder while it
 runs (:func:`claim`), so a second ``train --out``/``--resume`` on it gets one line. A folder
-that a run killed during its first epoch left (``config.json``, no checkpoint) is reused by
+that a run killed during its first epoch left (``config.json``, no ``last.pt``) is reused by
 ``train --out``; ``--resume`` on it says so.
 """
 
@@ -30,8 +30,10 @@ from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
-# Files that mean a folder holds a run (not merely one that was killed before any epoch)
-RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json")
+# Files that mean a folder holds a run, not one that a kill left before any last.pt
+RUN_FILES = ("last.pt", "metrics.json")
+# What a new run writes: removed again if it fails before its first checkpoint
+WRITTEN = ("config.json", "model.json", "history.csv", "best.pt", "last.pt", "metrics.json")
 LOCK = ".lock"  # flock'ed by the command training into the folder; never removed while used
 
 
@@ -96,9 +98,9 @@ def _make_dirs(path: Path) -> list[Path]:
 
 
 def check_out_dir(path: Path, log: Callable[[str], None] | None = None) -> None:
-    """Refuse ``path`` as a new run's folder if it holds a run (a checkpoint, a history or
-    metrics). A folder with only ``config.json``/``model.json`` (a run killed during its
-    first epoch, before any checkpoint) is reused: ``log`` says so."""
+    """Refuse ``path`` as a new run's folder if it holds a run (``last.pt`` or metrics).
+    A folder that a run killed during its first epoch left (``config.json``, perhaps
+    ``best.pt``, no ``last.pt``: nothing to resume) is reused: ``log`` says so."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CnnlabError(f"output path {path} exists and is not a folder")
@@ -106,9 +108,9 @@ def check_out_dir(path: Path, log: Callable[[str], None] | None = None) -> None:
     if held:
         hint = f", or continue it with --resume {path}" if (path / "last.pt").exists() else ""
         raise CnnlabError(f"{path} already holds a run ({held[0]}); choose another --out{hint}")
-    started = [name for name in ("config.json", "model.json") if (path / name).exists()]
+    started = [n for n in WRITTEN if (path / n).exists()]
     if started and log is not None:
-        log(f"reusing {path}: it holds no checkpoint yet (a run stopped in its first epoch)")
+        log(f"reusing {path}: it holds no last.pt yet (a run stopped in its first epoch)")
 
 
 def prepare_out_dir(path: Path) -> Path:
@@ -132,7 +134,7 @@ def claim(
     """The run folder of one ``train`` command, locked for as long as the command runs.
 
     A new run (``resume=False``) goes into ``path`` (created, or reused if it holds no
-    checkpoint yet: :func:`check_out_dir`) or into a new folder under ``runs/`` when
+    ``last.pt`` yet: :func:`check_out_dir`) or into a new folder under ``runs/`` when
     ``path`` is None. If the command fails before any checkpoint exists, the folders it
     created are removed again, with what it wrote into them. Stale temporaries that a
     killed run left are removed first. A second command on a locked folder gets one line.
@@ -167,7 +169,7 @@ def claim(
 
 def _remove_created(path: Path, created: list[Path]) -> None:
     """Undo a failed new run: the files a run writes, the lock, then the empty folders."""
-    for name in (*RUN_FILES, "config.json", "model.json", "curves.png", LOCK):
+    for name in (*WRITTEN, "curves.png", LOCK):
         (path / name).unlink(missing_ok=True)
     for tmp in fileio.stale_temporaries(path):
         tmp.unlink(missing_ok=True)
