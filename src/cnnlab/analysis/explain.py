@@ -68,10 +68,52 @@ def check_images(model: NumpyModel) -> None:
         )
 
 
-def feature_maps(model: NumpyModel, image: NDArray[np.floating[Any]]) -> list[FeatureMap]:
-    """The maps of every feature-map layer for one (H, W, C) image."""
+def feature_maps(model: NumpyModel, x: NDArray[np.floating[Any]]) -> list[FeatureMap]:
+    """The maps of every feature-map layer for one input (an (H, W, C) image, a (T, C)
+    series or a (T, H, W, C) clip)."""
     walk = feature_map_layers(model.description)
-    return [FeatureMap(m, h[0]) for m, h in map_outputs(walk, model.activations(image[None]))]
+    return [FeatureMap(m, h[0]) for m, h in map_outputs(walk, model.activations(x[None]))]
+
+
+@dataclass(frozen=True)
+class Explained:
+    """What every explain view starts from: the maps, the prediction, the output folder."""
+
+    maps: list[FeatureMap]
+    proba: NDArray[np.floating[Any]]
+    pred: int
+    label: str  # the predicted class's name (its index where the classes have no names)
+    subtitle: str  # "<network> · <source> · predicted <label> (p = ...)"
+    out_dir: Path
+
+
+def start(
+    model: NumpyModel,
+    x: NDArray[np.floating[Any]],
+    what: str,
+    out_dir: Path,
+    source: str,
+    classes: list[str] | None = None,
+) -> Explained:
+    """Check ``x`` against the network's input (``what``: images, series, clips), compute
+    its maps and prediction, and create ``out_dir``; one CnnlabError line otherwise."""
+    desc = model.description
+    if tuple(x.shape) != desc.input_shape:
+        want, got = ("x".join(map(str, s)) for s in (desc.input_shape, x.shape))
+        raise CnnlabError(f"{desc.name} takes {want} {what}, got {got}")
+    fms = feature_maps(model, x)
+    if not fms:
+        raise CnnlabError(f"{desc.name} has no convolution or pooling layer: no maps to draw")
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnlabError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    proba = model.predict_proba(x[None])[0]
+    pred = int(proba.argmax())
+    name = classes[pred] if classes and pred < len(classes) else str(pred)
+    subtitle = f"{model.name} · {source} · predicted {name} (p = {proba[pred]:.3f})"
+    return Explained(fms, proba, pred, name, subtitle, out_dir)
 
 
 def _grid(n: int, max_cols: int = 8) -> tuple[int, int]:
@@ -225,21 +267,8 @@ def explain_image(
     ("test image #7 (label 3)", a file name).
     """
     check_images(model)
-    desc = model.description
-    if tuple(image.shape) != desc.input_shape:
-        want, got = ("x".join(map(str, s)) for s in (desc.input_shape, image.shape))
-        raise CnnlabError(f"{desc.name} takes {want} images, got {got}")
-    fms = feature_maps(model, image)
-    if not fms:
-        raise CnnlabError(f"{desc.name} has no convolution or pooling layer: no maps to draw")
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CnnlabError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
-    proba = model.predict_proba(image[None])[0]
-    pred = int(proba.argmax())
-    subtitle = f"{model.name} · {source} · predicted {pred} (p = {proba[pred]:.3f})"
+    e = start(model, image, "images", out_dir, source)
+    desc, fms, out_dir, subtitle = model.description, e.maps, e.out_dir, e.subtitle
     written = [out_dir / "overview.png"]
     plot_overview(image, fms, written[0], f"Feature maps inside {subtitle}")
     for fm in fms:

@@ -30,8 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.analysis.explain import DPI, FeatureMap
-from cnnlab.analysis.layer_walk import feature_map_layers, map_outputs
+from cnnlab.analysis.explain import DPI, FeatureMap, start
 from cnnlab.engine.numpy_engine import NumpyModel
 from cnnlab.errors import CnnlabError
 from cnnlab.models import layers as L
@@ -62,12 +61,6 @@ def check_series(model: NumpyModel) -> None:
     if desc.rank != 1:
         shape = "x".join(map(str, desc.input_shape))
         raise CnnlabError(f"{desc.name} takes {shape} inputs, not (T, C) time series")
-
-
-def feature_maps(model: NumpyModel, series: Array) -> list[FeatureMap]:
-    """The maps (T', C') of every feature-map layer for one (T, C) series."""
-    walk = feature_map_layers(model.description)
-    return [FeatureMap(m, h[0]) for m, h in map_outputs(walk, model.activations(series[None]))]
 
 
 def _gap_dense(model: NumpyModel) -> tuple[int, L.Dense]:
@@ -178,21 +171,9 @@ def explain_series(
     """Write ``overview.png`` (input channels, maps over time, CAM) and ``cam.png`` into
     ``out_dir``; their paths. ``series`` is (T, C), ``source`` names it in the titles."""
     check_series(model)
-    desc = model.description
     series = np.asarray(series, dtype=np.float32)
-    if tuple(series.shape) != desc.input_shape:
-        want, got = ("x".join(map(str, s)) for s in (desc.input_shape, series.shape))
-        raise CnnlabError(f"{desc.name} takes {want} series, got {got}")
-    fms = feature_maps(model, series)
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CnnlabError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
-    proba = model.predict_proba(series[None])[0]
-    pred = int(proba.argmax())
-    name = classes[pred] if classes and pred < len(classes) else str(pred)
-    subtitle = f"{model.name} · {source} · predicted {name} (p = {proba[pred]:.3f})"
+    e = start(model, series, "series", out_dir, source, classes)
+    fms, out_dir, subtitle, pred, name = e.maps, e.out_dir, e.subtitle, e.pred, e.label
     cam = class_activation_map(model, series, pred) if has_cam(model) else None
     rows = 1 + len(fms) + (cam is not None)
     fig, axes = plt.subplots(rows, 1, figsize=(9, 1.9 * rows + 0.6), squeeze=False)

@@ -23,8 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.analysis.explain import DPI, FeatureMap
-from cnnlab.analysis.layer_walk import feature_map_layers, map_outputs
+from cnnlab.analysis.explain import DPI, FeatureMap, start
 from cnnlab.engine.numpy_engine import NumpyModel
 from cnnlab.errors import CnnlabError
 from cnnlab.plots import save_figure
@@ -40,12 +39,6 @@ def check_clips(model: NumpyModel) -> None:
     if desc.rank != 3:
         shape = "x".join(map(str, desc.input_shape))
         raise CnnlabError(f"{desc.name} takes {shape} inputs, not (T, H, W, C) clips")
-
-
-def feature_maps(model: NumpyModel, clip: Array) -> list[FeatureMap]:
-    """The maps (T', H', W', C') of every feature-map layer for one (T, H, W, C) clip."""
-    walk = feature_map_layers(model.description)
-    return [FeatureMap(m, h[0]) for m, h in map_outputs(walk, model.activations(clip[None]))]
 
 
 def _frames_row(axes: Any, frames: Array, vmin: float, vmax: float, cmap: str) -> Any:
@@ -112,23 +105,9 @@ def explain_clip(
     """Write ``overview.png`` and one ``maps_<layer>.png`` per feature-map layer into
     ``out_dir``; their paths. ``clip`` is (T, H, W, C) in the network's scale."""
     check_clips(model)
-    desc = model.description
     clip = np.asarray(clip, dtype=np.float32)
-    if tuple(clip.shape) != desc.input_shape:
-        want, got = ("x".join(map(str, s)) for s in (desc.input_shape, clip.shape))
-        raise CnnlabError(f"{desc.name} takes {want} clips, got {got}")
-    fms = feature_maps(model, clip)
-    if not fms:
-        raise CnnlabError(f"{desc.name} has no convolution or pooling layer: no maps to draw")
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CnnlabError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
-    proba = model.predict_proba(clip[None])[0]
-    pred = int(proba.argmax())
-    name = classes[pred] if classes and pred < len(classes) else str(pred)
-    subtitle = f"{model.name} · {source} · predicted {name} (p = {proba[pred]:.3f})"
+    e = start(model, clip, "clips", out_dir, source, classes)
+    fms, out_dir, subtitle = e.maps, e.out_dir, e.subtitle
     written = [out_dir / "overview.png"]
     plot_overview(clip, fms, written[0], f"Feature maps frame by frame: {subtitle}")
     for fm in fms:
