@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cnnlab.cli.predict import host_arg, origin_arg, port_number
+from cnnlab.cli.predict import add_address_args
 
 
 def register(sub: Any) -> None:
-    """Add ``mechanism [--host H] [--port P] [--allow-host NAME] [--allow-origin ORIGIN]``."""
+    """Add ``mechanism`` with the server address flags of ``serve``."""
     p = sub.add_parser(
         "mechanism",
         help="a web page that slides a convolution over small grids (no trained run needed)",
@@ -19,24 +19,7 @@ def register(sub: Any) -> None:
             "cnnlab.ops computes it. The same page is at /mechanism under cnnlab serve."
         ),
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
-    p.add_argument(
-        "--allow-host",
-        type=host_arg,
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a host name the server answers to besides --host and localhost (repeatable)",
-    )
-    p.add_argument(
-        "--allow-origin",
-        type=origin_arg,
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="a foreign origin whose pages may call the API (repeatable; * allows any)",
-    )
+    add_address_args(p)
     p.set_defaults(func=cmd_mechanism)
 
 

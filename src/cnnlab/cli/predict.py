@@ -90,6 +90,33 @@ def add_invert_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_address_args(p: argparse.ArgumentParser) -> None:
+    """Where a web server listens and whom it answers: --host, --port, --allow-origin,
+    --allow-host (``serve`` and ``mechanism``)."""
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument(
+        "--port", type=port_number, default=8000, help="port (default: 8000; 0: any free one)"
+    )
+    p.add_argument(
+        "--allow-origin",
+        type=origin_arg,
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a foreign origin whose pages may call the API, e.g. https://example.org "
+        "(repeatable; * allows any); other cross-origin requests get a 403",
+    )
+    p.add_argument(
+        "--allow-host",
+        type=host_arg,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the server answers to besides --host and localhost, e.g. the "
+        "public name behind a reverse proxy (NAME or NAME:PORT, repeatable; * for any)",
+    )
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "predict", help="predict with a trained run: digit image files, or any inputs in a .npy"
@@ -127,10 +154,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (its best.pt is used)"
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument(
-        "--port", type=port_number, default=8000, help="port (default: 8000; 0: any free one)"
-    )
+    add_address_args(p)
     p.add_argument(
         "--max-upload-mb", type=positive_int, default=4, help="largest upload in MiB (default: 4)"
     )
@@ -139,24 +163,6 @@ def register(sub: Any) -> None:
         type=positive_int,
         default=16,
         help="largest image in millions of pixels (default: 16)",
-    )
-    p.add_argument(
-        "--allow-origin",
-        type=origin_arg,
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="a foreign origin whose pages may call the API, e.g. https://example.org "
-        "(repeatable; * allows any); other cross-origin requests get a 403",
-    )
-    p.add_argument(
-        "--allow-host",
-        type=host_arg,
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a host name the server answers to besides --host and localhost, e.g. the "
-        "public name behind a reverse proxy (NAME or NAME:PORT, repeatable; * for any)",
     )
     p.add_argument(
         "--max-uploads",
