@@ -7,8 +7,9 @@
 
 Seeds are the outer loop, so an interrupted run still has every dataset at the first seeds;
 the run folders go under ``benchmarks/.work/timeseries/``;
-``results.json`` is rewritten after each run and ``timeseries_accuracy.md`` holds the table
-(mean, sample standard deviation, min and max over the finished seeds).
+``results.json`` is rewritten after each run (rows of datasets not in this run are kept)
+and ``timeseries_accuracy.md`` holds the table (mean, sample standard deviation, min and
+max over the finished seeds).
 
 Usage: nice -n 10 python benchmarks/timeseries_accuracy.py [--seeds 5] [--out DIR]
     [--datasets GunPoint JapaneseVowels BasicMotions] [--clip-epochs N] [--no-clips]
@@ -58,8 +59,8 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """The markdown table of every (model, dataset) with at least one finished seed."""
     lines = [
         "| model | data | seeds | test accuracy % (mean ± sd) | min-max | published | "
-        "params | epochs run (mean) |",
-        "|---|---|---|---|---|---|---|---|",
+        "params | epochs run (mean) | best val_loss (mean) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, runs in results.items():
         if not runs:
@@ -69,10 +70,11 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         name = data.removeprefix("ucr:")
         pub = PUBLISHED.get(name)
         epochs = statistics.fmean(r["epochs_run"] for r in runs)
+        val_loss = statistics.fmean(r["best_val_loss"] for r in runs)
         lines.append(
             f"| {model} | {data} | {s['n']} | {s['mean']:.1f} ± {s['sd']:.1f} | "
             f"{s['min']:.1f}-{s['max']:.1f} | {'' if pub is None else pub} | "
-            f"{runs[0]['trainable_params']:,} | {epochs:.0f} |"
+            f"{runs[0]['trainable_params']:,} | {epochs:.0f} | {val_loss:.4f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -93,7 +95,10 @@ def main() -> None:
     clip_extra = [] if args.clip_epochs is None else ["--epochs", str(args.clip_epochs)]
     if not args.no_clips:
         jobs += [(m, "moving-mnist", clip_extra) for m in CLIP_MODELS]
-    results: dict[str, list[dict[str, Any]]] = {f"{m}@{d}": [] for m, d, _ in jobs}
+    # Rows of (model, dataset) pairs not in this run are kept: datasets can run one at a time.
+    old = args.out / "results.json"
+    results: dict[str, list[dict[str, Any]]] = json.loads(old.read_text()) if old.is_file() else {}
+    results.update({f"{m}@{d}": [] for m, d, _ in jobs})
     clip_seeds = args.seeds if args.clip_seeds is None else args.clip_seeds
     start = time.perf_counter()
     for seed in range(args.seeds):

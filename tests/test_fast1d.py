@@ -27,6 +27,7 @@ from cnnlab.models.torch_module import BatchNorm
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.loop import fit, make_optimizer
 from cnnlab.train.plateau import Plateau
+from cnnlab.train.recipes import settings
 
 QUIET = {"progress": False, "log": lambda _msg: None}
 
@@ -175,3 +176,38 @@ def test_config_checks_the_new_fields() -> None:
         with pytest.raises(ValueError):
             TrainConfig(**bad)  # type: ignore[arg-type]
     assert TrainConfig().plateau_factor == 0.0  # off in the chapter's recipe
+
+
+def test_time_series_recipe_turns_them_on_and_the_chapter_keeps_them_off() -> None:
+    config = TrainConfig(**settings("ucr:Anything"))
+    assert config.monitor == "val_loss" and config.plateau_factor == 0.5
+    assert TrainConfig(**settings("mnist")) == TrainConfig()  # the chapter's recipe
+
+
+def test_resume_rebuilds_the_plateau_state(tmp_path: Path) -> None:
+    """Interrupted after epoch 3 and resumed: the same epochs and learning rates as one run."""
+    description = fcn1d((12, 2), 2)
+    config = TrainConfig(model="fcn1d", data="ucr:X", epochs=6, patience=6, batch_size=8,
+                         plateau_factor=0.5, plateau_patience=1, lr=0.5, min_lr=1e-4)  # fmt: skip
+    splits = _series_splits(16)
+
+    def run(out: Path, stop_after: int | None) -> tuple[list[dict[str, str]], list[str]]:
+        out.mkdir()
+        lines: list[str] = []
+
+        def interrupt(epoch: int, _row: dict[str, float]) -> None:
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+
+        try:
+            fit(config, splits, out, description=description, progress=False,
+                log=lines.append, on_epoch_end=interrupt)  # fmt: skip
+        except KeyboardInterrupt:
+            fit(config, splits, out, resume=True, progress=False, log=lines.append)
+        rows = list(csv.DictReader((out / "history.csv").open()))
+        rates = [line[line.index("learning rate") :] for line in lines if "learning rate" in line]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows], rates
+
+    one, two = run(tmp_path / "one", None), run(tmp_path / "two", 3)
+    assert len(one[0]) == 6 and one[1]  # the rate fell at least once
+    assert one == two
