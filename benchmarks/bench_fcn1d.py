@@ -5,9 +5,10 @@ The same network (Wang et al. 2017's FCN: three Conv1D + BatchNormalization + Re
 the same data and split (cnnlab's loader: JapaneseVowels padded to 29 steps, the validation
 quarter drawn stratified with seed 42 from TRAIN), batch 16, Adam, a training pass plus a
 validation pass per epoch, timed as Keras prints it; the median over the epochs after the
-first. Each side is a separate process, one after the other.
+first of each process. Each side is a separate process; the two are interleaved
+(``--rounds``, alternating which goes first) and the load average is recorded around each.
 
-Usage (cnnlab's venv): python benchmarks/bench_fcn1d.py [--epochs 5] [--out DIR]
+Usage (cnnlab's venv): python benchmarks/bench_fcn1d.py [--epochs 5] [--rounds 2] [--out DIR]
 ``run_bench.py`` calls :func:`run` and adds the row to ``bench.md``. The Keras side runs this
 same file with ``--keras-worker`` in ``benchmarks/.venv-keras``.
 """
@@ -26,17 +27,15 @@ from typing import Any
 
 import numpy as np
 
+# The environment as given, before importing cnnlab sets its OpenMP wait policy: each side
+# runs in it (plus what the side names), so Keras and an older cnnlab see no cnnlab setting.
+GIVEN_ENV = dict(os.environ)
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 KERAS_PY = HERE / ".venv-keras" / "bin" / "python"
 CNNLAB = Path(sys.executable).with_name("cnnlab")
 DATASET = "JapaneseVowels"
 BATCH = 16
-
-
-def median_after_first(seconds: list[float]) -> float:
-    """The typical epoch: the median of those after the first (tracing, warm-up)."""
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
 def keras_worker(npz: Path, epochs: int, out: Path) -> None:
@@ -91,46 +90,96 @@ def _arrays(work: Path) -> Path:
     return path
 
 
-def _call(cmd: list[str], log: Path) -> None:
+def _call(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
     print(f"$ {' '.join(map(str, cmd))}", flush=True)
     with log.open("w") as out:
-        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        env = GIVEN_ENV | (env or {})
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     if rc != 0:
         tail = log.read_text()[-2000:]
         raise SystemExit(f"bench_fcn1d: {cmd[0]} failed ({rc}); log {log}:\n{tail}")
 
 
-def run(epochs: int, work: Path) -> dict[str, Any]:
-    """Both sides, one after the other; seconds per epoch and the ratio cnnlab / Keras."""
+# libgomp's own default wait (300,000 spins), which cnnlab replaces by passive waiting
+# (src/cnnlab/__init__.py): the row that shows what the wait policy does on this machine.
+SPINNING = {"GOMP_SPINCOUNT": "300000"}
+
+
+def _keras(worker: list[str], epochs: int, work: Path, tag: str) -> list[float]:
+    out = work / f"keras_fcn1d_{tag}.json"
+    _call([*worker, "--epochs", str(epochs), "--out", str(out)], work / f"keras_{tag}.log")
+    keras: dict[str, Any] = json.loads(out.read_text())
+    (work / "keras_fcn1d.json").write_text(json.dumps(keras))
+    return [float(v) for v in keras["epoch_seconds"]]
+
+
+def _cnnlab(epochs: int, work: Path, tag: str, env: dict[str, str] | None = None) -> list[float]:
+    import shutil
+
     from cnnlab.train import runs
 
-    work.mkdir(parents=True, exist_ok=True)
-    if not KERAS_PY.exists():
-        raise SystemExit(f"bench_fcn1d: {KERAS_PY} missing; `make bench` creates it")
-    keras_json = work / "keras_fcn1d.json"
-    worker = [str(KERAS_PY), str(Path(__file__).resolve()), "--keras-worker", str(_arrays(work))]
-    _call([*worker, "--epochs", str(epochs), "--out", str(keras_json)], work / "keras_fcn1d.log")
-    keras = json.loads(keras_json.read_text())
-    run_dir = work / "cnnlab_fcn1d"
+    run_dir = work / f"cnnlab_fcn1d_{tag}"
     cmd = [str(CNNLAB), "train", "--model", "fcn1d", "--data", f"ucr:{DATASET}", "--epochs",
            str(epochs), "--patience", str(epochs), "--batch-size", str(BATCH), "--seed", "42",
            "--quiet", "--out", str(run_dir)]  # fmt: skip
     if run_dir.exists():
-        import shutil
-
         shutil.rmtree(run_dir)
-    _call(cmd, work / "cnnlab_fcn1d.log")
-    mine = [float(r["seconds"]) for r in runs.read_history(run_dir / "history.csv")]
-    k, c = median_after_first(keras["epoch_seconds"]), median_after_first(mine)
-    return {
+    _call(cmd, work / f"cnnlab_{tag}.log", env)
+    return [float(r["seconds"]) for r in runs.read_history(run_dir / "history.csv")]
+
+
+def run(
+    epochs: int, work: Path, rounds: int = 2, spinning: bool = True, other: Path | None = None
+) -> dict[str, Any]:
+    """Keras and cnnlab interleaved, ``rounds`` times (the order alternates, so a drift of
+    the machine's speed falls on both); seconds per epoch (the median of each process's
+    epochs after its first, over every round) and the ratio cnnlab / Keras. ``spinning``
+    adds cnnlab with libgomp's default wait policy to every round; ``other`` (a checkout of
+    another commit) adds cnnlab imported from ``other/src``: before and after a change."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not KERAS_PY.exists():
+        raise SystemExit(f"bench_fcn1d: {KERAS_PY} missing; `make bench` creates it")
+    worker = [str(KERAS_PY), str(Path(__file__).resolve()), "--keras-worker", str(_arrays(work))]
+    sides: dict[str, list[list[float]]] = {
+        "keras": [], "cnnlab": [], "cnnlab_spinning": [], "cnnlab_other": []
+    }  # fmt: skip
+    loads = [os.getloadavg()[0]]
+    for r in range(rounds):
+        order = ["keras", "cnnlab"] if r % 2 == 0 else ["cnnlab", "keras"]
+        extra = (["cnnlab_spinning"] if spinning else []) + (["cnnlab_other"] if other else [])
+        for side in order + extra:
+            if side == "keras":
+                sides[side].append(_keras(worker, epochs, work, f"r{r}"))
+            else:
+                env = SPINNING if side == "cnnlab_spinning" else None
+                if side == "cnnlab_other":
+                    env = {"PYTHONPATH": str(Path(other or ".").resolve() / "src")}
+                sides[side].append(_cnnlab(epochs, work, f"{side}_r{r}", env))
+            loads.append(os.getloadavg()[0])
+    keras = json.loads((work / "keras_fcn1d.json").read_text())
+    per = {k: [t for run in v for t in run[1:]] for k, v in sides.items() if v}
+    med = {k: statistics.median(v) for k, v in per.items()}
+    out: dict[str, Any] = {
         "dataset": DATASET,
         "epochs": epochs,
+        "rounds": rounds,
         "batch_size": BATCH,
-        "keras": keras | {"seconds_per_epoch": k},
-        "cnnlab": {"epoch_seconds": mine, "seconds_per_epoch": c},
-        "ratio": c / k,
+        "keras": {k: keras[k] for k in ("tensorflow", "keras", "params")}
+        | {"epoch_seconds": sides["keras"], "seconds_per_epoch": med["keras"]},
+        "cnnlab": {"epoch_seconds": sides["cnnlab"], "seconds_per_epoch": med["cnnlab"]},
+        "ratio": med["cnnlab"] / med["keras"],
         "threads": os.cpu_count(),
+        "load_average_1min": loads,
     }
+    for side, env in (("cnnlab_spinning", SPINNING), ("cnnlab_other", {"src": str(other)})):
+        if sides[side]:
+            out[side] = {
+                "epoch_seconds": sides[side],
+                "seconds_per_epoch": med[side],
+                "ratio": med[side] / med["keras"],
+                "env": env,
+            }
+    return out
 
 
 def row(r: dict[str, Any]) -> str:
@@ -143,20 +192,32 @@ def row(r: dict[str, Any]) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    """A small table: the header and :func:`row`."""
-    return "| measurement | Keras/TF | cnnlab | ratio |\n|---|---:|---:|---:|\n" + row(r)
+    """A small table: the header, :func:`row`, and the spinning row when measured."""
+    out = "| measurement | Keras/TF | cnnlab | ratio |\n|---|---:|---:|---:|\n" + row(r)
+    for side, what in (("cnnlab_spinning", "libgomp's spinning wait"), ("cnnlab_other", "")):
+        if side in r:
+            what = what or f"cnnlab from {r[side]['env']['src']}"
+            out += (
+                f"\n| the same, {what} | {r['keras']['seconds_per_epoch']:.3f} | "
+                f"{r[side]['seconds_per_epoch']:.3f} | {r[side]['ratio']:.2f} |"
+            )
+    loads = ", ".join(f"{v:.2f}" for v in r.get("load_average_1min", []))
+    return out + f"\n\nload average (1 min) before and after each process: {loads}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2, help="Keras and cnnlab, interleaved")
+    ap.add_argument("--no-spinning", action="store_true", help="skip the spinning-wait row")
+    ap.add_argument("--other", type=Path, default=None, help="also cnnlab from OTHER/src")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--keras-worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.keras_worker is not None:
         keras_worker(args.keras_worker, args.epochs, args.out)
         return
-    r = run(args.epochs, HERE / ".work" / "fcn1d")
+    r = run(args.epochs, HERE / ".work" / "fcn1d", args.rounds, not args.no_spinning, args.other)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_fcn1d.json").write_text(json.dumps(r, indent=2))
     print(markdown(r))
