@@ -2,9 +2,8 @@
 
 - ``dropout_mask`` against PyTorch's own dropout draws: the same bits, and the default
   generator left in the same state;
-- ``case1_gradients`` and ``case1_logits`` against autograd on the Case 1 network in
-  float64 (the same weights, the same dropout masks), on random batches of several sizes,
-  float32 and uint8, with MNIST-like ties in the pooling windows;
+- the block kernels against float64 autograd: ``tests/test_blocks.py``;
+- the step the fast engine picks: every chapter case through the kernels on a CPU;
 - building: the library lands atomically, a missing compiler gives one warning and the
   PyTorch version of the step.
 
@@ -23,7 +22,8 @@ import torch.nn.functional as F
 
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
-from cnnlab.engine.fastcase1 import Case1Step, case1_weights
+from cnnlab.engine.blocks import NativeStep, plan
+from cnnlab.engine.fastpath import AutogradStep, make_step
 from cnnlab.engine.tensors import DROPOUT_KEEP
 from cnnlab.models import create_model
 from cnnlab.train.loop import TrainConfig, make_optimizer
@@ -68,75 +68,6 @@ def test_dropout_masks_continue_a_used_generator() -> None:
     assert 0.7 < (expected > 0).float().mean() < 0.8
 
 
-def digit_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (n, 28, 28) images with MNIST's flat zero background and saturated strokes."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.zeros(n, 28, 28, dtype=torch.uint8)
-    strokes = torch.randint(0, 256, (n, 16, 16), generator=g, dtype=torch.uint8)
-    x[:, 6:22, 6:22] = torch.where(strokes > 150, strokes, torch.zeros((), dtype=torch.uint8))
-    x[: (n + 1) // 2, 12:15, :] = 255  # equal values: ties in every pooling window
-    return x, torch.randint(0, 10, (n,), generator=g)
-
-
-def reference(
-    model: torch.nn.Sequential,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    m1: torch.Tensor,
-    m2: torch.Tensor,
-    denom: int,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Loss sum, logits and d(loss sum / denom)/d(weights) by autograd in float64."""
-    ref = copy.deepcopy(model).double()
-    h = x.double().div(255).unsqueeze(1) if x.dtype == torch.uint8 else x.double().unsqueeze(1)
-    for name in ("conv1", "pool1", "conv2", "pool2", "flatten"):  # ReLUs inside conv1/2
-        h = getattr(ref, name)(h)
-    h = ref.dense1(h * m1.double()) * m2.double()  # Dense(32, relu)
-    logits = ref.dense2(h)
-    loss = F.cross_entropy(logits, y, reduction="sum")
-    params = case1_weights(ref)
-    assert params is not None
-    grads = torch.autograd.grad(loss / denom, params)
-    return loss.detach(), logits.detach(), list(grads)
-
-
-@pytest.mark.parametrize("n", [1, 3, 32, 77])
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_case1_gradients_match_float64_autograd(n: int, dtype: torch.dtype) -> None:
-    torch.manual_seed(n)
-    model = create_model("case1")
-    weights = [p.detach() for p in case1_weights(model) or []]
-    x, y = digit_batch(n, seed=n)
-    if dtype == torch.float32:
-        x = x.float() / 255
-    m1 = torch_dropout_mask((n, 1600))
-    m2 = torch_dropout_mask((n, 32))
-    denom = n + 5  # a data-parallel shard averages over the global batch
-    grads = [torch.full_like(w, float("nan")) for w in weights]  # every element is written
-    loss, hits = torch.ops.cnnlab.case1_gradients(x, y, weights, grads, m1, m2, denom)
-    ref_loss, ref_logits, ref_grads = reference(model, x, y, m1, m2, denom)
-    assert loss.dtype == torch.float64 and hits.dtype == torch.int64
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
-    assert hits.item() == (ref_logits.argmax(1) == y).sum().item()
-    names = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4")
-    for name, got, want in zip(names, grads, ref_grads, strict=True):
-        assert got.shape == want.shape and got.dtype == torch.float32
-        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6, msg=name)
-
-
-@pytest.mark.parametrize("n", [1, 5, 128])
-def test_case1_logits_match_the_model_in_float64(n: int) -> None:
-    torch.manual_seed(100 + n)
-    model = create_model("case1").eval()
-    weights = [p.detach() for p in case1_weights(model) or []]
-    x, _ = digit_batch(n, seed=n)
-    got = torch.ops.cnnlab.case1_logits(x, weights)
-    with torch.no_grad():
-        want = copy.deepcopy(model).double()(x.double().div(255).unsqueeze(1))
-    assert got.shape == (n, 10) and got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
-
-
 @pytest.mark.parametrize("use_native", [True, False])
 def test_fused_adam_is_torch_adam(use_native: bool) -> None:
     """cnnlab's C++ Adam and ``torch._fused_adam_`` against ``torch.optim.Adam``'s default."""
@@ -165,22 +96,28 @@ def test_fused_adam_is_torch_adam(use_native: bool) -> None:
 
 
 def test_kernels_reject_bad_inputs() -> None:
-    weights = [p.detach() for p in case1_weights(create_model("case1")) or []]
-    with pytest.raises(RuntimeError, match=r"\(N, 28, 28\)"):
-        torch.ops.cnnlab.case1_logits(torch.zeros(2, 1, 28, 28), weights)
-    with pytest.raises(RuntimeError, match="float32 or uint8"):
-        torch.ops.cnnlab.case1_logits(torch.zeros(2, 28, 28, dtype=torch.float64), weights)
-    with pytest.raises(RuntimeError, match="8 weight tensors"):
-        torch.ops.cnnlab.case1_logits(torch.zeros(2, 28, 28), weights[:7])
-
-
-def test_the_step_uses_the_kernels_by_default_on_a_cpu() -> None:
     model = create_model("case1")
+    weights = [p.detach() for p in model.parameters()]
+    code = plan(model.description).code()
+    with pytest.raises(RuntimeError, match=r"\(N, H, W, C\)"):
+        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28), code, weights)
+    with pytest.raises(RuntimeError, match="float32"):
+        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28, 1, dtype=torch.float64), code, weights)
+    with pytest.raises(RuntimeError, match="too few weight"):
+        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28, 1), code, weights[:7])
+    with pytest.raises(RuntimeError, match="does not fit"):
+        torch.ops.cnnlab.net_logits(torch.zeros(2, 20, 20, 1), code, weights)
+
+
+@pytest.mark.parametrize("case", ["case1", "case2", "case3"])
+def test_the_step_uses_the_kernels_by_default_on_a_cpu(case: str) -> None:
+    model = create_model(case)
     opt = make_optimizer(model, TrainConfig())
-    step = Case1Step(model, opt)
-    assert step.native and step.native_masks and step.adam.native
-    torch_only = Case1Step(model, opt, use_native=False)  # what TrainConfig(native=False) runs
-    assert not (torch_only.native or torch_only.native_masks or torch_only.adam.native)
+    step = make_step(model, opt)
+    assert isinstance(step, NativeStep) and step.adam.native
+    assert step.native_masks or case != "case1"
+    torch_only = make_step(model, opt, use_native=False)  # what TrainConfig(native=False) runs
+    assert isinstance(torch_only, AutogradStep) and not torch_only.adam.native
 
 
 def test_build_is_atomic_and_a_missing_compiler_falls_back(
@@ -206,9 +143,9 @@ def test_build_is_atomic_and_a_missing_compiler_falls_back(
         with pytest.warns(RuntimeWarning, match="PyTorch version"):
             assert native.load() is False
         model = create_model("case1")
-        assert not Case1Step(model, make_optimizer(model, TrainConfig())).native
+        assert isinstance(make_step(model, make_optimizer(model, TrainConfig())), AutogradStep)
         with pytest.raises(ValueError, match="do not run here"):
-            Case1Step(model, make_optimizer(model, TrainConfig()), use_native=True)
+            make_step(model, make_optimizer(model, TrainConfig()), use_native=True)
     finally:
         native.load.cache_clear()
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.so"))

@@ -106,8 +106,11 @@ def test_fit_writes_a_complete_run(tiny_run: dict[str, Path]) -> None:
         assert config["model"] == fileio.read_json(run_dir / "model.json") == get(case).to_dict()
         best_ckpt = checkpoint.load_checkpoint(run_dir / "best.pt")
         assert best_ckpt["description"] == get(case).to_dict() and best_ckpt["name"] == case
-        # Case 1's C++ kernels run wherever they build (a C++ compiler); never for the others
-        assert config["resolved"]["native_kernels"] == (case == "case1" and native.load())
+        # every case's blocks have C++ kernels: they run wherever they build (a C++ compiler)
+        assert config["resolved"]["native_kernels"] == native.load()
+        where = "cnnlab" if native.load() else "pytorch"
+        layers = [layer.name for layer in get(case).layers]
+        assert config["resolved"]["blocks"] == dict.fromkeys(layers, where)
 
 
 def test_training_learns_synthetic_digits(tiny_splits: Splits, tmp_path: Path) -> None:

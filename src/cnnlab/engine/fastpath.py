@@ -13,16 +13,18 @@ This module computes the same function and the same gradients another way:
   exactly, and the gradient reaches the same pixel (shown in ``tests/test_fastpath.py``);
 - a convolution with one input channel (every case's first layer) is one matrix product
   over the nine shifted copies of the image;
-- Case 1 has a hand-written backward pass (no autograd graph) and Adam runs as one fused
-  kernel (``torch._fused_adam_``) on the optimiser's own state, so checkpoints and resume
-  work unchanged; Cases 2 and 3 use autograd on the same fast forward;
+- Adam runs as one fused kernel on the optimiser's own state, so checkpoints and resume
+  work unchanged;
 - dropout draws its masks with the same calls, in the same order, as ``nn.Dropout``, so a
   seeded run follows the plain loop's random path;
 - nothing in the loop waits for the host: loss and hits are summed on the device.
 
-On a CPU, Case 1's step runs through cnnlab's C++ kernels (:mod:`cnnlab.engine.native`) where they
-build: the same arithmetic again, with the small layers fused and conv2's backward pass
-summed over its nonzero gradients only.
+On a CPU, where cnnlab's C++ kernels build (:mod:`cnnlab.engine.native`), a network whose
+every block has a kernel (:mod:`cnnlab.engine.blocks`: convolution + pooling, flatten,
+dropout, dense, global average pooling; the chapter's three cases among them) runs its
+whole step through them, with a hand-written backward pass (no autograd graph): the same
+arithmetic again, with the small layers fused and each convolution's backward pass summed
+over its nonzero gradients only. Any other network uses autograd on :func:`fast_forward`.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
 from cnnlab.engine.batchnorm import batch_norm
-from cnnlab.engine.fastcase1 import Case1Step, case1_logits, case1_weights
+from cnnlab.engine.blocks import NativeStep, native_logits, runs_natively
 from cnnlab.engine.tensors import CL, GradHook, as_float_images
 from cnnlab.models import Network
 from cnnlab.models import layers as L
@@ -139,15 +142,14 @@ def fast_logits(model: Network, x: torch.Tensor) -> torch.Tensor:
     Works through ``x`` in chunks of ``EVAL_CHUNK`` inputs, small enough for the
     intermediate maps to stay in the CPU's cache (per-input results do not depend on it).
     """
-    weights = case1_weights(model)
+    plan = runs_natively(model, None) if x.device.type == "cpu" else None
     out = []
     for i in range(0, len(x), EVAL_CHUNK):
         chunk = x[i : i + EVAL_CHUNK]
-        if weights is None:
+        if plan is None:
             out.append(fast_forward(model, as_float_images(chunk)))
         else:
-            images = chunk.reshape(chunk.shape[0], chunk.shape[-2], chunk.shape[-1])
-            out.append(case1_logits([w.detach() for w in weights], images))
+            out.append(native_logits(model, plan, chunk))
     return torch.cat(out)
 
 
@@ -194,14 +196,19 @@ def make_step(
     grad_hook: GradHook | None = None,
     use_native: bool | None = None,
 ) -> Step:
-    """The fastest faithful step for ``model``: hand-written for Case 1, autograd otherwise.
+    """The fastest faithful step for ``model``, chosen here and only here.
 
-    ``use_native`` picks cnnlab's C++ kernels (True: Case 1's step and Adam) or PyTorch
-    operations only (False); None takes the kernels whenever they run here
-    (:mod:`cnnlab.engine.native`).
+    A network whose every block has a kernel (:mod:`cnnlab.engine.blocks`) runs its whole
+    step in C++ (:class:`NativeStep`); any other, autograd on :func:`fast_forward`.
+    ``use_native`` picks cnnlab's C++ kernels (True: required) or PyTorch operations only
+    (False); None takes the kernels whenever they run here (:mod:`cnnlab.engine.native`).
     """
-    if case1_weights(model) is not None:
-        return Case1Step(model, optimizer, grad_hook, use_native)
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if use_native and not (on_cpu and native.load()):
+        raise ValueError("cnnlab's C++ kernels do not run here (CPU only; see the warning)")
+    plan = runs_natively(model, use_native) if on_cpu else None
+    if plan is not None:
+        return NativeStep(model, optimizer, plan, grad_hook)
     return AutogradStep(model, optimizer, grad_hook, use_native)
 
 

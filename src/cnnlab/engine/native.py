@@ -1,9 +1,9 @@
 """cnnlab's C++ kernels (``csrc/*.cpp``): built on first use, cached, loaded as torch ops.
 
-The fast engine's Case 1 step, its Adam update and the speedrun's first block run through
-them on a CPU when they build; when they cannot (no C++ compiler, say), the same
-arithmetic runs in PyTorch operations (:mod:`cnnlab.fastcase1`), about 2.5x slower, after
-one warning. ``make install``
+The fast engine's blocks (:mod:`cnnlab.engine.blocks`: convolution + pooling, dense,
+dropout, global pooling, the loss), its Adam update and the speedrun's first block run
+through them on a CPU when they build; when they cannot (no C++ compiler, say), the same
+arithmetic runs in PyTorch operations, about 2.5x slower, after one warning. ``make install``
 builds them ahead (``python -m cnnlab.engine.native``), so no training run waits for the
 compiler (about 30 s).
 
@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = (CSRC / "case1.cpp", CSRC / "speedrun.cpp")  # and the header they share, vec16.h
+SOURCES = tuple(CSRC / f for f in ("common.cpp", "blocks.cpp", "net.cpp", "speedrun.cpp"))
+# (and the headers they share, blocks.h and vec16.h)
 # No -ffast-math: IEEE float32 results. -fno-math-errno only lets sqrt vectorise.
 FLAGS = [
     "-O3",
@@ -60,7 +61,7 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def _command(sources: Sequence[Path], target: Path) -> list[str]:
+def _command(sources: Sequence[Path], target: Path, extra: Sequence[str] = ()) -> list[str]:
     import torch.utils.cpp_extension as cpp  # slow to import; only needed to build
 
     torch_dir = Path(torch.__file__).parent
@@ -70,6 +71,7 @@ def _command(sources: Sequence[Path], target: Path) -> list[str]:
     return [
         os.environ.get("CXX", "g++"),
         *FLAGS,
+        *extra,
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
         *includes,
         *map(str, sources),
@@ -90,11 +92,14 @@ def library_path() -> Path:
     key.update(torch.__version__.encode() + " ".join(FLAGS).encode())
     key.update(f"{_cpu_name()} {platform.machine()} {sys.version_info[:2]}".encode())
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "cnnlab" / "native" / key.hexdigest()[:16] / "cnnlab_case1.so"
+    return base / "cnnlab" / "native" / key.hexdigest()[:16] / "cnnlab_kernels.so"
 
 
-def build(target: Path, sources: Sequence[Path] = SOURCES) -> None:
-    """Compile ``sources`` (the kernels) into ``target``, atomically; raises NativeBuildError."""
+def build(target: Path, sources: Sequence[Path] = SOURCES, extra: Sequence[str] = ()) -> None:
+    """Compile ``sources`` (the kernels) into ``target``, atomically; raises NativeBuildError.
+
+    ``extra``: more compiler flags (the tests' ``-DCNNLAB_MUTANTS`` build).
+    """
     if platform.system() != "Linux":
         raise NativeBuildError(f"the C++ kernels are built on Linux only, not {platform.system()}")
     compiler = _command(sources, target)[0]
@@ -105,7 +110,8 @@ def build(target: Path, sources: Sequence[Path] = SOURCES) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        done = subprocess.run(_command(sources, tmp), capture_output=True, text=True, check=False)
+        command = _command(sources, tmp, extra)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise NativeBuildError(f"{compiler} failed: {last}")
@@ -115,8 +121,12 @@ def build(target: Path, sources: Sequence[Path] = SOURCES) -> None:
 
 
 def _build_and_load() -> Path:
-    """Build the kernels if this machine has no build yet, load them; returns the library."""
-    target = library_path()
+    """Build the kernels if this machine has no build yet, load them; returns the library.
+
+    ``$CNNLAB_NATIVE_LIB`` names another build to load instead (the tests' mutants).
+    """
+    override = os.environ.get("CNNLAB_NATIVE_LIB")
+    target = Path(override) if override else library_path()
     if not target.exists():
         build(target)
     torch.ops.load_library(str(target))

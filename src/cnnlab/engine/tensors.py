@@ -19,12 +19,14 @@ def as_float_images(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x
 
 
-def dropout_mask(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """The scaled mask ``nn.Dropout(0.25)`` draws for an input of ``shape`` (0 or 1/0.75).
+def dropout_mask(
+    shape: tuple[int, ...], like: torch.Tensor, rate: float = 1 - DROPOUT_KEEP
+) -> torch.Tensor:
+    """The scaled mask ``nn.Dropout(rate)`` draws for an input of ``shape`` (0 or 1/keep).
 
     ``native_dropout`` is what ``nn.Dropout`` runs on a GPU, and on a CPU it draws exactly
     as ``nn.Dropout`` does there (``bernoulli_(0.75)`` on a tensor of that shape): a
     seeded fast run follows the plain loop's random path on either device.
     """
     ones = torch.ones(shape, dtype=like.dtype, device=like.device)
-    return torch.native_dropout(ones, 1 - DROPOUT_KEEP, True)[0]
+    return torch.native_dropout(ones, rate, True)[0]

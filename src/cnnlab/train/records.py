@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cnnlab import fileio
 from cnnlab.data import Splits
 from cnnlab.engine import native
-from cnnlab.engine.fastcase1 import matches_kernel
+from cnnlab.engine.blocks import where
 from cnnlab.engine.fastpath import EpochSums
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network
@@ -49,12 +49,13 @@ def write_run_config(
 ) -> None:
     """``model.json`` (the description) and ``config.json`` (the resolved config)."""
     fast = config.engine == "fast"
-    kernel = fast and config.native and device.type == "cpu"
-    kernel = kernel and matches_kernel(description) and native.load()
+    kernels = fast and config.native and device.type == "cpu" and native.load()
+    blocks = where(description, kernels)
     resolved = {
         "device": str(device),
-        # the fast engine's whole-step C++ kernel, or PyTorch ops layer by layer
-        "native_kernels": bool(kernel),
+        # whether the whole step runs in the C++ kernels, and where each layer ran
+        "native_kernels": bool(blocks) and all(v == "cnnlab" for v in blocks.values()),
+        "blocks": blocks,
         "threads": torch.get_num_threads(),
         "world_size": ctx.world_size,
         "torch": torch.__version__,

@@ -1,4 +1,4 @@
-// 16 float32 lanes at a time, for cnnlab's C++ kernels (case1.cpp, speedrun.cpp).
+// 16 float32 lanes at a time, for cnnlab's C++ kernels (blocks.cpp, speedrun.cpp).
 #pragma once
 
 #include <cstdint>
@@ -6,8 +6,8 @@
 
 namespace cnnlab {
 
-// 16 float32 lanes (one AVX-512 register, or two AVX ones): the 16 channels of a conv1
-// pixel, a quarter of a conv2 pixel's 64. GCC/Clang vector extensions: +, *, ?: and the
+// 16 float32 lanes (one AVX-512 register, or two AVX ones): 16 channels of a pixel in a
+// channels-last map (a partial last group through loadn/storen). GCC/Clang vector extensions: +, *, ?: and the
 // comparisons work lane by lane, in IEEE float32 like the scalar code.
 typedef float f16v __attribute__((vector_size(64)));
 typedef int32_t i16v __attribute__((vector_size(64)));
@@ -27,6 +27,23 @@ inline i16v load_arg(const uint8_t* p) {
 inline void store_arg(uint8_t* p, i16v v) {
   const u16v b = __builtin_convertvector(v, u16v);
   std::memcpy(p, &b, sizeof b);
+}
+// The first n (1..16) lanes of a row whose length is not a multiple of 16; the rest zero.
+inline f16v loadn(const float* p, int n) {
+  if (n == 16) return load16(p);
+  f16v v{};
+  std::memcpy(&v, p, sizeof(float) * n);
+  return v;
+}
+inline void storen(float* p, f16v v, int n) { std::memcpy(p, &v, sizeof(float) * n); }
+inline i16v load_argn(const uint8_t* p, int n) {
+  u16v v{};
+  std::memcpy(&v, p, n);
+  return __builtin_convertvector(v, i16v);
+}
+inline void store_argn(uint8_t* p, i16v v, int n) {
+  const u16v b = __builtin_convertvector(v, u16v);
+  std::memcpy(p, &b, n);
 }
 inline f16v relu16(f16v v) { return v < 0.0f ? f16v{} : v; }
 

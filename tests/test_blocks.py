@@ -1,0 +1,261 @@
+"""The fast engine's block kernels against float64 autograd, on shapes of every kind.
+
+- ``conv_pool_relu`` (Conv2D valid + bias + ReLU + 2x2 max pooling, ReLU after the pooling):
+  output and gradients against ``F.conv2d``/``relu``/``max_pool2d`` in float64, for one and
+  several input channels, channel counts that are not multiples of 16, odd map sizes,
+  3x3/5x5 (compiled in) and other kernel sizes (read at run time), a cropped pooled size,
+  and ties in the pooling windows (flat backgrounds, saturated bars);
+- ``net_gradients``/``net_logits`` (a whole description's step) against autograd on the
+  network's own module in float64, for the chapter's cases and descriptions outside them;
+- the plan (blocks matched by kind, the crop), nn.Dropout's masks, the step against the
+  plain loop on the same batches, and mutation checks: deliberately broken kernels fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_fastpath import fast_losses, plain_losses
+from torch import nn
+
+from cnnlab.engine import native
+from cnnlab.engine.blocks import NativeStep, kernel_inputs, plan, runs_natively, where
+from cnnlab.engine.fastpath import make_step
+from cnnlab.models import ModelDescription, create_model, parse_compact
+from cnnlab.models.torch_module import build_module
+from cnnlab.train.loop import TrainConfig, make_optimizer
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels() -> None:
+    assert native.load(), "the C++ kernels must build where there is a compiler"
+
+
+def described(text: str, kernels: dict[int, list[int]] | None = None) -> ModelDescription:
+    """A description from its compact line, with non-square kernel sizes by layer index."""
+    d = parse_compact(text).to_dict()
+    for i, size in (kernels or {}).items():
+        d["layers"][i]["kernel_size"] = size
+    return ModelDescription.from_dict(d)
+
+
+# outside the chapter: odd sizes, 5x5 and run-time kernel sizes, channel counts of 3 to 33,
+# a dropout on a map, a linear output, other class counts
+ZOO = {
+    "odd_5x5": described(
+        "Input(23,19,1) Conv2D(7,5,relu) MaxPooling2D(2) Conv2D(19,3,relu) MaxPooling2D(2) "
+        "Flatten Dropout(0.4) Dense(13,relu) Dense(6,softmax)"
+    ),
+    "rgb_mixed_kernels": described(
+        "Input(17,21,3) Conv2D(20,3,relu) MaxPooling2D(2) Conv2D(33,4,relu) MaxPooling2D(2) "
+        "GlobalAveragePooling2D Dense(5)",
+        {0: [2, 3]},
+    ),
+    "map_dropout": described(
+        "Input(14,15,1) Conv2D(17,3,relu) MaxPooling2D(2) Dropout(0.3) Flatten Dense(4,softmax)"
+    ),
+}
+NETS = {name: create_model(name).description for name in ("case1", "case2", "case3")} | ZOO
+
+
+def images(n: int, shape: tuple[int, ...], seed: int, uint8: bool) -> torch.Tensor:
+    """(n, C, H, W) images with a flat zero background and saturated bars (pooling ties)."""
+    h, w, c = shape
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, c, h, w, generator=g)
+    x = torch.where(x > 0.55, x, torch.zeros(()))
+    x[:, :, : h // 4, :] = 0.0  # flat background
+    x[: (n + 1) // 2, :, h // 2 : h // 2 + 3, :] = 1.0  # saturated bars
+    return (x * 255).round().to(torch.uint8) if uint8 else x
+
+
+def as_double(x: torch.Tensor) -> torch.Tensor:
+    return x.double().div(255) if x.dtype == torch.uint8 else x.double()
+
+
+# (n, H, W, Cin, Cout, kh, kw, pooled rows/columns kept (None: all), uint8)
+CONV_SHAPES = [
+    (3, 9, 11, 1, 5, 3, 3, None, True),
+    (2, 13, 12, 1, 33, 5, 5, None, False),
+    (2, 12, 11, 1, 16, 2, 3, (4, 3), True),
+    (4, 10, 9, 17, 10, 3, 3, None, False),
+    (1, 8, 11, 3, 20, 2, 3, None, False),
+    (2, 12, 12, 32, 10, 3, 3, None, False),
+    (3, 15, 14, 7, 19, 5, 5, None, False),
+    (2, 16, 16, 16, 64, 3, 3, (5, 6), False),
+    (1, 11, 9, 5, 3, 4, 4, None, False),
+]
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s[:7])))
+def test_conv_pool_relu_matches_float64_autograd(shape: tuple) -> None:
+    n, h, w, cin, cout, kh, kw, keep, uint8 = shape
+    g = torch.Generator().manual_seed(h * w + cout)
+    x = images(n, (h, w, cin), seed=cin, uint8=uint8)
+    weight = torch.randn(cout, cin, kh, kw, generator=g) * 0.3
+    bias = torch.randn(cout, generator=g) * 0.1  # some positive: flat regions pass the ReLU
+    ph, pw = keep or ((h - kh + 1) // 2, (w - kw + 1) // 2)
+    x_cl = x.permute(0, 2, 3, 1).contiguous()
+    a, idx = torch.ops.cnnlab.conv_pool_relu(x_cl, weight, bias, ph, pw, True)
+    grad = torch.randn(n, ph, pw, cout, generator=g)
+    grad[torch.rand(grad.shape, generator=g) < 0.3] = 0.0
+    gx, gw, gb = torch.ops.cnnlab.conv_pool_relu_backward(grad, a, idx, x_cl, weight, cin > 1)
+
+    xd = as_double(x).requires_grad_(cin > 1)
+    wd, bd = weight.double().requires_grad_(), bias.double().requires_grad_()
+    ref = F.max_pool2d(torch.relu(F.conv2d(xd, wd, bd)), 2)[:, :, :ph, :pw].permute(0, 2, 3, 1)
+    (ref * grad.double()).sum().backward()
+    assert a.shape == (n, ph, pw, cout) and idx.dtype == torch.uint8
+    torch.testing.assert_close(a.double(), ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw.double(), wd.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gb.double(), bd.grad, rtol=1e-4, atol=1e-5)
+    if cin > 1:
+        assert xd.grad is not None
+        torch.testing.assert_close(gx.double(), xd.grad.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+
+
+def reference(
+    model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor], denom: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Loss sum, logits and d(loss sum / denom)/d(weights): autograd on the module, float64;
+    the dropouts multiply by the given (channels-first) masks."""
+    ref = copy.deepcopy(model).double()
+    h, masks_left = as_double(x), list(masks)
+    for i, module in enumerate(ref):
+        if i >= ref.n_forward:  # type: ignore[operator]
+            break
+        h = h * masks_left.pop(0).double() if isinstance(module, nn.Dropout) else module(h)
+    loss = F.cross_entropy(h, y, reduction="sum")
+    grads = torch.autograd.grad(loss / denom, list(ref.parameters()))
+    return loss.detach(), h.detach(), list(grads)
+
+
+@pytest.mark.parametrize("n", [1, 7, 32])
+@pytest.mark.parametrize("name", list(NETS))
+def test_net_gradients_match_float64_autograd(name: str, n: int) -> None:
+    desc = NETS[name]
+    torch.manual_seed(n)
+    model = build_module(desc)
+    p = plan(desc)
+    assert p.native, [b.kind for b in p.blocks]
+    uint8 = desc.input_shape[-1] == 1 and n != 7
+    x = images(n, desc.input_shape, seed=n, uint8=uint8)
+    classes = desc.info[-1].out_shape[-1]
+    y = torch.randint(0, classes, (n,))
+    step = NativeStep(model, make_optimizer(model, TrainConfig()), p)
+    torch.manual_seed(100 + n)
+    masks = step.masks(n)  # laid out as the kernels read them
+    torch.manual_seed(100 + n)
+    cf = [F.dropout(torch.ones(n, *s), r, training=True) for s, r in step.drops]
+    weights = [q.detach() for q in model.parameters()]
+    grads = [torch.full_like(q, float("nan")) for q in weights]  # every element is written
+    denom = n + 3  # a data-parallel shard averages over the global batch
+    inputs = kernel_inputs(x, p)
+    loss, hits = torch.ops.cnnlab.net_gradients(inputs, y, p.code(), weights, grads, masks, denom)
+    ref_loss, ref_logits, ref_grads = reference(model, x, y, cf, denom)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    assert hits.item() == (ref_logits.argmax(1) == y).sum().item()
+    for (pname, _), got, want in zip(model.named_parameters(), grads, ref_grads, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6, msg=pname)
+    logits = torch.ops.cnnlab.net_logits(inputs, p.code(), weights)
+    with torch.no_grad():
+        want = copy.deepcopy(model).double().eval()(as_double(x))
+    torch.testing.assert_close(logits.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_masks_are_nn_dropouts_on_maps_and_vectors() -> None:
+    desc = ZOO["map_dropout"]
+    model = build_module(desc)
+    step = NativeStep(model, make_optimizer(model, TrainConfig()), plan(desc))
+    assert step.drops == [((17, 6, 6), 0.3)]  # nn.Dropout sees (N, C, H, W)
+    torch.manual_seed(4)
+    got = step.masks(5)[0]
+    torch.manual_seed(4)
+    want = F.dropout(torch.ones(5, 17, 6, 6), 0.3, training=True)
+    assert torch.equal(got, want.permute(0, 2, 3, 1))
+
+
+def test_blocks_are_matched_by_kind() -> None:
+    case1 = plan(NETS["case1"])
+    # 2x2 pooling drops conv2's last row and column, so conv1 keeps 12 of its 13 pooled rows
+    assert case1.code() == [0, 12, 12, 0, 5, 5, 1, 2, 3, 1, 2, 3, 0]
+    assert [b.kind for b in plan(NETS["case2"]).blocks][-1] == "global_average"
+    assert plan(NETS["case2"]).folded == ("softmax",)  # the final softmax goes with the loss
+    odd = plan(ZOO["odd_5x5"])
+    # 23x19 -> conv 5x5 -> 19x15 -> pool 9x7, of which conv 3x3 + pool (3x2) reads 8x6
+    assert odd.code()[:6] == [0, 8, 6, 0, 3, 2]
+    # a block without a kernel runs as PyTorch: same-padded or strided convolutions, BN
+    other = parse_compact(
+        "Input(28,28,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) BatchNormalization "
+        "Conv2D(12,3,relu) MaxPooling2D(2) Flatten Dense(10,softmax)"
+    )
+    p = plan(other)
+    assert [b.kind for b in p.blocks] == [
+        "pytorch", "pytorch", "pytorch", "conv_pool_relu", "flatten", "dense",
+    ]  # fmt: skip
+    assert not p.native and runs_natively(build_module(other), None) is None
+    placed = where(other, kernels=True)
+    assert placed["conv2d"] == "pytorch" and placed["conv2d_1"] == "cnnlab"
+    assert placed["dense"] == "pytorch"
+    assert set(where(other, kernels=False).values()) == {"pytorch"}
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_steps_match_the_plain_loop(name: str) -> None:
+    """Same batches, same dropout draws: the kernels' step follows the plain loop's."""
+    desc = ZOO[name]
+    x = images(6 * 8 - 3, desc.input_shape, seed=2, uint8=False)
+    y = torch.randint(0, desc.info[-1].out_shape[-1], (len(x),))
+    torch.manual_seed(3)
+    plain_model = build_module(desc)
+    fast_model = copy.deepcopy(plain_model)
+    assert isinstance(make_step(fast_model, make_optimizer(fast_model, TrainConfig())), NativeStep)
+    torch.manual_seed(11)
+    expected = plain_losses(plain_model, x, y, 8)
+    torch.manual_seed(11)
+    got = fast_losses(fast_model, x, y, 8)
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
+    for (key, a), b in zip(
+        plain_model.state_dict().items(), fast_model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-6, msg=key)
+
+
+MUTANTS = {
+    1: "one-channel convolution: the last tap left out",
+    2: "sparse backward: one nonzero gradient per window position lost",
+    3: "max pooling: ties go to the last maximum, not the first",
+    4: "dropout's backward pass without the mask",
+}
+
+
+@pytest.mark.slow
+def test_broken_kernels_fail_these_tests(tmp_path: Path) -> None:
+    """Mutation check: a build with each deliberate error fails the tests above."""
+    if os.environ.get("CNNLAB_MUTANT"):
+        pytest.skip("inside a mutant run")
+    lib = tmp_path / "mutants.so"
+    native.build(lib, extra=["-DCNNLAB_MUTANTS"])
+    here = Path(__file__)
+    for mutant in (0, *MUTANTS):
+        env = {**os.environ, "CNNLAB_NATIVE_LIB": str(lib), "CNNLAB_MUTANT": str(mutant)}
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(here),
+             "-k", "float64_autograd"],
+            cwd=here.parent.parent, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if mutant == 0:  # the mutant build itself, unbroken, passes
+            assert run.returncode == 0, run.stdout[-2000:]
+        else:
+            assert run.returncode == 1 and "failed" in run.stdout, (MUTANTS[mutant], run.stdout)
