@@ -48,8 +48,14 @@ let debounce = null;
 let lastQuery = "";
 function changed() {
   syncPooling();
-  if (query().toString() === lastQuery) return; // e.g. the change event when a field blurs
   clearTimeout(debounce);
+  if (query().toString() === lastQuery) {
+    // Back to what was asked last (the change event when a field blurs, or a value cleared
+    // and typed again): no new request, and the one a moment ago is cancelled. Idle again
+    // unless that last request is still on its way.
+    if (seq === shown) stage.setAttribute("aria-busy", "false");
+    return;
+  }
   stage.setAttribute("aria-busy", "true");
   debounce = setTimeout(load, 120);
 }
