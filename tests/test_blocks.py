@@ -29,7 +29,7 @@ from torch import nn
 
 from cnnlab.engine import native
 from cnnlab.engine.blocks import NativeStep, kernel_inputs, plan, runs_natively, where
-from cnnlab.engine.fastpath import make_step
+from cnnlab.engine.fastpath import fast_logits, make_step
 from cnnlab.models import ModelDescription, create_model, parse_compact
 from cnnlab.models.torch_module import build_module
 from cnnlab.train.loop import TrainConfig, make_optimizer
@@ -232,6 +232,39 @@ def test_zoo_steps_match_the_plain_loop(name: str) -> None:
         torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-6, msg=key)
 
 
+MIXED = parse_compact(
+    "Input(24,22,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) BatchNormalization "
+    "Conv2D(12,3,relu) MaxPooling2D(2) Conv2D(9,3,relu) MaxPooling2D(2) Flatten "
+    "Dropout(0.25) Dense(10,softmax)"
+)
+
+
+def test_mixed_steps_match_the_plain_loop() -> None:
+    """Blocks without a kernel (same padding, BatchNormalization) run as PyTorch in the same
+    step; the convolution blocks after them through the kernels, under autograd."""
+    x = images(5 * 8, MIXED.input_shape, seed=5, uint8=False)
+    y = torch.randint(0, 10, (len(x),))
+    torch.manual_seed(3)
+    plain_model = build_module(MIXED)
+    fast_model = copy.deepcopy(plain_model)
+    step = make_step(fast_model, make_optimizer(fast_model, TrainConfig()))
+    assert not isinstance(step, NativeStep)
+    assert getattr(step, "blocks", None) == {3: (4, 4), 5: (1, 1)}  # 5x4 pooled, 4x4 used
+    assert where(MIXED, kernels=True)["conv2d_2"] == "cnnlab"
+    torch.manual_seed(11)
+    expected = plain_losses(plain_model, x, y, 8)
+    torch.manual_seed(11)
+    got = fast_losses(fast_model, x, y, 8)
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
+    for (key, a), b in zip(
+        plain_model.state_dict().items(), fast_model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-6, msg=key)
+    with torch.no_grad():
+        want = plain_model.eval()(x)
+    torch.testing.assert_close(fast_logits(fast_model.eval(), x), want, rtol=1e-5, atol=1e-5)
+
+
 MUTANTS = {
     1: "one-channel convolution: the last tap left out",
     2: "sparse backward: one nonzero gradient per window position lost",
@@ -252,7 +285,7 @@ def test_broken_kernels_fail_these_tests(tmp_path: Path) -> None:
         env = {**os.environ, "CNNLAB_NATIVE_LIB": str(lib), "CNNLAB_MUTANT": str(mutant)}
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(here),
-             "-k", "float64_autograd"],
+             "-k", "float64_autograd or mixed"],
             cwd=here.parent.parent, env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if mutant == 0:  # the mutant build itself, unbroken, passes

@@ -23,6 +23,7 @@ computed either (:func:`plan` works the needed sizes out from the last block bac
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,7 +109,8 @@ def plan(desc: ModelDescription) -> Plan:
         info, layer = infos[i], infos[i].layer
         nxt = infos[i + 1].layer if i + 1 < len(infos) else None
         shape = info.in_shape
-        if image and _conv_pool(layer, nxt, shape):
+        # (one input channel: the kernel gives no input gradient, so only as the first layer)
+        if image and _conv_pool(layer, nxt, shape) and (shape[-1] > 1 or i == 0):
             assert isinstance(layer, L.Conv) and nxt is not None
             kh, kw = layer.kernel_size
             ph, pw = (shape[0] - kh + 1) // 2, (shape[1] - kw + 1) // 2
@@ -248,6 +250,60 @@ class NativeStep:
             self.grad_hook(self.grads)
         self.adam.step(self.grads)
         return loss, hits
+
+
+class _ConvPoolRelu(torch.autograd.Function):
+    """The convolution block's kernels as an autograd node, for a step that mixes them with
+    PyTorch operations: (N, H, W, Cin) -> (N, ph, pw, Cout), channels-last."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ph: int, pw: int
+    ) -> torch.Tensor:
+        a, idx = torch.ops.cnnlab.conv_pool_relu(x, weight, bias, ph, pw, True)
+        ctx.save_for_backward(a, idx, x, weight)
+        return a
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        a, idx, x, weight = ctx.saved_tensors
+        need_x = bool(ctx.needs_input_grad[0])
+        gx, gw, gb = torch.ops.cnnlab.conv_pool_relu_backward(
+            grads[0].contiguous(), a, idx, x, weight, need_x
+        )
+        return (gx if need_x else None), gw, gb, None, None
+
+
+def conv_pool_relu(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ph: int, pw: int
+) -> torch.Tensor:
+    """A convolution block through the kernels, differentiable: (N, C, H, W) channels-last
+    float32 -> (N, Cout, ph, pw) channels-last."""
+    x = h.permute(0, 2, 3, 1).contiguous()  # a view where h is channels-last already
+    if torch.is_inference_mode_enabled() or not torch.is_grad_enabled():
+        a = torch.ops.cnnlab.conv_pool_relu(x, weight, bias, ph, pw, False)[0]
+    else:
+        a = _ConvPoolRelu.apply(x, weight, bias, ph, pw)
+    return a.permute(0, 3, 1, 2)
+
+
+def kernel_blocks(model: nn.Module, use_native: bool | None) -> dict[int, tuple[int, int]]:
+    """For a step mixing kernels and PyTorch: the index of each layer that starts a
+    convolution block the kernels compute here, with its pooled size. Empty where they
+    do not run (a GPU, no compiler, ``use_native=False``)."""
+    desc = getattr(model, "description", None)
+    params = list(model.parameters())
+    cpu = all(q.device.type == "cpu" and q.dtype == torch.float32 for q in params)
+    if use_native is False or not isinstance(desc, ModelDescription) or not cpu:
+        return {}
+    if not native.load():
+        return {}
+    starts = {
+        b.layers[0]: (b.code[1], b.code[2]) for b in plan(desc).blocks if b.code[:1] == (CONV,)
+    }
+    return {
+        i: starts[info.layer.name] for i, info in enumerate(desc.info) if info.layer.name in starts
+    }
 
 
 def native_logits(model: nn.Module, p: Plan, x: torch.Tensor) -> torch.Tensor:

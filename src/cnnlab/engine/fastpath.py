@@ -40,7 +40,13 @@ from torch import nn
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
 from cnnlab.engine.batchnorm import batch_norm
-from cnnlab.engine.blocks import NativeStep, native_logits, runs_natively
+from cnnlab.engine.blocks import (
+    NativeStep,
+    conv_pool_relu,
+    kernel_blocks,
+    native_logits,
+    runs_natively,
+)
 from cnnlab.engine.tensors import CL, GradHook, as_float_images
 from cnnlab.models import Network
 from cnnlab.models import layers as L
@@ -102,11 +108,14 @@ def _relu_then_max_pool(layer: L.Layer, nxt: L.Layer | None) -> bool:
     )
 
 
-def fast_forward(model: Network, x: torch.Tensor) -> torch.Tensor:
+def fast_forward(
+    model: Network, x: torch.Tensor, blocks: dict[int, tuple[int, int]] | None = None
+) -> torch.Tensor:
     """``model(x)`` computed the fast way: channels-last, ReLU after pooling. (N, C, ...) in.
 
     Walks the network's description: any layer it has no faster form for runs as the
-    network's own module.
+    network's own module. ``blocks`` (:func:`cnnlab.engine.blocks.kernel_blocks`): the
+    convolution blocks that run through cnnlab's kernels, by their first layer's index.
     """
     infos = model.description.info
     modules = list(model)
@@ -120,6 +129,11 @@ def fast_forward(model: Network, x: torch.Tensor) -> torch.Tensor:
             i += 1
             continue
         assert isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        if blocks and i in blocks:  # conv + bias + relu + 2x2 max pooling, one kernel
+            assert module.bias is not None
+            h = conv_pool_relu(h, module.weight, module.bias, *blocks[i])
+            i += 2
+            continue
         if _single_channel(layer, infos[i].in_shape):
             assert module.bias is not None
             h = conv_single_channel(h, module.weight, module.bias)
@@ -143,11 +157,12 @@ def fast_logits(model: Network, x: torch.Tensor) -> torch.Tensor:
     intermediate maps to stay in the CPU's cache (per-input results do not depend on it).
     """
     plan = runs_natively(model, None) if x.device.type == "cpu" else None
+    blocks = kernel_blocks(model, None) if x.device.type == "cpu" else {}
     out = []
     for i in range(0, len(x), EVAL_CHUNK):
         chunk = x[i : i + EVAL_CHUNK]
         if plan is None:
-            out.append(fast_forward(model, as_float_images(chunk)))
+            out.append(fast_forward(model, as_float_images(chunk), blocks))
         else:
             out.append(native_logits(model, plan, chunk))
     return torch.cat(out)
@@ -171,11 +186,12 @@ class AutogradStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.adam = FusedAdam(optimizer, self.params, use_native)
         self.grad_hook = grad_hook
+        self.blocks = kernel_blocks(model, use_native)  # the blocks the kernels compute
 
     def __call__(
         self, xb: torch.Tensor, yb: torch.Tensor, denom: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = fast_forward(self.model, as_float_images(xb))
+        logits = fast_forward(self.model, as_float_images(xb), self.blocks)
         loss_sum = F.cross_entropy(logits, yb, reduction="sum")
         for p in self.params:
             p.grad = None
