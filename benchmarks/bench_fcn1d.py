@@ -100,8 +100,8 @@ def _call(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         raise SystemExit(f"bench_fcn1d: {cmd[0]} failed ({rc}); log {log}:\n{tail}")
 
 
-# libgomp's own default wait (300,000 spins), which cnnlab replaces by passive waiting
-# (src/cnnlab/__init__.py): the row that shows what the wait policy does on this machine.
+# libgomp's own default wait (300,000 spins), pinned explicitly for the spinning row
+# (the default row sets no policy either): set --rounds to see the noise between them.
 SPINNING = {"GOMP_SPINCOUNT": "300000"}
 
 
