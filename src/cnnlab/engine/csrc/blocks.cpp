@@ -1,7 +1,7 @@
 // The convolution block of the fast engine: Conv2D('valid', stride 1, bias, relu) followed
 // by 2x2 max pooling, for any channel counts, map sizes and kernel sizes up to 7x7 (3x3 and
 // 5x5 compiled as specialisations). Every map is channels-last; channels go 16 at a time
-// (one AVX-512 register), a last partial group through loadn/storen.
+// (one AVX-512 register); where the count is not a multiple of 16, partial groups.
 //
 // Forward: with one input channel, the convolution is a loop here that computes each
 // pooling window's four outputs in registers and keeps the maximum and its position; with
@@ -32,17 +32,25 @@ struct Geom {
 };
 
 // Runs the call with KH, KW compiled in where the kernel size is a common one (0: any size up
-// to kMaxTaps taps, read at run time).
-#define CNNLAB_BY_KERNEL(kh, kw, ...)       \
-  if ((kh) == 3 && (kw) == 3) {             \
-    constexpr int KH = 3, KW = 3;           \
-    __VA_ARGS__;                            \
-  } else if ((kh) == 5 && (kw) == 5) {      \
-    constexpr int KH = 5, KW = 5;           \
-    __VA_ARGS__;                            \
+// to kMaxTaps taps, read at run time), and F: whether the channel count is a multiple of 16.
+#define CNNLAB_BY_SIZE(kh, kw, ...)    \
+  if ((kh) == 3 && (kw) == 3) {        \
+    constexpr int KH = 3, KW = 3;      \
+    __VA_ARGS__;                       \
+  } else if ((kh) == 5 && (kw) == 5) { \
+    constexpr int KH = 5, KW = 5;      \
+    __VA_ARGS__;                       \
+  } else {                             \
+    constexpr int KH = 0, KW = 0;      \
+    __VA_ARGS__;                       \
+  }
+#define CNNLAB_BY_KERNEL(kh, kw, full, ...) \
+  if (full) {                               \
+    constexpr bool F = true;                \
+    CNNLAB_BY_SIZE(kh, kw, __VA_ARGS__)     \
   } else {                                  \
-    constexpr int KH = 0, KW = 0;           \
-    __VA_ARGS__;                            \
+    constexpr bool F = false;               \
+    CNNLAB_BY_SIZE(kh, kw, __VA_ARGS__)     \
   }
 
 // The taps a kernel has room for: KH * KW, or kMaxTaps for a size read at run time.
@@ -54,7 +62,7 @@ struct MaxTaps {
 inline int lanes(int64_t cout, int64_t c0) { return static_cast<int>(std::min<int64_t>(16, cout - c0)); }
 
 // One input channel: image -> conv -> pool -> ReLU; a (N, ph, pw, Cout), idx the positions.
-template <int KH, int KW, typename T>
+template <int KH, int KW, bool F, typename T>
 void direct_forward(const Geom& g, const T* x, const float* wt, const float* b, float* a,
                     uint8_t* idx) {
   const int64_t kw = KW ? KW : g.kw, taps = KH ? KH * KW : g.kh * g.kw;
@@ -68,8 +76,8 @@ void direct_forward(const Geom& g, const T* x, const float* wt, const float* b, 
       for (int64_t c0 = 0; c0 < cout; c0 += 16) {
         const int nc = lanes(cout, c0);
         f16v wk[MaxTaps<KH, KW>::value];
-        for (int64_t k = 0; k < taps; ++k) wk[k] = loadn(wt + k * cout + c0, nc);
-        const f16v bias = loadn(b + c0, nc);
+        for (int64_t k = 0; k < taps; ++k) wk[k] = ld<F>(wt + k * cout + c0, nc);
+        const f16v bias = ld<F>(b + c0, nc);
         for (int64_t py = 0; py < g.ph; ++py) {
           for (int64_t px = 0; px < g.pw; ++px) {
             f16v best{};
@@ -85,8 +93,8 @@ void direct_forward(const Geom& g, const T* x, const float* wt, const float* b, 
               }
             }
             const int64_t o = ((i * g.ph + py) * g.pw + px) * cout + c0;
-            storen(a + o, relu16(best), nc);
-            if (idx != nullptr) store_argn(idx + o, arg, nc);
+            st<F>(a + o, relu16(best), nc);
+            if (idx != nullptr) st_arg<F>(idx + o, arg, nc);
           }
         }
       }
@@ -97,7 +105,7 @@ void direct_forward(const Geom& g, const T* x, const float* wt, const float* b, 
 // One input channel: the weight and bias gradients from ga = dL/da, through the ReLU
 // (a > 0) to the pooled position, times the image pixels under the kernel. Per-thread
 // sums, added in thread order.
-template <int KH, int KW, typename T>
+template <int KH, int KW, bool F, typename T>
 void direct_backward(const Geom& g, const T* x, const float* ga, const float* a,
                      const uint8_t* idx, float* gw, float* gb) {
   const int64_t kw = KW ? KW : g.kw, taps = KH ? KH * KW : g.kh * g.kw;
@@ -118,8 +126,8 @@ void direct_backward(const Geom& g, const T* x, const float* ga, const float* a,
         for (int64_t py = 0; py < g.ph; ++py) {
           for (int64_t px = 0; px < g.pw; ++px) {
             const int64_t o = ((i * g.ph + py) * g.pw + px) * cout + c0;
-            const f16v gv = loadn(a + o, nc) > 0.0f ? loadn(ga + o, nc) : f16v{};
-            const i16v arg = load_argn(idx + o, nc);
+            const f16v gv = ld<F>(a + o, nc) > 0.0f ? ld<F>(ga + o, nc) : f16v{};
+            const i16v arg = ld_arg<F>(idx + o, nc);
             acc[taps] += gv;
             for (int d = 0; d < 4; ++d) {
               const float* at = img + (2 * py + (d >> 1)) * W + 2 * px + (d & 1);
@@ -146,6 +154,7 @@ void direct_backward(const Geom& g, const T* x, const float* ga, const float* a,
 }
 
 // conv output c (N, 2ph, 2pw, Cout) -> 2x2 max pool -> ReLU: a and the positions idx.
+template <bool F>
 void pool_relu(const Geom& g, const float* c, float* a, uint8_t* idx) {
   const int64_t oh = 2 * g.ph, ow = 2 * g.pw, cout = g.cout;
   at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
@@ -159,7 +168,7 @@ void pool_relu(const Geom& g, const float* c, float* a, uint8_t* idx) {
             i16v arg{};
             for (int d = 0; d < 4; ++d) {
               const int64_t y = 2 * py + (d >> 1), xx = 2 * px + (d & 1);
-              const f16v v = loadn(c + ((i * oh + y) * ow + xx) * cout + c0, nc);
+              const f16v v = ld<F>(c + ((i * oh + y) * ow + xx) * cout + c0, nc);
               if (d == 0) {
                 best = v;
               } else if (mutant() == 3) {  // mutant 3: ties go to the last maximum
@@ -170,8 +179,8 @@ void pool_relu(const Geom& g, const float* c, float* a, uint8_t* idx) {
                 pool_take(v, d, best, arg);
               }
             }
-            storen(a + o + c0, relu16(best), nc);
-            if (idx != nullptr) store_argn(idx + o + c0, arg, nc);
+            st<F>(a + o + c0, relu16(best), nc);
+            if (idx != nullptr) st_arg<F>(idx + o + c0, arg, nc);
           }
         }
       }
@@ -181,7 +190,7 @@ void pool_relu(const Geom& g, const float* c, float* a, uint8_t* idx) {
 
 // Several input channels: the backward pass from g = dL/da and the positions idx, over the
 // nonzero gradients only. x (N, H, W, Cin); wc: the kernel as (Cout, kh, kw, Cin).
-template <int KH, int KW>
+template <int KH, int KW, bool F>
 void sparse_backward(const Geom& g, const float* gr, const float* a, const uint8_t* idx,
                      const float* x, const float* wc, float* gw, float* gb, float* gx) {
   const int64_t kw = KW ? KW : g.kw, taps = KH ? KH * KW : g.kh * g.kw;
@@ -217,11 +226,11 @@ void sparse_backward(const Geom& g, const float* gr, const float* a, const uint8
               for (int e = 0; e < used; ++e) {
                 const float* wk = wc + chan[d * cout + e] * taps * cin + c0;
                 const float v = val[d * cout + e];
-                for (int64_t k = 0; k < taps; ++k) back[k] += v * loadn(wk + k * cin, nc);
+                for (int64_t k = 0; k < taps; ++k) back[k] += v * ld<F>(wk + k * cin, nc);
               }
               for (int64_t k = 0; k < taps; ++k) {
                 float* dst = gi + at + ((k / kw) * W + k % kw) * cin + c0;
-                storen(dst, loadn(dst, nc) + back[k], nc);
+                st<F>(dst, ld<F>(dst, nc) + back[k], nc);
               }
             }
           }
@@ -245,7 +254,7 @@ void sparse_backward(const Geom& g, const float* gr, const float* a, const uint8
             const int64_t at = corner(win, idx[j]);
             bias += gv;
             for (int64_t k = 0; k < taps; ++k) {
-              acc[k] += gv * loadn(xi + at + ((k / kw) * W + k % kw) * cin, nc);
+              acc[k] += gv * ld<F>(xi + at + ((k / kw) * W + k % kw) * cin, nc);
             }
           }
         }
@@ -290,10 +299,10 @@ PoolOut conv_pool_relu_forward(const at::Tensor& x, const at::Tensor& w, const a
     const float* wp = wt.data_ptr<float>();
     const float* bp = b.data_ptr<float>();
     if (x.scalar_type() == at::kByte) {
-      CNNLAB_BY_KERNEL(g.kh, g.kw,
-                       direct_forward<KH, KW>(g, x.data_ptr<uint8_t>(), wp, bp, a, idx));
+      CNNLAB_BY_KERNEL(g.kh, g.kw, g.cout % 16 == 0,
+                       direct_forward<KH, KW, F>(g, x.data_ptr<uint8_t>(), wp, bp, a, idx));
     } else {
-      CNNLAB_BY_KERNEL(g.kh, g.kw, direct_forward<KH, KW>(g, x.data_ptr<float>(), wp, bp, a, idx));
+      CNNLAB_BY_KERNEL(g.kh, g.kw, g.cout % 16 == 0, direct_forward<KH, KW, F>(g, x.data_ptr<float>(), wp, bp, a, idx));
     }
     return r;
   }
@@ -302,7 +311,11 @@ PoolOut conv_pool_relu_forward(const at::Tensor& x, const at::Tensor& w, const a
   if (2 * pw + g.kw - 1 < g.w) xin = xin.narrow(2, 0, 2 * pw + g.kw - 1);
   const at::Tensor c = at::conv2d(xin.permute({0, 3, 1, 2}), w.contiguous(at::MemoryFormat::ChannelsLast), b)
                            .contiguous(at::MemoryFormat::ChannelsLast);  // (N, 2ph, 2pw, Cout)
-  pool_relu(g, c.data_ptr<float>(), a, idx);
+  if (g.cout % 16 == 0) {
+    pool_relu<true>(g, c.data_ptr<float>(), a, idx);
+  } else {
+    pool_relu<false>(g, c.data_ptr<float>(), a, idx);
+  }
   return r;
 }
 
@@ -325,19 +338,19 @@ at::Tensor conv_pool_relu_backward(const at::Tensor& g, const PoolOut& out, cons
     float* gwp = gw.data_ptr<float>();
     float* gbp = gb.data_ptr<float>();
     if (x.scalar_type() == at::kByte) {
-      CNNLAB_BY_KERNEL(geo.kh, geo.kw,
-                       direct_backward<KH, KW>(geo, x.data_ptr<uint8_t>(), gr, a, idx, gwp, gbp));
+      CNNLAB_BY_KERNEL(geo.kh, geo.kw, geo.cout % 16 == 0,
+                       direct_backward<KH, KW, F>(geo, x.data_ptr<uint8_t>(), gr, a, idx, gwp, gbp));
     } else {
-      CNNLAB_BY_KERNEL(geo.kh, geo.kw,
-                       direct_backward<KH, KW>(geo, x.data_ptr<float>(), gr, a, idx, gwp, gbp));
+      CNNLAB_BY_KERNEL(geo.kh, geo.kw, geo.cout % 16 == 0,
+                       direct_backward<KH, KW, F>(geo, x.data_ptr<float>(), gr, a, idx, gwp, gbp));
     }
     return gx;
   }
   if (input_grad) gx = at::empty(x.sizes(), x.options());
   const at::Tensor wc = w.permute({0, 2, 3, 1}).contiguous();  // (Cout, kh, kw, Cin)
   float* gxp = input_grad ? gx.data_ptr<float>() : nullptr;
-  CNNLAB_BY_KERNEL(geo.kh, geo.kw,
-                   sparse_backward<KH, KW>(geo, gr, a, idx, x.data_ptr<float>(),
+  CNNLAB_BY_KERNEL(geo.kh, geo.kw, geo.cin % 16 == 0,
+                   sparse_backward<KH, KW, F>(geo, gr, a, idx, x.data_ptr<float>(),
                                            wc.data_ptr<float>(), gw.data_ptr<float>(),
                                            gb.data_ptr<float>(), gxp));
   return gx;

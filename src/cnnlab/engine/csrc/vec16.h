@@ -30,7 +30,6 @@ inline void store_arg(uint8_t* p, i16v v) {
 }
 // The first n (1..16) lanes of a row whose length is not a multiple of 16; the rest zero.
 inline f16v loadn(const float* p, int n) {
-  if (n == 16) return load16(p);
   f16v v{};
   std::memcpy(&v, p, sizeof(float) * n);
   return v;
@@ -44,6 +43,28 @@ inline i16v load_argn(const uint8_t* p, int n) {
 inline void store_argn(uint8_t* p, i16v v, int n) {
   const u16v b = __builtin_convertvector(v, u16v);
   std::memcpy(p, &b, n);
+}
+// Full: every group has 16 lanes (the channel count is a multiple of 16), so the plain
+// loads and stores; else n lanes. (A run-time choice in the inner loops costs a third.)
+template <bool Full>
+inline f16v ld(const float* p, int n) {
+  if constexpr (Full) return load16(p);
+  return loadn(p, n);
+}
+template <bool Full>
+inline void st(float* p, f16v v, int n) {
+  if constexpr (Full) return store16(p, v);
+  storen(p, v, n);
+}
+template <bool Full>
+inline i16v ld_arg(const uint8_t* p, int n) {
+  if constexpr (Full) return load_arg(p);
+  return load_argn(p, n);
+}
+template <bool Full>
+inline void st_arg(uint8_t* p, i16v v, int n) {
+  if constexpr (Full) return store_arg(p, v);
+  store_argn(p, v, n);
 }
 inline f16v relu16(f16v v) { return v < 0.0f ? f16v{} : v; }
 
