@@ -11,9 +11,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -214,17 +211,3 @@ def test_resume_rebuilds_the_plateau_state(tmp_path: Path) -> None:
     one, two = run(tmp_path / "one", None), run(tmp_path / "two", 3)
     assert len(one[0]) == 6 and one[1]  # the rate fell at least once
     assert one == two
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"), ({"GOMP_SPINCOUNT": "9"}, None)],
-)
-def test_openmp_threads_wait_passively_unless_the_user_says(
-    given: dict[str, str], expected: str | None
-) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    code = "import os, cnnlab; print(os.environ.get('OMP_WAIT_POLICY'))"
-    out = subprocess.run([sys.executable, "-c", code], env=env | given, capture_output=True,
-                         text=True, check=True)  # fmt: skip
-    assert out.stdout.strip() == str(expected)
