@@ -1,15 +1,19 @@
-"""The chapter's Case 1 in Keras/TensorFlow, timed: the reference ``make bench`` compares with.
+"""The chapter's cases in Keras/TensorFlow, timed: the reference ``make bench`` compares with.
 
 Runs in its own virtual environment (``benchmarks/.venv-keras``: tensorflow-cpu, keras,
 scikit-learn; TensorFlow is never a cnnlab dependency) and imports nothing from cnnlab.
-The code is the chapter's (section 14.3, Case 1): the same seeds, scaling, stratified
-split, model, ``compile``, callbacks and ``fit(batch_size=32, validation_data=...)``; the
-only changes are that MNIST is read from ``$CNNLAB_DATA/mnist`` (the IDX files, parsed
-here) instead of ``keras.datasets`` (no download), that ``--epochs`` can cap the run, and
-that a callback records the wall time of every epoch (training plus validation, as
-Keras prints it).
+The code is the chapter's (section 14.3, Case 1, 2 or 3 by ``--case``): the same seeds,
+scaling, stratified split, model, ``compile``, callbacks and
+``fit(batch_size=32, validation_data=...)``. The only changes: MNIST is read from
+``$CNNLAB_DATA/mnist`` (the IDX files, parsed here) instead of ``keras.datasets`` (no
+download), ``--epochs`` can cap the run, and a callback records the wall time of every
+epoch (training plus validation, as Keras prints it).
 
-Usage: python keras_chapter.py --json OUT.json [--epochs 200] [--data DIR] [--workdir DIR]
+``--model-file X.keras`` trains that file's network (freshly initialised) with the same
+recipe instead (the keras-zoo row).
+
+Usage: python keras_chapter.py --json OUT.json [--case 1] [--model-file X.keras]
+[--epochs 200] [--data DIR] [--workdir DIR]
 Writes seconds per epoch, the run's training duration, peak resident memory
 (``ru_maxrss``), epochs run and the test accuracy of the best (lowest val_loss) model.
 """
@@ -67,6 +71,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--data", type=Path, default=None, help="folder holding mnist/")
     ap.add_argument("--workdir", type=Path, default=Path("."), help="where best_model.keras goes")
+    ap.add_argument("--case", type=int, choices=(1, 2, 3), default=1, help="the chapter's case")
+    ap.add_argument(
+        "--model-file", type=Path, default=None,
+        help="a .keras file: its network, freshly initialised, instead of a case",
+    )  # fmt: skip
     args = ap.parse_args()
     data_dir = args.data or Path(os.environ.get("CNNLAB_DATA", "."))
 
@@ -93,19 +102,44 @@ def main() -> None:
     y_val_1_hot = keras.utils.to_categorical(y_val, num_classes=10)
     y_test_1_hot = keras.utils.to_categorical(y_test, num_classes=10)
 
-    mnist_model = keras.Sequential(
-        [
-            layers.Conv2D(16, 3, activation="relu", input_shape=X_train[0].shape),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dropout(0.25),
-            layers.Dense(32, activation="relu"),
-            layers.Dropout(0.25),
-            layers.Dense(10, activation="softmax"),
-        ]
-    )
+    if args.model_file is not None:  # the same network, with fresh weights
+        mnist_model = keras.models.clone_model(keras.models.load_model(str(args.model_file)))
+    elif args.case == 1:
+        mnist_model = keras.Sequential(
+            [
+                layers.Conv2D(16, 3, activation="relu", input_shape=X_train[0].shape),
+                layers.MaxPooling2D(),
+                layers.Conv2D(64, 3, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Flatten(),
+                layers.Dropout(0.25),
+                layers.Dense(32, activation="relu"),
+                layers.Dropout(0.25),
+                layers.Dense(10, activation="softmax"),
+            ]
+        )
+    elif args.case == 2:
+        mnist_model = keras.Sequential(
+            [
+                layers.Conv2D(32, 3, activation="relu", input_shape=X_train[0].shape),
+                layers.MaxPooling2D(),
+                layers.Conv2D(10, 3, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.GlobalAveragePooling2D(),
+                layers.Softmax(),
+            ]
+        )
+    else:
+        mnist_model = keras.Sequential(
+            [
+                layers.Conv2D(16, 3, activation="relu", input_shape=X_train[0].shape),
+                layers.MaxPooling2D(),
+                layers.Conv2D(64, 3, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.GlobalAveragePooling2D(),
+                layers.Dense(10, activation="softmax"),
+            ]
+        )
     mnist_model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
 
     class EpochTimer(keras.callbacks.Callback):
@@ -144,6 +178,7 @@ def main() -> None:
 
     result = {
         "stack": f"Keras {keras.__version__} on TensorFlow {tf.__version__}",
+        "model": str(args.model_file.name) if args.model_file else f"case{args.case}",
         "python": platform.python_version(),
         "epochs_run": len(history.history["loss"]),
         "epoch_seconds": seconds,

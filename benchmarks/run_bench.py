@@ -64,12 +64,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def measure(cmd: list[str], log: Path) -> dict[str, float]:
-    """Run ``cmd`` to the end; its wall seconds and peak resident memory (MiB)."""
+def measure(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``cmd`` (in ``env``) to the end; its wall seconds and peak resident memory (MiB)."""
     print(f"$ {' '.join(str(c) for c in cmd)}", flush=True)
     start = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
@@ -243,7 +243,12 @@ def main() -> None:
     import bench_fcn1d  # the 1-D row: fcn1d on JapaneseVowels against Keras (its own script)
 
     result["fcn1d"] = bench_fcn1d.run(max(args.epochs, 5), HERE / ".work" / "fcn1d")
+    import bench_cases  # a row per case and the keras-zoo network, each against its Keras
+
+    cases = ["1", "2", "3", "zoo"]
+    result["cases"] = bench_cases.run(args.epochs, cases, None, HERE / ".work" / "cases")
     md = table(result) + "\n\n" + bench_fcn1d.markdown(result["fcn1d"])
+    md += "\n\n" + bench_cases.markdown(result["cases"])
     m = result["machine"]
     header = (
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; torch {m['torch']}; "
