@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def cnnlab_row(
 
 
 def run(epochs: int, cases: list[str], other: Path | None, work: Path) -> dict[str, Any]:
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # run folders of an earlier run
+    work.mkdir(parents=True)
     folder = data_dir()
     os.environ["CNNLAB_DATA"] = str(folder)
     rows: dict[str, Any] = {}

@@ -188,16 +188,26 @@ void pool_relu(const Geom& g, const float* c, float* a, uint8_t* idx) {
   });
 }
 
-// Several input channels: the backward pass from g = dL/da and the positions idx, over the
-// nonzero gradients only. x (N, H, W, Cin); wc: the kernel as (Cout, kh, kw, Cin).
+// Several input channels: the backward pass from g = dL/da (overwritten with its product
+// with relu'(a)) and the positions idx, over the nonzero gradients only. x (N, H, W, Cin); wc: the kernel as (Cout, kh, kw, Cin).
 template <int KH, int KW, bool F>
-void sparse_backward(const Geom& g, const float* gr, const float* a, const uint8_t* idx,
+void sparse_backward(const Geom& g, float* gr, const float* a, const uint8_t* idx,
                      const float* x, const float* wc, float* gw, float* gb, float* gx) {
   const int64_t kw = KW ? KW : g.kw, taps = KH ? KH * KW : g.kh * g.kw;
   const int64_t H = g.h, W = g.w, cin = g.cin, cout = g.cout, windows = g.ph * g.pw;
-  auto corner = [&](int64_t win, int d) {  // the window position's input pixel, as an offset
-    return ((2 * (win / g.pw) + (d >> 1)) * W + 2 * (win % g.pw) + (d & 1)) * cin;
-  };
+  // the input pixel under window win's position d, as an offset: a table, not a division
+  // by the run-time pooled width in the inner loops
+  std::vector<int64_t> base(windows);
+  for (int64_t win = 0; win < windows; ++win) {
+    base[win] = (2 * (win / g.pw) * W + 2 * (win % g.pw)) * cin;
+  }
+  const int64_t* bp = base.data();
+  const int64_t step[4] = {0, cin, W * cin, (W + 1) * cin};
+  auto corner = [bp, step](int64_t win, int d) { return bp[win] + step[d]; };
+  // the gradient through the ReLU, in place, once: the loops below read it with a stride
+  // of Cout, where a second strided read (of a) made the weight gradient's pass slower
+  float* gm = gr;
+  for (int64_t j = 0; j < g.n * windows * cout; ++j) gm[j] = a[j] > 0.0f ? gm[j] : 0.0f;
   if (gx != nullptr) {  // input gradient: one image per task
     at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> val(4 * cout);
@@ -211,7 +221,7 @@ void sparse_backward(const Geom& g, const float* gr, const float* a, const uint8
           const int64_t j0 = (i * windows + win) * cout;
           for (int64_t o = 0; o < cout; ++o) {
             const int d = idx[j0 + o];
-            const float gv = a[j0 + o] > 0.0f ? gr[j0 + o] : 0.0f;
+            const float gv = gm[j0 + o];
             val[d * cout + count[d]] = gv;
             chan[d * cout + count[d]] = static_cast<int32_t>(o);
             count[d] += gv != 0.0f;
@@ -250,7 +260,7 @@ void sparse_backward(const Geom& g, const float* gr, const float* a, const uint8
           const float* xi = x + i * H * W * cin + c0;
           for (int64_t win = 0; win < windows; ++win) {
             const int64_t j = (i * windows + win) * cout + o;
-            const float gv = a[j] > 0.0f ? gr[j] : 0.0f;
+            const float gv = gm[j];
             const int64_t at = corner(win, idx[j]);
             bias += gv;
             for (int64_t k = 0; k < taps; ++k) {
@@ -329,7 +339,7 @@ at::Tensor conv_pool_relu_backward(const at::Tensor& g, const PoolOut& out, cons
               "conv_pool_relu_backward: the forward pass kept no pooling positions");
   TORCH_CHECK(gw.sizes() == w.sizes() && gw.is_contiguous() && gb.numel() == geo.cout,
               "conv_pool_relu_backward: gw and gb must be shaped as the weights");
-  const float* gr = g.data_ptr<float>();
+  float* gr = g.data_ptr<float>();  // overwritten: g * relu'(a)
   const float* a = out.a.data_ptr<float>();
   const uint8_t* idx = out.idx.data_ptr<uint8_t>();
   at::Tensor gx;
@@ -376,7 +386,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_pool_relu_backward_op(
   at::NoGradGuard no_grad;
   at::Tensor gw = at::empty(w.sizes(), w.options());
   at::Tensor gb = at::empty({w.size(0)}, w.options());
-  at::Tensor gx = cnnlab::conv_pool_relu_backward(g.contiguous(), {a, idx}, x, w.contiguous(),
+  at::Tensor gx = cnnlab::conv_pool_relu_backward(g.contiguous().clone(), {a, idx}, x, w.contiguous(),
                                                   gw, gb, input_grad);
   return {gx.defined() ? gx : at::empty({0}, w.options()), gw, gb};
 }

@@ -37,7 +37,7 @@ struct PoolOut {
 PoolOut conv_pool_relu_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                                int64_t ph, int64_t pw, bool keep_indices);
 
-// From g = dL/da (N, ph, pw, Cout): writes dL/dw into gw (Cout, Cin, kh, kw) and dL/db into
+// From g = dL/da (N, ph, pw, Cout; its values are overwritten): writes dL/dw into gw (Cout, Cin, kh, kw) and dL/db into
 // gb; returns dL/dx (x's shape) when input_grad, else an undefined tensor. Sums over the
 // nonzero gradients only: one window position each, and none where the ReLU cut.
 at::Tensor conv_pool_relu_backward(const at::Tensor& g, const PoolOut& out, const at::Tensor& x,
