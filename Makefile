@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(BIN)/cnnlab train --case 1
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
