@@ -6,7 +6,10 @@
   3x3/5x5 (compiled in) and other kernel sizes (read at run time), a cropped pooled size,
   and ties in the pooling windows (flat backgrounds, saturated bars);
 - ``net_gradients``/``net_logits`` (a whole description's step) against autograd on the
-  network's own module in float64, for the chapter's cases and descriptions outside them;
+  network's own module in float64, for the chapter's cases and descriptions outside them:
+  the general blocks too (strided, dilated, same-padded and bias-free convolutions, every
+  activation, max and average pooling of other sizes, BatchNormalization with its moving
+  statistics, global max pooling);
 - the plan (blocks matched by kind, the crop), nn.Dropout's masks, the step against the
   plain loop on the same batches, and mutation checks: deliberately broken kernels fail.
 """
@@ -28,8 +31,9 @@ from test_fastpath import fast_losses, plain_losses
 from torch import nn
 
 from cnnlab.engine import native
-from cnnlab.engine.blocks import NativeStep, kernel_inputs, plan, runs_natively, where
+from cnnlab.engine.blocks import NativeStep, kernel_inputs, runs_natively
 from cnnlab.engine.fastpath import fast_logits, make_step
+from cnnlab.engine.plan import plan, where
 from cnnlab.models import ModelDescription, create_model, parse_compact
 from cnnlab.models.torch_module import build_module
 from cnnlab.train.loop import TrainConfig, make_optimizer
@@ -64,6 +68,27 @@ ZOO = {
     ),
     "map_dropout": described(
         "Input(14,15,1) Conv2D(17,3,relu) MaxPooling2D(2) Dropout(0.3) Flatten Dense(4,softmax)"
+    ),
+    # the general blocks (csrc/layers.cpp): keras-zoo's conv2d_same_strides ...
+    "same_strides": described(
+        "Input(28,28,1) Conv2D(8,5,relu,padding=same,strides=2) Conv2D(16,3,tanh,padding=same) "
+        "AveragePooling2D(2) Flatten Dense(10,softmax)"
+    ),
+    # ... and conv2d_bn_dilated, on odd sizes
+    "bn_dilated": described(
+        "Input(19,17,1) Conv2D(8,3,relu,dilation_rate=2) BatchNormalization "
+        "MaxPooling2D(3,strides=2,padding=same) Conv2D(12,3) Activation(relu) "
+        "GlobalMaxPooling2D Dropout(0.3) Dense(10,softmax)"
+    ),
+    # asymmetric same padding (even kernels), no bias, BN without scale or centre, a ReLU
+    # convolution's ReLU after its max pooling, elu/sigmoid/tanh, same-padded averages
+    "general_mix": described(
+        "Input(21,18,3) Conv2D(6,4,relu,padding=same,strides=2,use_bias=False) "
+        "BatchNormalization(center=False) Conv2D(9,3,relu,padding=same) MaxPooling2D(2) "
+        "Conv2D(17,3,elu,padding=same,dilation_rate=2) BatchNormalization(scale=False) "
+        "AveragePooling2D(3,strides=2,padding=same) Activation(sigmoid) ReLU Flatten "
+        "Dense(9,tanh) Dense(4,softmax)",
+        {4: [2, 3]},
     ),
 }
 NETS = {name: create_model(name).description for name in ("case1", "case2", "case3")} | ZOO
@@ -127,9 +152,10 @@ def test_conv_pool_relu_matches_float64_autograd(shape: tuple) -> None:
 
 def reference(
     model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor], denom: int
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], nn.Sequential]:
     """Loss sum, logits and d(loss sum / denom)/d(weights): autograd on the module, float64;
-    the dropouts multiply by the given (channels-first) masks."""
+    the dropouts multiply by the given (channels-first) masks. Also the float64 copy, with
+    its moving statistics updated."""
     ref = copy.deepcopy(model).double()
     h, masks_left = as_double(x), list(masks)
     for i, module in enumerate(ref):
@@ -138,7 +164,7 @@ def reference(
         h = h * masks_left.pop(0).double() if isinstance(module, nn.Dropout) else module(h)
     loss = F.cross_entropy(h, y, reduction="sum")
     grads = torch.autograd.grad(loss / denom, list(ref.parameters()))
-    return loss.detach(), h.detach(), list(grads)
+    return loss.detach(), h.detach(), list(grads), ref
 
 
 @pytest.mark.parametrize("n", [1, 7, 32])
@@ -161,14 +187,19 @@ def test_net_gradients_match_float64_autograd(name: str, n: int) -> None:
     weights = [q.detach() for q in model.parameters()]
     grads = [torch.full_like(q, float("nan")) for q in weights]  # every element is written
     denom = n + 3  # a data-parallel shard averages over the global batch
+    state = [s.detach() for s in model.buffers()]  # BatchNormalization's moving statistics
     inputs = kernel_inputs(x, p)
-    loss, hits = torch.ops.cnnlab.net_gradients(inputs, y, p.code(), weights, grads, masks, denom)
-    ref_loss, ref_logits, ref_grads = reference(model, x, y, cf, denom)
+    ref_loss, ref_logits, ref_grads, ref = reference(model, x, y, cf, denom)
+    loss, hits = torch.ops.cnnlab.net_gradients(
+        inputs, y, p.code(), weights, grads, masks, state, denom
+    )
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
     assert hits.item() == (ref_logits.argmax(1) == y).sum().item()
     for (pname, _), got, want in zip(model.named_parameters(), grads, ref_grads, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6, msg=pname)
-    logits = torch.ops.cnnlab.net_logits(inputs, p.code(), weights)
+    for (bname, got), want in zip(model.named_buffers(), ref.buffers(), strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6, msg=bname)
+    logits = torch.ops.cnnlab.net_logits(inputs, p.code(), weights, state)
     with torch.no_grad():
         want = copy.deepcopy(model).double().eval()(as_double(x))
     torch.testing.assert_close(logits.double(), want, rtol=1e-5, atol=1e-5)
@@ -195,14 +226,21 @@ def test_blocks_are_matched_by_kind() -> None:
     odd = plan(ZOO["odd_5x5"])
     # 23x19 -> conv 5x5 -> 19x15 -> pool 9x7, of which conv 3x3 + pool (3x2) reads 8x6
     assert odd.code()[:6] == [0, 8, 6, 0, 3, 2]
-    # a block without a kernel runs as PyTorch: same-padded or strided convolutions, BN
+    # the general blocks, a ReLU convolution's ReLU left to the max pooling after it
+    general = plan(NETS["general_mix"])
+    assert [b.kind for b in general.blocks][:4] == ["conv", "batch_norm", "conv", "pool"]
+    assert general.blocks[0].code == (5, 2, 2, 1, 1, 1, 2, 1, 1, 1, 0)  # pads (1, 2), (1, 1)
+    assert general.blocks[2].code[-2:] == (0, 1) and general.blocks[3].code[-1] == 1
+    assert general.blocks[0].code[-2] == 1  # its ReLU stays: BatchNormalization comes next
+    # a block without a kernel (zero padding) runs as PyTorch, and so the whole step is
+    # autograd: the conv_pool_relu blocks through their kernels, the others as PyTorch
     other = parse_compact(
-        "Input(28,28,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) BatchNormalization "
+        "Input(28,28,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) ZeroPadding2D(1) "
         "Conv2D(12,3,relu) MaxPooling2D(2) Flatten Dense(10,softmax)"
     )
     p = plan(other)
     assert [b.kind for b in p.blocks] == [
-        "pytorch", "pytorch", "pytorch", "conv_pool_relu", "flatten", "dense",
+        "conv", "pool", "pytorch", "conv_pool_relu", "flatten", "dense",
     ]  # fmt: skip
     assert not p.native and runs_natively(build_module(other), None) is None
     placed = where(other, kernels=True)
@@ -233,15 +271,15 @@ def test_zoo_steps_match_the_plain_loop(name: str) -> None:
 
 
 MIXED = parse_compact(
-    "Input(24,22,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) BatchNormalization "
+    "Input(24,22,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) ZeroPadding2D(1) "
     "Conv2D(12,3,relu) MaxPooling2D(2) Conv2D(9,3,relu) MaxPooling2D(2) Flatten "
     "Dropout(0.25) Dense(10,softmax)"
 )
 
 
 def test_mixed_steps_match_the_plain_loop() -> None:
-    """Blocks without a kernel (same padding, BatchNormalization) run as PyTorch in the same
-    step; the convolution blocks after them through the kernels, under autograd."""
+    """A block without a kernel (zero padding) runs as PyTorch in the same step; the
+    convolution blocks after it through the kernels, under autograd."""
     x = images(5 * 8, MIXED.input_shape, seed=5, uint8=False)
     y = torch.randint(0, 10, (len(x),))
     torch.manual_seed(3)
@@ -249,7 +287,7 @@ def test_mixed_steps_match_the_plain_loop() -> None:
     fast_model = copy.deepcopy(plain_model)
     step = make_step(fast_model, make_optimizer(fast_model, TrainConfig()))
     assert not isinstance(step, NativeStep)
-    assert getattr(step, "blocks", None) == {3: (4, 4), 5: (1, 1)}  # 5x4 pooled, 4x4 used
+    assert getattr(step, "blocks", None) == {3: (6, 4), 5: (2, 1)}  # 6x5 pooled, 6x4 used
     assert where(MIXED, kernels=True)["conv2d_2"] == "cnnlab"
     torch.manual_seed(11)
     expected = plain_losses(plain_model, x, y, 8)
@@ -270,6 +308,9 @@ MUTANTS = {
     2: "sparse backward: one nonzero gradient per window position lost",
     3: "max pooling: ties go to the last maximum, not the first",
     4: "dropout's backward pass without the mask",
+    5: "general blocks: the activation's derivative left out of the backward pass",
+    6: "average pooling: the gradient scaled twice",
+    7: "batch normalisation: moving variance from the unbiased batch variance",
 }
 
 

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
-from cnnlab.engine.blocks import NativeStep, plan
+from cnnlab.engine.blocks import NativeStep
 from cnnlab.engine.fastpath import AutogradStep, make_step
+from cnnlab.engine.plan import plan
 from cnnlab.engine.tensors import DROPOUT_KEEP
 from cnnlab.models import create_model
 from cnnlab.train.loop import TrainConfig, make_optimizer
@@ -100,13 +101,15 @@ def test_kernels_reject_bad_inputs() -> None:
     weights = [p.detach() for p in model.parameters()]
     code = plan(model.description).code()
     with pytest.raises(RuntimeError, match=r"\(N, H, W, C\)"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28), code, weights)
+        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28), code, weights, [])
     with pytest.raises(RuntimeError, match="float32"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28, 1, dtype=torch.float64), code, weights)
+        torch.ops.cnnlab.net_logits(
+            torch.zeros(2, 28, 28, 1, dtype=torch.float64), code, weights, []
+        )
     with pytest.raises(RuntimeError, match="too few weight"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28, 1), code, weights[:7])
+        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28, 1), code, weights[:7], [])
     with pytest.raises(RuntimeError, match="does not fit"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 20, 20, 1), code, weights)
+        torch.ops.cnnlab.net_logits(torch.zeros(2, 20, 20, 1), code, weights, [])
 
 
 @pytest.mark.parametrize("case", ["case1", "case2", "case3"])

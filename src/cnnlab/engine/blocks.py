@@ -1,28 +1,14 @@
-"""A network's layers as the blocks cnnlab's C++ kernels compute, matched by kind.
+"""The fast engine's C++ kernels as a training step, composed from a network's blocks.
 
-The fast engine reads a model description as a sequence of blocks. Each block is one of
-the common kinds the kernels (``csrc/blocks.cpp``, ``csrc/net.cpp``) have, with its shapes
-read from the description, whatever the network:
-
-- ``conv_pool_relu``: Conv2D('valid', stride 1, bias, relu) followed by MaxPooling2D(2x2),
-  any channel counts, map sizes and kernels up to 7x7; ReLU after the pooling;
-- ``flatten``, ``dropout`` (nn.Dropout's masks, bit for bit), ``dense`` (bias, relu or
-  linear), ``global_average`` (GlobalAveragePooling2D);
-- anything else is a ``pytorch`` block: the network's own module.
-
-When every block has a kernel, a training step is one call (:class:`NativeStep`): forward,
-softmax cross-entropy and backward in C++. Otherwise :mod:`cnnlab.engine.fastpath` runs the
-step with autograd, the convolution blocks through the same kernels and the rest through
-PyTorch operations (:func:`where` says which ran where; ``config.json`` records it).
-
-No work on what pooling drops: a 2x2 pooling of an odd-sized map drops its last row and
-column, so the rows and columns of the block before it that feed only those are not
-computed either (:func:`plan` works the needed sizes out from the last block back).
+:func:`cnnlab.engine.plan.plan` reads a description as blocks, matched by kind. Where every
+block has a kernel, :class:`NativeStep` runs forward, softmax cross-entropy and backward in
+one call (``csrc/net.cpp``), then Adam in one loop. Otherwise the step is autograd on
+:func:`cnnlab.engine.fastpath.fast_forward`, with the ``conv_pool_relu`` blocks as autograd
+nodes over their kernels (:func:`conv_pool_relu`, :func:`kernel_blocks`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -30,152 +16,9 @@ from torch import nn
 
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
+from cnnlab.engine.plan import CONV, Plan, plan
 from cnnlab.engine.tensors import GradHook, as_float_images, dropout_mask
 from cnnlab.models import ModelDescription
-from cnnlab.models import layers as L
-
-CONV, FLATTEN, DROPOUT, DENSE, GAP = range(5)  # block kinds, as csrc/net.cpp numbers them
-MAX_TAPS = 49  # kernels up to 7x7 (csrc/blocks.h: kMaxTaps)
-KERNEL, PYTORCH = "cnnlab", "pytorch"  # where a layer ran, as config.json records it
-
-
-@dataclass(frozen=True)
-class Block:
-    """One block: its kind, the description's layers it computes, its kernel plan entry."""
-
-    kind: str
-    layers: tuple[str, ...]
-    code: tuple[int, ...] = ()  # kind number and arguments; empty for a pytorch block
-    drop: tuple[tuple[int, ...], float] | None = None  # dropout: nn.Dropout's shape, rate
-    conv: tuple[int, int, int, int] | None = None  # conv_pool_relu: in H, in W, kh, kw
-
-
-@dataclass(frozen=True)
-class Plan:
-    blocks: tuple[Block, ...]
-    folded: tuple[str, ...]  # a final softmax: computed by the loss, not by a block
-
-    @property
-    def native(self) -> bool:
-        """Whether every block has a kernel (the whole step can run in C++)."""
-        return bool(self.blocks) and all(b.kind != PYTORCH for b in self.blocks)
-
-    def code(self) -> list[int]:
-        return [v for b in self.blocks for v in b.code]
-
-
-def forward_layers(desc: ModelDescription) -> tuple[int, bool]:
-    """How many layers ``Network.forward`` computes, and whether the last of them is a Dense
-    whose softmax is left to the loss (as :class:`cnnlab.models.torch_module.Network`)."""
-    layers = desc.layers
-    last = layers[-1] if layers else None
-    n = len(layers) - isinstance(last, L.Softmax)
-    if isinstance(last, L.Dense) and last.activation == "softmax":
-        return n, True
-    if isinstance(last, L.Activation) and last.activation == "softmax":
-        n -= 1
-    return n, False
-
-
-def _conv_pool(layer: L.Layer, nxt: L.Layer | None, in_shape: tuple[int, ...]) -> bool:
-    if not (isinstance(layer, L.Conv) and isinstance(nxt, L.Pool) and layer.rank == 2):
-        return False
-    kh, kw = layer.kernel_size
-    return (
-        layer.padding == "valid"
-        and layer.strides == (1, 1)
-        and layer.dilation_rate == (1, 1)
-        and layer.use_bias
-        and layer.activation == "relu"
-        and kh * kw <= MAX_TAPS
-        and in_shape[0] - kh + 1 >= 2
-        and in_shape[1] - kw + 1 >= 2
-        and nxt.kind == "max"
-        and nxt.rank == 2
-        and nxt.pool_size == (2, 2)
-        and nxt.strides == (2, 2)
-        and nxt.padding == "valid"
-    )
-
-
-def plan(desc: ModelDescription) -> Plan:
-    """The blocks of ``desc``: each with a kernel where its kind has one, else ``pytorch``."""
-    n_forward, linear_last = forward_layers(desc)
-    infos = desc.info[:n_forward]
-    image = len(desc.input_shape) == 3  # (H, W, C): the kernels are for 2-D maps
-    blocks: list[Block] = []
-    i = 0
-    while i < len(infos):
-        info, layer = infos[i], infos[i].layer
-        nxt = infos[i + 1].layer if i + 1 < len(infos) else None
-        shape = info.in_shape
-        # (one input channel: the kernel gives no input gradient, so only as the first layer)
-        if image and _conv_pool(layer, nxt, shape) and (shape[-1] > 1 or i == 0):
-            assert isinstance(layer, L.Conv) and nxt is not None
-            kh, kw = layer.kernel_size
-            ph, pw = (shape[0] - kh + 1) // 2, (shape[1] - kw + 1) // 2
-            blocks.append(Block("conv_pool_relu", (layer.name, nxt.name), (CONV, ph, pw),
-                                conv=(shape[0], shape[1], kh, kw)))  # fmt: skip
-            i += 2
-            continue
-        if image and isinstance(layer, L.Flatten):
-            blocks.append(Block("flatten", (layer.name,), (FLATTEN,)))
-        elif image and isinstance(layer, L.Dropout) and layer.rate < 1:
-            torch_shape = (shape[-1], *shape[:-1]) if len(shape) > 1 else shape  # (C, H, W)
-            drop = (tuple(torch_shape), layer.rate)
-            blocks.append(Block("dropout", (layer.name,), (DROPOUT,), drop=drop))
-        elif image and _dense(layer, linear_last and i == n_forward - 1, shape):
-            assert isinstance(layer, L.Dense)
-            relu = layer.activation == "relu" and not (linear_last and i == n_forward - 1)
-            blocks.append(Block("dense", (layer.name,), (DENSE, int(relu))))
-        elif image and isinstance(layer, L.GlobalPool) and layer.kind == "average":
-            blocks.append(Block("global_average", (layer.name,), (GAP,)))
-        else:
-            blocks.append(Block(PYTORCH, (layer.name,)))
-        i += 1
-    folded = tuple(layer.name for layer in desc.layers[n_forward:])
-    return Plan(_crop(blocks), folded)
-
-
-def _dense(layer: L.Layer, softmax_to_loss: bool, in_shape: tuple[int, ...]) -> bool:
-    return (
-        isinstance(layer, L.Dense)
-        and layer.use_bias
-        and len(in_shape) == 1
-        and (layer.activation in ("relu", "linear") or softmax_to_loss)
-    )
-
-
-def _crop(blocks: list[Block]) -> tuple[Block, ...]:
-    """Shrink each convolution block to the pooled rows and columns the next one uses."""
-    out = list(blocks)
-    need: tuple[int, int] | None = None  # input rows and columns the next block reads
-    for j in range(len(out) - 1, -1, -1):
-        b = out[j]
-        if b.kind != "conv_pool_relu" or b.conv is None:
-            need = None
-            continue
-        _, ph, pw = b.code
-        if need is not None:
-            ph, pw = min(ph, need[0]), min(pw, need[1])
-            out[j] = replace(b, code=(CONV, ph, pw))
-        need = (2 * ph + b.conv[2] - 1, 2 * pw + b.conv[3] - 1)
-    return tuple(out)
-
-
-def where(desc: ModelDescription, kernels: bool) -> dict[str, str]:
-    """Which layers run in cnnlab's kernels and which in PyTorch operations, by layer name.
-
-    ``kernels``: whether the kernels run here (fast engine, CPU, built). A final softmax
-    goes with the loss: in the kernels when the whole step is.
-    """
-    p = plan(desc)
-    out: dict[str, str] = {}
-    for b in p.blocks:
-        runs = kernels and (p.native or b.kind == "conv_pool_relu")
-        out.update(dict.fromkeys(b.layers, KERNEL if runs else PYTORCH))
-    out.update(dict.fromkeys(p.folded, KERNEL if kernels and p.native else PYTORCH))
-    return out
 
 
 def kernel_inputs(xb: torch.Tensor, p: Plan) -> torch.Tensor:
@@ -220,6 +63,7 @@ class NativeStep:
         self.drops = [b.drop for b in p.blocks if b.drop is not None]
         self.weights = [q.detach() for q in params]
         self.grads = [torch.zeros_like(q) for q in params]
+        self.state = [s.detach() for s in model.buffers()]  # BatchNormalization's moving stats
         self.grad_hook = grad_hook
         self.adam = FusedAdam(optimizer, params, None)
         self.native_masks = native.exact_dropout()
@@ -244,7 +88,7 @@ class NativeStep:
         masks = self.masks(n)
         loss, hits = torch.ops.cnnlab.net_gradients(
             kernel_inputs(xb, self.plan), yb, self.code, self.weights, self.grads, masks,
-            denom or n,
+            self.state, denom or n,
         )  # fmt: skip
         if self.grad_hook is not None:
             self.grad_hook(self.grads)
@@ -309,4 +153,5 @@ def kernel_blocks(model: nn.Module, use_native: bool | None) -> dict[int, tuple[
 def native_logits(model: nn.Module, p: Plan, x: torch.Tensor) -> torch.Tensor:
     """Evaluation-mode logits through the kernels: (N, C, H, W) -> (N, classes)."""
     weights = [q.detach() for q in model.parameters()]
-    return torch.ops.cnnlab.net_logits(kernel_inputs(x, p), p.code(), weights)
+    state = [s.detach() for s in model.buffers()]
+    return torch.ops.cnnlab.net_logits(kernel_inputs(x, p), p.code(), weights, state)

@@ -32,8 +32,10 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = tuple(CSRC / f for f in ("common.cpp", "blocks.cpp", "net.cpp", "speedrun.cpp"))
-# (and the headers they share, blocks.h and vec16.h)
+SOURCES = tuple(
+    CSRC / f for f in ("common.cpp", "blocks.cpp", "layers.cpp", "net.cpp", "speedrun.cpp")
+)
+# (and the headers they share: blocks.h, layers.h, vec16.h)
 # No -ffast-math: IEEE float32 results. -fno-math-errno only lets sqrt vectorise.
 FLAGS = [
     "-O3",

@@ -20,8 +20,8 @@ from tqdm import tqdm
 from cnnlab import fileio
 from cnnlab.data import Splits
 from cnnlab.engine import native
-from cnnlab.engine.blocks import where
 from cnnlab.engine.fastpath import EpochSums
+from cnnlab.engine.plan import where
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network
 from cnnlab.train import distributed, runs

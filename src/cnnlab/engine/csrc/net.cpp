@@ -1,32 +1,58 @@
 // A whole network's training step (forward, softmax cross-entropy, backward) composed from
-// its blocks, as cnnlab/engine/blocks.py describes them in `plan`: one call from Python per
-// step instead of a few dozen. Each block is one of
+// its blocks, as cnnlab/engine/plan.py describes them: one call from Python per step instead
+// of a few dozen. Each block is a kind number and its arguments:
 //
-//   kConv  ph pw : Conv2D('valid', stride 1, bias, relu) + MaxPooling2D(2x2), ReLU after the
-//                  pooling, the pooled size [0, ph) x [0, pw) (blocks.cpp); weights w, b
-//   kFlatten     : (N, H, W, C) -> (N, H*W*C), Keras' (H, W, C) order: a view
-//   kDropout     : times the next mask (nn.Dropout's draws, made by the caller), in training
-//   kDense relu  : x @ w.T + b, then ReLU if relu; weights w, b
-//   kGap         : (N, H, W, C) -> (N, C), the mean over H*W
+//   kConv  ph pw     : Conv2D('valid', stride 1, bias, relu) + MaxPooling2D(2x2), ReLU after
+//                      the pooling, the pooled size [0, ph) x [0, pw) (blocks.cpp); w, b
+//   kFlatten         : (N, H, W, C) -> (N, H*W*C), Keras' (H, W, C) order: a view
+//   kDropout         : times the next mask (nn.Dropout's draws, made by the caller), in training
+//   kDense act       : x @ w.T + b, then the activation; w, b
+//   kGap             : (N, H, W, C) -> (N, C), the mean over H*W
+//   kConvNd sh sw dh dw top bottom left right act bias : any Conv2D (layers.cpp); w[, b]
+//   kPool max kh kw sh sw top bottom left right relu   : max or average pooling
+//   kAct act         : an activation
+//   kNorm scale center eps momentum : BatchNormalization (eps, momentum: float64 bit
+//                      patterns); [gamma][, beta]; two state tensors, the moving statistics
+//   kGmp             : (N, H, W, C) -> (N, C), the maximum over H*W
 //
-// Maps are channels-last (N, H, W, C). The dense layers are MKL's matrix products; ReLU,
-// dropout and the loss are loops here. Same float32 operations as PyTorch's, in other
-// summation orders (no -ffast-math).
+// Activations: 0 linear, 1 relu, 2 tanh, 3 sigmoid, 4 elu. Maps are channels-last
+// (N, H, W, C). Same float32 operations as PyTorch's, in other summation orders (no
+// -ffast-math).
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "blocks.h"
+#include "layers.h"
 
 namespace {
 
 using cnnlab::mutant;
 
-enum Kind : int64_t { kConv = 0, kFlatten = 1, kDropout = 2, kDense = 3, kGap = 4 };
+enum Kind : int64_t {
+  kConv = 0, kFlatten = 1, kDropout = 2, kDense = 3, kGap = 4,
+  kConvNd = 5, kPool = 6, kAct = 7, kNorm = 8, kGmp = 9,
+};
+
+double as_double(int64_t bits) {  // a float64 passed through the int[] plan, bit for bit
+  double v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+cnnlab::Pads pads(at::IntArrayRef plan, size_t& p) {
+  cnnlab::Pads r;
+  r.top = plan[p++];
+  r.bottom = plan[p++];
+  r.left = plan[p++];
+  r.right = plan[p++];
+  return r;
+}
 
 inline float relu(float v) { return v < 0.0f ? 0.0f : v; }  // NaN and -0.0 pass, as torch.relu
 
@@ -35,9 +61,20 @@ struct Saved {
   at::Tensor in, out, mask;
   cnnlab::PoolOut pool;
   std::vector<int64_t> shape;  // a map's (N, H, W, C) before flatten or global pooling
-  bool relu = false;
+  int64_t act = cnnlab::kLinear;
   int64_t weight = -1;  // index of the block's first weight tensor
+  bool bias = false, scale = false, center = false;  // which weights the block has
+  cnnlab::Cache cache;
+  cnnlab::ConvArgs conv;
+  cnnlab::PoolArgs pooling;
+  cnnlab::NormArgs norm;
 };
+
+at::Tensor take(at::TensorList weights, size_t& wi, bool has) {
+  if (!has) return {};
+  TORCH_CHECK(wi < weights.size(), "net: too few weight tensors for the plan");
+  return weights[wi++];
+}
 
 struct Forward {
   at::Tensor out;
@@ -45,10 +82,10 @@ struct Forward {
 };
 
 Forward forward(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weights,
-                at::TensorList masks, bool train) {
+                at::TensorList masks, at::TensorList state, bool train) {
   Forward f;
   at::Tensor h = x;
-  size_t wi = 0, mi = 0;
+  size_t wi = 0, mi = 0, si = 0;
   const int64_t n = x.size(0);
   for (size_t p = 0; p < plan.size();) {
     Saved s;
@@ -78,20 +115,68 @@ Forward forward(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weight
         }
         break;
       case kDense: {
-        s.relu = plan[p++] != 0;
+        s.act = plan[p++];
         TORCH_CHECK(wi + 2 <= weights.size(), "net: too few weight tensors for the plan");
         TORCH_CHECK(h.dim() == 2, "net: a dense layer needs flat (N, F) inputs");
         s.weight = static_cast<int64_t>(wi);
         s.in = h;
         h = at::addmm(weights[wi + 1], h, weights[wi].t());
         wi += 2;
-        if (s.relu) {
+        if (s.act == cnnlab::kRelu) {
           float* hp = h.data_ptr<float>();
           for (int64_t i = 0; i < h.numel(); ++i) hp[i] = relu(hp[i]);
+        } else {
+          cnnlab::activate_(h, s.act);
         }
         s.out = h;
         break;
       }
+      case kConvNd: {
+        TORCH_CHECK(h.dim() == 4, "net: a convolution needs (N, H, W, C) maps");
+        cnnlab::ConvArgs& c = s.conv;
+        c.sh = plan[p++], c.sw = plan[p++], c.dh = plan[p++], c.dw = plan[p++];
+        c.pads = pads(plan, p);
+        c.act = plan[p++];
+        s.bias = plan[p++] != 0;
+        s.weight = static_cast<int64_t>(wi);
+        const at::Tensor w = take(weights, wi, true), b = take(weights, wi, s.bias);
+        h = cnnlab::conv_forward(h, w, b, c, s.cache);
+        break;
+      }
+      case kPool: {
+        TORCH_CHECK(h.dim() == 4, "net: pooling needs (N, H, W, C) maps");
+        cnnlab::PoolArgs& q = s.pooling;
+        q.max = plan[p++] != 0;
+        q.kh = plan[p++], q.kw = plan[p++], q.sh = plan[p++], q.sw = plan[p++];
+        q.pads = pads(plan, p);
+        q.relu = plan[p++] != 0;
+        h = cnnlab::pool_forward(h, q, s.cache);
+        break;
+      }
+      case kAct:
+        s.act = plan[p++];
+        h = h.clone();  // the input may be saved by the block before
+        cnnlab::activate_(h, s.act);
+        s.out = h;
+        break;
+      case kNorm: {
+        TORCH_CHECK(h.dim() == 4, "net: batch normalisation runs here on (N, H, W, C) maps");
+        s.scale = plan[p++] != 0;
+        s.center = plan[p++] != 0;
+        s.norm.eps = as_double(plan[p++]);
+        s.norm.momentum = as_double(plan[p++]);
+        TORCH_CHECK(si + 2 <= state.size(), "net: too few state tensors for the plan");
+        if (s.scale || s.center) s.weight = static_cast<int64_t>(wi);
+        const at::Tensor gamma = take(weights, wi, s.scale), beta = take(weights, wi, s.center);
+        at::Tensor mean = state[si], var = state[si + 1];
+        si += 2;
+        h = cnnlab::batch_norm_forward(h, gamma, beta, mean, var, s.norm, s.cache, train);
+        break;
+      }
+      case kGmp:
+        TORCH_CHECK(h.dim() == 4, "net: global pooling needs (N, H, W, C) maps");
+        h = cnnlab::global_max_forward(h, s.cache);
+        break;
       case kGap:
         s.shape = h.sizes().vec();
         TORCH_CHECK(h.dim() == 4, "net: global pooling needs (N, H, W, C) maps");
@@ -103,24 +188,30 @@ Forward forward(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weight
     f.saved.push_back(std::move(s));
   }
   TORCH_CHECK(wi == weights.size(), "net: more weight tensors than the plan uses");
+  TORCH_CHECK(si == state.size(), "net: more state tensors than the plan uses");
   f.out = h;
   return f;
 }
 
-void check(const at::Tensor& x, at::TensorList weights) {
+void check(const at::Tensor& x, at::TensorList weights, at::TensorList state) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(),
               "net: inputs must be contiguous (N, H, W, C) on the CPU");
   for (const auto& w : weights) {
     TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.device().is_cpu(),
                 "net: weights must be contiguous float32 on the CPU");
   }
+  for (const auto& w : state) {
+    TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.device().is_cpu(),
+                "net: the moving statistics must be contiguous float32 on the CPU");
+  }
 }
 
 // Evaluation-mode logits (no dropout): (N, H, W, C) -> (N, classes).
-at::Tensor net_logits(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weights) {
-  check(x, weights);
+at::Tensor net_logits(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weights,
+                      at::TensorList state) {
+  check(x, weights, state);
   at::NoGradGuard no_grad;
-  return forward(x, plan, weights, {}, false).out;
+  return forward(x, plan, weights, {}, state, false).out;
 }
 
 // Writes d(sum of losses / denom)/d(weights) into grads (the weights' shapes); returns the
@@ -128,14 +219,14 @@ at::Tensor net_logits(const at::Tensor& x, at::IntArrayRef plan, at::TensorList 
 std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::Tensor& y,
                                                  at::IntArrayRef plan, at::TensorList weights,
                                                  at::TensorList grads, at::TensorList masks,
-                                                 int64_t denom) {
-  check(x, weights);
+                                                 at::TensorList state, int64_t denom) {
+  check(x, weights, state);
   const int64_t n = x.size(0);
   TORCH_CHECK(grads.size() == weights.size(), "net: one gradient tensor per weight tensor");
   TORCH_CHECK(y.scalar_type() == at::kLong && y.dim() == 1 && y.size(0) == n,
               "net: labels must be int64 (N,)");
   at::NoGradGuard no_grad;
-  Forward f = forward(x, plan, weights, masks, true);
+  Forward f = forward(x, plan, weights, masks, state, true);
   const at::Tensor logits = f.out.contiguous();
   TORCH_CHECK(logits.dim() == 2, "net: the plan must end in (N, classes) logits");
   const int64_t classes = logits.size(1);
@@ -192,10 +283,12 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
         if (mutant() != 4) g.mul_(s.mask);  // mutant 4: the mask left out of the backward pass
         break;
       case kDense: {
-        if (s.relu) {  // relu'(h): h > 0
+        if (s.act == cnnlab::kRelu) {  // relu'(h): h > 0
           const float* hp = s.out.data_ptr<float>();
           float* q = g.data_ptr<float>();
           for (int64_t i = 0; i < g.numel(); ++i) q[i] = hp[i] > 0.0f ? q[i] : 0.0f;
+        } else {
+          g = cnnlab::activation_backward(g, s.out, s.act);
         }
         at::Tensor gw = grads[s.weight], gb = grads[s.weight + 1];
         at::mm_out(gw, g.t(), s.in);
@@ -208,6 +301,32 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
         g = g.div(static_cast<double>(hw)).unsqueeze(1).expand({n, hw, s.shape[3]}).reshape(s.shape);
         break;
       }
+      case kConvNd: {
+        at::Tensor gw = grads[s.weight];
+        at::Tensor gb = s.bias ? grads[s.weight + 1] : at::Tensor();
+        g = cnnlab::conv_backward(g, s.cache, weights[s.weight], s.conv, gw,
+                                  s.bias ? &gb : nullptr, below);
+        break;
+      }
+      case kPool:
+        g = cnnlab::pool_backward(g.contiguous(), s.cache, s.pooling);
+        break;
+      case kAct:
+        g = cnnlab::activation_backward(g, s.out, s.act);
+        break;
+      case kNorm: {
+        const int64_t wg = s.weight, wb = s.weight + (s.scale ? 1 : 0);
+        at::Tensor gg = s.scale ? grads[wg] : at::Tensor();
+        at::Tensor gbeta = s.center ? grads[wb] : at::Tensor();
+        g = cnnlab::batch_norm_backward(g.contiguous(), s.cache,
+                                        s.scale ? weights[wg] : at::Tensor(), s.norm,
+                                        s.scale ? &gg : nullptr, s.center ? &gbeta : nullptr,
+                                        below);
+        break;
+      }
+      case kGmp:
+        g = cnnlab::global_max_backward(g, s.cache);
+        break;
       default:
         break;
     }
@@ -219,10 +338,10 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(cnnlab, m) {
-  m.def("net_logits(Tensor x, int[] plan, Tensor[] weights) -> Tensor");
+  m.def("net_logits(Tensor x, int[] plan, Tensor[] weights, Tensor[] state) -> Tensor");
   m.def(
       "net_gradients(Tensor x, Tensor y, int[] plan, Tensor[] weights, Tensor(a!)[] grads, "
-      "Tensor[] masks, int denom) -> (Tensor, Tensor)");
+      "Tensor[] masks, Tensor(b!)[] state, int denom) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(cnnlab, CPU, m) {

@@ -1,0 +1,241 @@
+"""A network's layers as the blocks cnnlab's C++ kernels compute, matched by kind.
+
+The fast engine reads a model description as a sequence of blocks, each with its shapes
+read from the description, whatever the network (the numbers are ``csrc/net.cpp``'s):
+
+- ``conv_pool_relu``: Conv2D('valid', stride 1, bias, relu) followed by MaxPooling2D(2x2),
+  any channel counts and map sizes, kernels up to 7x7: cnnlab's own loops
+  (``csrc/blocks.cpp``), ReLU after the pooling, the backward pass summed over the nonzero
+  gradients only, and no work on the rows and columns that later pooling drops;
+- ``conv``: any other Conv2D (padding, strides, dilation, with or without a bias, a linear,
+  relu, tanh, sigmoid or elu activation); ``pool``: max or average pooling of any size and
+  stride, ``valid`` or TensorFlow's ``same``; a ReLU convolution followed by max pooling
+  takes its ReLU after the pooling; ``activation``; ``batch_norm`` on maps (Keras' moving
+  statistics); ``global_max`` (``csrc/layers.cpp``, over MKL-DNN's convolution and ATen's
+  channels-last pooling loops);
+- ``flatten``, ``dropout`` (nn.Dropout's masks, bit for bit), ``dense`` (bias, any of
+  those activations), ``global_average``;
+- anything else is a ``pytorch`` block: the network's own module.
+
+When every block has a kernel, a training step is one call (:class:`cnnlab.engine.blocks.
+NativeStep`). Otherwise the step runs with autograd, the ``conv_pool_relu`` blocks through
+their kernels and the rest as PyTorch operations (:func:`where` says which ran where;
+``config.json`` records it).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+
+from cnnlab.models import ModelDescription
+from cnnlab.models import layers as L
+from cnnlab.ops import padding_amounts
+
+# block kinds, as csrc/net.cpp numbers them
+CONV, FLATTEN, DROPOUT, DENSE, GAP, CONV_ND, POOL, ACT, NORM, GMP = range(10)
+ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "elu": 4}  # csrc/layers.h
+MAX_TAPS = 49  # conv_pool_relu: kernels up to 7x7 (csrc/blocks.h: kMaxTaps)
+KERNEL, PYTORCH = "cnnlab", "pytorch"  # where a layer ran, as config.json records it
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block: its kind, the description's layers it computes, its kernel plan entry."""
+
+    kind: str
+    layers: tuple[str, ...]
+    code: tuple[int, ...] = ()  # kind number and arguments; empty for a pytorch block
+    drop: tuple[tuple[int, ...], float] | None = None  # dropout: nn.Dropout's shape, rate
+    conv: tuple[int, int, int, int] | None = None  # conv_pool_relu: in H, in W, kh, kw
+
+
+@dataclass(frozen=True)
+class Plan:
+    blocks: tuple[Block, ...]
+    folded: tuple[str, ...]  # a final softmax: computed by the loss, not by a block
+
+    @property
+    def native(self) -> bool:
+        """Whether every block has a kernel (the whole step can run in C++)."""
+        return bool(self.blocks) and all(b.kind != PYTORCH for b in self.blocks)
+
+    def code(self) -> list[int]:
+        return [v for b in self.blocks for v in b.code]
+
+
+def forward_layers(desc: ModelDescription) -> tuple[int, bool]:
+    """How many layers ``Network.forward`` computes, and whether the last of them is a Dense
+    whose softmax is left to the loss (as :class:`cnnlab.models.torch_module.Network`)."""
+    layers = desc.layers
+    last = layers[-1] if layers else None
+    n = len(layers) - isinstance(last, L.Softmax)
+    if isinstance(last, L.Dense) and last.activation == "softmax":
+        return n, True
+    if isinstance(last, L.Activation) and last.activation == "softmax":
+        n -= 1
+    return n, False
+
+
+def _conv_pool(layer: L.Layer, nxt: L.Layer | None, in_shape: tuple[int, ...]) -> bool:
+    if not (isinstance(layer, L.Conv) and isinstance(nxt, L.Pool) and layer.rank == 2):
+        return False
+    kh, kw = layer.kernel_size
+    return (
+        layer.padding == "valid"
+        and layer.strides == (1, 1)
+        and layer.dilation_rate == (1, 1)
+        and layer.use_bias
+        and layer.activation == "relu"
+        and kh * kw <= MAX_TAPS
+        and in_shape[0] - kh + 1 >= 2
+        and in_shape[1] - kw + 1 >= 2
+        and nxt.kind == "max"
+        and nxt.rank == 2
+        and nxt.pool_size == (2, 2)
+        and nxt.strides == (2, 2)
+        and nxt.padding == "valid"
+    )
+
+
+def _pads(
+    in_shape: tuple[int, ...], size: tuple[int, ...], strides: tuple[int, ...],
+    dilation: tuple[int, ...], padding: str,
+) -> tuple[int, ...]:  # fmt: skip
+    """(top, bottom, left, right): TensorFlow's ``same`` padding, or none."""
+    pairs = [
+        padding_amounts(n, k, stride=s, padding=padding, dilation=d)
+        for n, k, s, d in zip(in_shape[:2], size, strides, dilation, strict=True)
+    ]
+    return (*pairs[0], *pairs[1])
+
+
+def _bits(value: float) -> int:
+    """A float64 as the int64 with its bit pattern (the plan is a list of ints)."""
+    return int(struct.unpack("<q", struct.pack("<d", value))[0])
+
+
+def _general(
+    layer: L.Layer, nxt: L.Layer | None, shape: tuple[int, ...], relu_before: bool
+) -> Block | None:
+    """The block of a 2-D layer that ``csrc/layers.cpp`` computes, if it has one.
+
+    ``relu_before``: the previous block is a ReLU convolution whose ReLU was left out, for
+    this block (max pooling) to apply after pooling."""
+    name = (layer.name,)
+    if isinstance(layer, L.Conv) and layer.rank == 2 and layer.activation in ACTIVATIONS:
+        act = ACTIVATIONS[layer.activation]
+        if act == ACTIVATIONS["relu"] and _max_pool(nxt):
+            act = 0  # the ReLU goes after the pooling (the pool block's flag)
+        pads = _pads(shape, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding)
+        code = (CONV_ND, *layer.strides, *layer.dilation_rate, *pads, act, int(layer.use_bias))
+        return Block("conv", name, code)
+    if isinstance(layer, L.Pool) and layer.rank == 2:
+        pads = _pads(shape, layer.pool_size, layer.strides, (1, 1), layer.padding)
+        relu = int(_max_pool(layer) and relu_before)
+        code = (POOL, int(layer.kind == "max"), *layer.pool_size, *layer.strides, *pads, relu)
+        return Block("pool", name, code)
+    if isinstance(layer, L.Activation) and layer.activation in ACTIVATIONS:
+        return Block("activation", name, (ACT, ACTIVATIONS[layer.activation]))
+    if isinstance(layer, L.ReLU):
+        return Block("activation", name, (ACT, ACTIVATIONS["relu"]))
+    if isinstance(layer, L.BatchNormalization) and len(shape) == 3 and shape[0] * shape[1] >= 2:
+        code = (NORM, int(layer.scale), int(layer.center), _bits(layer.epsilon))
+        return Block("batch_norm", name, (*code, _bits(layer.momentum)))
+    if isinstance(layer, L.GlobalPool) and layer.rank == 2:
+        return Block(
+            "global_average" if layer.kind == "average" else "global_max",
+            name, (GAP if layer.kind == "average" else GMP,),
+        )  # fmt: skip
+    return None
+
+
+def _max_pool(layer: L.Layer | None) -> bool:
+    return isinstance(layer, L.Pool) and layer.kind == "max" and layer.rank == 2
+
+
+def plan(desc: ModelDescription) -> Plan:
+    """The blocks of ``desc``: each with a kernel where its kind has one, else ``pytorch``."""
+    n_forward, linear_last = forward_layers(desc)
+    infos = desc.info[:n_forward]
+    image = len(desc.input_shape) == 3  # (H, W, C): the kernels are for 2-D maps
+    blocks: list[Block] = []
+    i = 0
+    while i < len(infos):
+        info, layer = infos[i], infos[i].layer
+        nxt = infos[i + 1].layer if i + 1 < len(infos) else None
+        prev = infos[i - 1].layer if i > 0 else None
+        shape = info.in_shape
+        last = linear_last and i == n_forward - 1
+        # (one input channel: the kernel gives no input gradient, so only as the first layer)
+        if image and _conv_pool(layer, nxt, shape) and (shape[-1] > 1 or i == 0):
+            assert isinstance(layer, L.Conv) and nxt is not None
+            kh, kw = layer.kernel_size
+            ph, pw = (shape[0] - kh + 1) // 2, (shape[1] - kw + 1) // 2
+            blocks.append(Block("conv_pool_relu", (layer.name, nxt.name), (CONV, ph, pw),
+                                conv=(shape[0], shape[1], kh, kw)))  # fmt: skip
+            i += 2
+            continue
+        one_channel_conv = isinstance(layer, L.Conv) and shape[-1] == 1 and i > 0
+        relu_before = (  # a "conv" block that left its ReLU to this max pooling
+            isinstance(prev, L.Conv) and prev.activation == "relu" and blocks[-1].kind == "conv"
+        )
+        general = _general(layer, nxt, shape, relu_before) if image else None
+        if general is not None and not one_channel_conv:
+            blocks.append(general)
+        elif image and isinstance(layer, L.Flatten):
+            blocks.append(Block("flatten", (layer.name,), (FLATTEN,)))
+        elif image and isinstance(layer, L.Dropout) and layer.rate < 1:
+            torch_shape = (shape[-1], *shape[:-1]) if len(shape) > 1 else shape  # (C, H, W)
+            drop = (tuple(torch_shape), layer.rate)
+            blocks.append(Block("dropout", (layer.name,), (DROPOUT,), drop=drop))
+        elif image and _dense(layer, last, shape):
+            assert isinstance(layer, L.Dense)
+            act = 0 if last else ACTIVATIONS[layer.activation]
+            blocks.append(Block("dense", (layer.name,), (DENSE, act)))
+        else:
+            blocks.append(Block(PYTORCH, (layer.name,)))
+        i += 1
+    folded = tuple(layer.name for layer in desc.layers[n_forward:])
+    return Plan(_crop(blocks), folded)
+
+
+def _dense(layer: L.Layer, softmax_to_loss: bool, in_shape: tuple[int, ...]) -> bool:
+    return (
+        isinstance(layer, L.Dense)
+        and layer.use_bias
+        and len(in_shape) == 1
+        and (layer.activation in ACTIVATIONS or softmax_to_loss)
+    )
+
+
+def _crop(blocks: list[Block]) -> tuple[Block, ...]:
+    """Shrink each convolution block to the pooled rows and columns the next one uses."""
+    out = list(blocks)
+    need: tuple[int, int] | None = None  # input rows and columns the next block reads
+    for j in range(len(out) - 1, -1, -1):
+        b = out[j]
+        if b.kind != "conv_pool_relu" or b.conv is None:
+            need = None
+            continue
+        _, ph, pw = b.code
+        if need is not None:
+            ph, pw = min(ph, need[0]), min(pw, need[1])
+            out[j] = replace(b, code=(CONV, ph, pw))
+        need = (2 * ph + b.conv[2] - 1, 2 * pw + b.conv[3] - 1)
+    return tuple(out)
+
+
+def where(desc: ModelDescription, kernels: bool) -> dict[str, str]:
+    """Which layers run in cnnlab's kernels and which in PyTorch operations, by layer name.
+
+    ``kernels``: whether the kernels run here (fast engine, CPU, built). A final softmax
+    goes with the loss: in the kernels when the whole step is.
+    """
+    p = plan(desc)
+    out: dict[str, str] = {}
+    for b in p.blocks:
+        runs = kernels and (p.native or b.kind == "conv_pool_relu")
+        out.update(dict.fromkeys(b.layers, KERNEL if runs else PYTORCH))
+    out.update(dict.fromkeys(p.folded, KERNEL if kernels and p.native else PYTORCH))
+    return out
