@@ -69,6 +69,13 @@ ZOO = {
     "map_dropout": described(
         "Input(14,15,1) Conv2D(17,3,relu) MaxPooling2D(2) Dropout(0.3) Flatten Dense(4,softmax)"
     ),
+    # 'same' convolutions before 2x2 max pooling, an even kernel (padding 1 before, 2 after),
+    # zero padding, an odd map whose last pooled row the next block does not read
+    "same_pool": described(
+        "Input(14,13,1) Conv2D(10,3,relu,padding=same) MaxPooling2D(2) "
+        "Conv2D(18,4,relu,padding=same) MaxPooling2D(2) ZeroPadding2D(1) Conv2D(7,3,relu) "
+        "MaxPooling2D(2) Flatten Dense(5,softmax)"
+    ),
     # the general blocks (csrc/layers.cpp): keras-zoo's conv2d_same_strides ...
     "same_strides": described(
         "Input(28,28,1) Conv2D(8,5,relu,padding=same,strides=2) Conv2D(16,3,tanh,padding=same) "
@@ -84,7 +91,7 @@ ZOO = {
     # convolution's ReLU after its max pooling, elu/sigmoid/tanh, same-padded averages
     "general_mix": described(
         "Input(21,18,3) Conv2D(6,4,relu,padding=same,strides=2,use_bias=False) "
-        "BatchNormalization(center=False) Conv2D(9,3,relu,padding=same) MaxPooling2D(2) "
+        "BatchNormalization(center=False) Conv2D(9,3,relu,padding=same) MaxPooling2D(3,strides=2) "
         "Conv2D(17,3,elu,padding=same,dilation_rate=2) BatchNormalization(scale=False) "
         "AveragePooling2D(3,strides=2,padding=same) Activation(sigmoid) ReLU Flatten "
         "Dense(9,tanh) Dense(4,softmax)",
@@ -232,10 +239,14 @@ def test_blocks_are_matched_by_kind() -> None:
     assert general.blocks[0].code == (5, 2, 2, 1, 1, 1, 2, 1, 1, 1, 0)  # pads (1, 2), (1, 1)
     assert general.blocks[2].code[-2:] == (0, 1) and general.blocks[3].code[-1] == 1
     assert general.blocks[0].code[-2] == 1  # its ReLU stays: BatchNormalization comes next
-    # a block without a kernel (zero padding) runs as PyTorch, and so the whole step is
-    # autograd: the conv_pool_relu blocks through their kernels, the others as PyTorch
+    # 'same' before 2x2 max pooling: zeros first, in the same block
+    same = plan(NETS["same_pool"])
+    assert same.blocks[0].code == (10, 1, 1, 1, 1, 0, 7, 6) and same.blocks[0].pads == (1,) * 4
+    assert same.blocks[1].code[:5] == (10, 1, 2, 1, 2)  # a 4x4 kernel: 1 before, 2 after
+    # a block without a kernel (a rescaling) runs as PyTorch, and so the whole step is
+    # autograd: the unpadded conv_pool_relu blocks through their kernels, the rest PyTorch
     other = parse_compact(
-        "Input(28,28,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) ZeroPadding2D(1) "
+        "Input(28,28,1) Conv2D(8,3,relu,strides=2) MaxPooling2D(2) Rescaling(0.5) "
         "Conv2D(12,3,relu) MaxPooling2D(2) Flatten Dense(10,softmax)"
     )
     p = plan(other)
@@ -271,15 +282,16 @@ def test_zoo_steps_match_the_plain_loop(name: str) -> None:
 
 
 MIXED = parse_compact(
-    "Input(24,22,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) ZeroPadding2D(1) "
+    "Input(24,22,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) Rescaling(0.5) "
     "Conv2D(12,3,relu) MaxPooling2D(2) Conv2D(9,3,relu) MaxPooling2D(2) Flatten "
     "Dropout(0.25) Dense(10,softmax)"
 )
 
 
 def test_mixed_steps_match_the_plain_loop() -> None:
-    """A block without a kernel (zero padding) runs as PyTorch in the same step; the
-    convolution blocks after it through the kernels, under autograd."""
+    """A block without a kernel (a rescaling) runs as PyTorch in the same step, and so do the
+    padded convolution before it; the convolution blocks after it through the kernels, under
+    autograd."""
     x = images(5 * 8, MIXED.input_shape, seed=5, uint8=False)
     y = torch.randint(0, 10, (len(x),))
     torch.manual_seed(3)
@@ -287,7 +299,7 @@ def test_mixed_steps_match_the_plain_loop() -> None:
     fast_model = copy.deepcopy(plain_model)
     step = make_step(fast_model, make_optimizer(fast_model, TrainConfig()))
     assert not isinstance(step, NativeStep)
-    assert getattr(step, "blocks", None) == {3: (6, 4), 5: (2, 1)}  # 6x5 pooled, 6x4 used
+    assert getattr(step, "blocks", None) == {3: (4, 4), 5: (1, 1)}  # 5x4 pooled, 4x4 used
     assert where(MIXED, kernels=True)["conv2d_2"] == "cnnlab"
     torch.manual_seed(11)
     expected = plain_losses(plain_model, x, y, 8)

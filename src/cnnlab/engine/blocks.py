@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
-from cnnlab.engine.plan import CONV, Plan, plan
+from cnnlab.engine.plan import Plan, mixed_kernel, plan
 from cnnlab.engine.tensors import GradHook, as_float_images, dropout_mask
 from cnnlab.models import ModelDescription
 
@@ -24,7 +24,7 @@ from cnnlab.models import ModelDescription
 def kernel_inputs(xb: torch.Tensor, p: Plan) -> torch.Tensor:
     """A batch (N, C, H, W) as the kernels read it: (N, H, W, C) contiguous; uint8 only
     where the first block scales it itself (a one-channel convolution)."""
-    first = p.blocks[0]
+    first = p.blocks[0]  # a one-channel conv_pool_relu reads uint8, padded or not
     if xb.shape[1] == 1 and first.kind == "conv_pool_relu":
         return xb.reshape(xb.shape[0], xb.shape[2], xb.shape[3], 1)  # the same memory
     return as_float_images(xb).permute(0, 2, 3, 1).contiguous()
@@ -142,9 +142,7 @@ def kernel_blocks(model: nn.Module, use_native: bool | None) -> dict[int, tuple[
         return {}
     if not native.load():
         return {}
-    starts = {
-        b.layers[0]: (b.code[1], b.code[2]) for b in plan(desc).blocks if b.code[:1] == (CONV,)
-    }
+    starts = {b.layers[0]: (b.code[-2], b.code[-1]) for b in plan(desc).blocks if mixed_kernel(b)}
     return {
         i: starts[info.layer.name] for i, info in enumerate(desc.info) if info.layer.name in starts
     }

@@ -3,8 +3,8 @@
 The fast engine reads a model description as a sequence of blocks, each with its shapes
 read from the description, whatever the network (the numbers are ``csrc/net.cpp``'s):
 
-- ``conv_pool_relu``: Conv2D('valid', stride 1, bias, relu) followed by MaxPooling2D(2x2),
-  any channel counts and map sizes, kernels up to 7x7: cnnlab's own loops
+- ``conv_pool_relu``: Conv2D('valid' or 'same', stride 1, bias, relu) followed by
+  MaxPooling2D(2x2), any channel counts and map sizes, kernels up to 7x7: cnnlab's own loops
   (``csrc/blocks.cpp``), ReLU after the pooling, the backward pass summed over the nonzero
   gradients only, and no work on the rows and columns that later pooling drops;
 - ``conv``: any other Conv2D (padding, strides, dilation, with or without a bias, a linear,
@@ -14,7 +14,7 @@ read from the description, whatever the network (the numbers are ``csrc/net.cpp`
   statistics); ``global_max`` (``csrc/layers.cpp``, over MKL-DNN's convolution and ATen's
   channels-last pooling loops);
 - ``flatten``, ``dropout`` (nn.Dropout's masks, bit for bit), ``dense`` (bias, any of
-  those activations), ``global_average``;
+  those activations), ``global_average``, ``pad`` (ZeroPadding2D);
 - anything else is a ``pytorch`` block: the network's own module.
 
 When every block has a kernel, a training step is one call (:class:`cnnlab.engine.blocks.
@@ -33,7 +33,7 @@ from cnnlab.models import layers as L
 from cnnlab.ops import padding_amounts
 
 # block kinds, as csrc/net.cpp numbers them
-CONV, FLATTEN, DROPOUT, DENSE, GAP, CONV_ND, POOL, ACT, NORM, GMP = range(10)
+CONV, FLATTEN, DROPOUT, DENSE, GAP, CONV_ND, POOL, ACT, NORM, GMP, PAD = range(11)
 ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "elu": 4}  # csrc/layers.h
 MAX_TAPS = 49  # conv_pool_relu: kernels up to 7x7 (csrc/blocks.h: kMaxTaps)
 KERNEL, PYTORCH = "cnnlab", "pytorch"  # where a layer ran, as config.json records it
@@ -47,7 +47,8 @@ class Block:
     layers: tuple[str, ...]
     code: tuple[int, ...] = ()  # kind number and arguments; empty for a pytorch block
     drop: tuple[tuple[int, ...], float] | None = None  # dropout: nn.Dropout's shape, rate
-    conv: tuple[int, int, int, int] | None = None  # conv_pool_relu: in H, in W, kh, kw
+    conv: tuple[int, int, int, int] | None = None  # conv_pool_relu: padded H, W, kh, kw
+    pads: tuple[int, ...] = ()  # conv_pool_relu: 'same' padding (top, bottom, left, right)
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,10 @@ def _conv_pool(layer: L.Layer, nxt: L.Layer | None, in_shape: tuple[int, ...]) -
     if not (isinstance(layer, L.Conv) and isinstance(nxt, L.Pool) and layer.rank == 2):
         return False
     kh, kw = layer.kernel_size
+    if layer.padding == "same":  # the kernel sees the padded map
+        in_shape = (in_shape[0] + kh - 1, in_shape[1] + kw - 1)
     return (
-        layer.padding == "valid"
-        and layer.strides == (1, 1)
+        layer.strides == (1, 1)
         and layer.dilation_rate == (1, 1)
         and layer.use_bias
         and layer.activation == "relu"
@@ -171,9 +173,12 @@ def plan(desc: ModelDescription) -> Plan:
         if image and _conv_pool(layer, nxt, shape) and (shape[-1] > 1 or i == 0):
             assert isinstance(layer, L.Conv) and nxt is not None
             kh, kw = layer.kernel_size
-            ph, pw = (shape[0] - kh + 1) // 2, (shape[1] - kw + 1) // 2
-            blocks.append(Block("conv_pool_relu", (layer.name, nxt.name), (CONV, ph, pw),
-                                conv=(shape[0], shape[1], kh, kw)))  # fmt: skip
+            pads = _pads(shape, layer.kernel_size, (1, 1), (1, 1), layer.padding)
+            h, w = shape[0] + pads[0] + pads[1], shape[1] + pads[2] + pads[3]
+            ph, pw = (h - kh + 1) // 2, (w - kw + 1) // 2
+            pad = (PAD, *pads) if any(pads) else ()  # zeros first, in the same block
+            blocks.append(Block("conv_pool_relu", (layer.name, nxt.name), (*pad, CONV, ph, pw),
+                                conv=(h, w, kh, kw), pads=pads if any(pads) else ()))  # fmt: skip
             i += 2
             continue
         one_channel_conv = isinstance(layer, L.Conv) and shape[-1] == 1 and i > 0
@@ -183,6 +188,9 @@ def plan(desc: ModelDescription) -> Plan:
         general = _general(layer, nxt, shape, relu_before) if image else None
         if general is not None and not one_channel_conv:
             blocks.append(general)
+        elif image and isinstance(layer, L.ZeroPadding) and layer.rank == 2:
+            (top, bottom), (left, right) = layer.padding
+            blocks.append(Block("pad", (layer.name,), (PAD, top, bottom, left, right)))
         elif image and isinstance(layer, L.Flatten):
             blocks.append(Block("flatten", (layer.name,), (FLATTEN,)))
         elif image and isinstance(layer, L.Dropout) and layer.rate < 1:
@@ -218,12 +226,20 @@ def _crop(blocks: list[Block]) -> tuple[Block, ...]:
         if b.kind != "conv_pool_relu" or b.conv is None:
             need = None
             continue
-        _, ph, pw = b.code
+        ph, pw = b.code[-2:]
         if need is not None:
             ph, pw = min(ph, need[0]), min(pw, need[1])
-            out[j] = replace(b, code=(CONV, ph, pw))
+            out[j] = replace(b, code=(*b.code[:-2], ph, pw))
         need = (2 * ph + b.conv[2] - 1, 2 * pw + b.conv[3] - 1)
+        if b.pads:  # the rows and columns of the unpadded map under those
+            need = (need[0] - b.pads[0], need[1] - b.pads[2])
     return tuple(out)
+
+
+def mixed_kernel(b: Block) -> bool:
+    """Whether a block runs through its kernel in a step that mixes kernels and PyTorch
+    operations (an unpadded ``conv_pool_relu``; the other blocks run as PyTorch there)."""
+    return b.kind == "conv_pool_relu" and not b.pads
 
 
 def where(desc: ModelDescription, kernels: bool) -> dict[str, str]:
@@ -235,7 +251,7 @@ def where(desc: ModelDescription, kernels: bool) -> dict[str, str]:
     p = plan(desc)
     out: dict[str, str] = {}
     for b in p.blocks:
-        runs = kernels and (p.native or b.kind == "conv_pool_relu")
+        runs = kernels and (p.native or mixed_kernel(b))
         out.update(dict.fromkeys(b.layers, KERNEL if runs else PYTORCH))
     out.update(dict.fromkeys(p.folded, KERNEL if kernels and p.native else PYTORCH))
     return out

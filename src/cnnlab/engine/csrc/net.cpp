@@ -14,6 +14,8 @@
 //   kNorm scale center eps momentum : BatchNormalization (eps, momentum: float64 bit
 //                      patterns); [gamma][, beta]; two state tensors, the moving statistics
 //   kGmp             : (N, H, W, C) -> (N, C), the maximum over H*W
+//   kPad top bottom left right : zeros around each map (ZeroPadding2D, or a 'same'
+//                      convolution's padding before a kConv block)
 //
 // Activations: 0 linear, 1 relu, 2 tanh, 3 sigmoid, 4 elu. Maps are channels-last
 // (N, H, W, C). Same float32 operations as PyTorch's, in other summation orders (no
@@ -36,7 +38,7 @@ using cnnlab::mutant;
 
 enum Kind : int64_t {
   kConv = 0, kFlatten = 1, kDropout = 2, kDense = 3, kGap = 4,
-  kConvNd = 5, kPool = 6, kAct = 7, kNorm = 8, kGmp = 9,
+  kConvNd = 5, kPool = 6, kAct = 7, kNorm = 8, kGmp = 9, kPad = 10,
 };
 
 double as_double(int64_t bits) {  // a float64 passed through the int[] plan, bit for bit
@@ -177,6 +179,14 @@ Forward forward(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weight
         TORCH_CHECK(h.dim() == 4, "net: global pooling needs (N, H, W, C) maps");
         h = cnnlab::global_max_forward(h, s.cache);
         break;
+      case kPad: {
+        TORCH_CHECK(h.dim() == 4, "net: padding needs (N, H, W, C) maps");
+        s.shape = h.sizes().vec();
+        s.conv.pads = pads(plan, p);
+        const cnnlab::Pads& q = s.conv.pads;
+        h = at::constant_pad_nd(h, {0, 0, q.left, q.right, q.top, q.bottom}, 0);
+        break;
+      }
       case kGap:
         s.shape = h.sizes().vec();
         TORCH_CHECK(h.dim() == 4, "net: global pooling needs (N, H, W, C) maps");
@@ -326,6 +336,9 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
       }
       case kGmp:
         g = cnnlab::global_max_backward(g, s.cache);
+        break;
+      case kPad:
+        g = g.narrow(1, s.conv.pads.top, s.shape[1]).narrow(2, s.conv.pads.left, s.shape[2]).contiguous();
         break;
       default:
         break;
