@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--no-native", action="store_true", help="no C++ kernels: PyTorch ops")
     args = ap.parse_args()
     config = TrainConfig(
-        case=args.case,
+        model=f"case{args.case}",
         epochs=args.epochs,
         engine=args.engine,
         threads=args.threads,

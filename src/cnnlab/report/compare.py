@@ -62,6 +62,12 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _label(row: dict[str, Any]) -> str:
+    """A curve's name: the model, and the run folder where it is not named after it."""
+    model, run = str(row["model"]), str(row["run"])
+    return model if run == model else f"{model} ({run})"
+
+
 def compare(run_dirs: list[Path], out_dir: Path) -> str:
     """Write ``compare.md`` and ``compare.png`` (curves of the runs that have a history)
     into ``out_dir``; returns the table."""
@@ -69,7 +75,7 @@ def compare(run_dirs: list[Path], out_dir: Path) -> str:
     table = markdown_table(rows)
     fileio.write_text(out_dir / "compare.md", table)
     histories = {
-        f"{r['model']} ({r['run']})": runs.read_history(Path(d) / "history.csv")
+        _label(r): runs.read_history(Path(d) / "history.csv")
         for r, d in zip(rows, run_dirs, strict=True)
         if (Path(d) / "history.csv").exists()
     }
