@@ -1,0 +1,79 @@
+"""keras-zoo's 2-D networks, saved by Keras itself, through the fast engine's C++ step.
+
+Every block of ``conv2d_same_strides`` (a strided 'same' 5x5 convolution, a tanh
+convolution, average pooling) and of ``conv2d_bn_dilated`` (a dilated convolution,
+BatchNormalization, 'same' 3x3/2 max pooling, a separate ReLU, global max pooling, dropout)
+has a kernel, so the whole step runs in C++. With Keras' trained weights, the kernels'
+evaluation-mode forward pass (moving statistics included) must give Keras' own outputs;
+and from a fresh initialisation, their training steps must follow the plain loop's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_fastpath import fast_losses, plain_losses
+
+from cnnlab.engine import native
+from cnnlab.engine.blocks import NativeStep
+from cnnlab.engine.fastpath import fast_logits, make_step
+from cnnlab.engine.plan import plan, where
+from cnnlab.interop.keras_import import read_keras
+from cnnlab.models.torch_module import build_module
+from cnnlab.train.loop import TrainConfig, make_optimizer
+
+REPO = Path(__file__).resolve().parent.parent
+ZOO = Path(os.environ.get("CNNLAB_DATA") or REPO.parent / "shared" / "data") / "keras-zoo"
+NAMES = ["conv2d_same_strides", "conv2d_bn_dilated"]
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler"),
+    pytest.mark.skipif(not (ZOO / "index.json").is_file(), reason=f"keras-zoo not in {ZOO}"),
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_kernels_give_keras_outputs(name: str) -> None:
+    assert native.load()
+    km = read_keras(ZOO / f"{name}.keras")
+    p = plan(km.description)
+    assert p.native, [b.kind for b in p.blocks]
+    assert set(where(km.description, kernels=True).values()) == {"cnnlab"}
+    model = build_module(km.description)
+    model.load_state_dict(km.state_dict)
+    model.eval()
+    x = torch.from_numpy(np.load(ZOO / f"{name}.inputs.npy")).movedim(-1, 1).contiguous()
+    want = np.load(ZOO / f"{name}.outputs.npy")
+    got = torch.softmax(fast_logits(model, x), dim=1).numpy()
+    assert got.shape == want.shape
+    assert float(np.abs(got - want).max()) <= 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_kernel_steps_follow_the_plain_loop(name: str) -> None:
+    desc = read_keras(ZOO / f"{name}.keras").description
+    classes = json.loads((ZOO / "index.json").read_text())[name]["classes"]
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(5 * 8 - 3, *desc.input_shape, generator=g).movedim(-1, 1).contiguous()
+    x[x < 0.5] = 0.0  # a flat background, as digits have: ties in the pooling windows
+    y = torch.randint(0, classes, (len(x),), generator=g)
+    torch.manual_seed(3)
+    plain_model = build_module(desc)
+    fast_model = copy.deepcopy(plain_model)
+    assert isinstance(make_step(fast_model, make_optimizer(fast_model, TrainConfig())), NativeStep)
+    torch.manual_seed(11)
+    expected = plain_losses(plain_model, x, y, 8)
+    torch.manual_seed(11)
+    got = fast_losses(fast_model, x, y, 8)
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
+    for (key, a), b in zip(
+        plain_model.state_dict().items(), fast_model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-6, msg=key)
