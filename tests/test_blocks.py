@@ -76,6 +76,15 @@ ZOO = {
         "Conv2D(18,4,relu,padding=same) MaxPooling2D(2) ZeroPadding2D(1) Conv2D(7,3,relu) "
         "MaxPooling2D(2) Flatten Dense(5,softmax)"
     ),
+    # Rescaling first (as Keras tutorials start), then one-channel convolutions: no input
+    # gradient is needed below them, so they are kernels as the first layer is
+    "rescaled": described(
+        "Input(16,15,1) Rescaling(2.0,-0.5) Conv2D(6,3,relu) MaxPooling2D(2) "
+        "Conv2D(7,3,sigmoid,padding=same) GlobalAveragePooling2D Dense(4,softmax)"
+    ),
+    "rescaled_strided": described(
+        "Input(13,12,1) Rescaling(0.5) Conv2D(5,3,elu,strides=2) Flatten Dense(3,softmax)"
+    ),
     # the general blocks (csrc/layers.cpp): keras-zoo's conv2d_same_strides ...
     "same_strides": described(
         "Input(28,28,1) Conv2D(8,5,relu,padding=same,strides=2) Conv2D(16,3,tanh,padding=same) "
@@ -243,10 +252,10 @@ def test_blocks_are_matched_by_kind() -> None:
     same = plan(NETS["same_pool"])
     assert same.blocks[0].code == (10, 1, 1, 1, 1, 0, 7, 6) and same.blocks[0].pads == (1,) * 4
     assert same.blocks[1].code[:5] == (10, 1, 2, 1, 2)  # a 4x4 kernel: 1 before, 2 after
-    # a block without a kernel (a rescaling) runs as PyTorch, and so the whole step is
+    # a block without a kernel (a softmax over channels) runs as PyTorch, so the whole step is
     # autograd: the unpadded conv_pool_relu blocks through their kernels, the rest PyTorch
     other = parse_compact(
-        "Input(28,28,1) Conv2D(8,3,relu,strides=2) MaxPooling2D(2) Rescaling(0.5) "
+        "Input(28,28,1) Conv2D(8,3,relu,strides=2) MaxPooling2D(2) Activation(softmax) "
         "Conv2D(12,3,relu) MaxPooling2D(2) Flatten Dense(10,softmax)"
     )
     p = plan(other)
@@ -282,16 +291,16 @@ def test_zoo_steps_match_the_plain_loop(name: str) -> None:
 
 
 MIXED = parse_compact(
-    "Input(24,22,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) Rescaling(0.5) "
+    "Input(24,22,1) Conv2D(8,3,relu,padding=same) MaxPooling2D(2) Activation(softmax) "
     "Conv2D(12,3,relu) MaxPooling2D(2) Conv2D(9,3,relu) MaxPooling2D(2) Flatten "
     "Dropout(0.25) Dense(10,softmax)"
 )
 
 
 def test_mixed_steps_match_the_plain_loop() -> None:
-    """A block without a kernel (a rescaling) runs as PyTorch in the same step, and so do the
-    padded convolution before it; the convolution blocks after it through the kernels, under
-    autograd."""
+    """A block without a kernel (a softmax over channels) runs as PyTorch in the same step,
+    as does the padded convolution before it; the convolution blocks after it through the
+    kernels, under autograd."""
     x = images(5 * 8, MIXED.input_shape, seed=5, uint8=False)
     y = torch.randint(0, 10, (len(x),))
     torch.manual_seed(3)

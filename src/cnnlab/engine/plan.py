@@ -14,7 +14,8 @@ read from the description, whatever the network (the numbers are ``csrc/net.cpp`
   statistics); ``global_max`` (``csrc/layers.cpp``, over MKL-DNN's convolution and ATen's
   channels-last pooling loops);
 - ``flatten``, ``dropout`` (nn.Dropout's masks, bit for bit), ``dense`` (bias, any of
-  those activations), ``global_average``, ``pad`` (ZeroPadding2D);
+  those activations), ``global_average``, ``pad`` (ZeroPadding2D), ``rescale``
+  (Rescaling);
 - anything else is a ``pytorch`` block: the network's own module.
 
 When every block has a kernel, a training step is one call (:class:`cnnlab.engine.blocks.
@@ -33,10 +34,12 @@ from cnnlab.models import layers as L
 from cnnlab.ops import padding_amounts
 
 # block kinds, as csrc/net.cpp numbers them
-CONV, FLATTEN, DROPOUT, DENSE, GAP, CONV_ND, POOL, ACT, NORM, GMP, PAD = range(11)
+CONV, FLATTEN, DROPOUT, DENSE, GAP, CONV_ND, POOL, ACT, NORM, GMP, PAD, SCALE = range(12)
 ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "elu": 4}  # csrc/layers.h
 MAX_TAPS = 49  # conv_pool_relu: kernels up to 7x7 (csrc/blocks.h: kMaxTaps)
 KERNEL, PYTORCH = "cnnlab", "pytorch"  # where a layer ran, as config.json records it
+# blocks with weights (a pytorch block may have some): the ones that need input gradients
+WEIGHTED = frozenset({"conv_pool_relu", "conv", "batch_norm", "dense", PYTORCH})
 
 
 @dataclass(frozen=True)
@@ -169,8 +172,9 @@ def plan(desc: ModelDescription) -> Plan:
         prev = infos[i - 1].layer if i > 0 else None
         shape = info.in_shape
         last = linear_last and i == n_forward - 1
-        # (one input channel: the kernel gives no input gradient, so only as the first layer)
-        if image and _conv_pool(layer, nxt, shape) and (shape[-1] > 1 or i == 0):
+        # (one input channel: the kernels give no input gradient, so only below every weight)
+        no_grad_in = shape[-1] > 1 or not any(b.kind in WEIGHTED for b in blocks)
+        if image and _conv_pool(layer, nxt, shape) and no_grad_in:
             assert isinstance(layer, L.Conv) and nxt is not None
             kh, kw = layer.kernel_size
             pads = _pads(shape, layer.kernel_size, (1, 1), (1, 1), layer.padding)
@@ -181,16 +185,18 @@ def plan(desc: ModelDescription) -> Plan:
                                 conv=(h, w, kh, kw), pads=pads if any(pads) else ()))  # fmt: skip
             i += 2
             continue
-        one_channel_conv = isinstance(layer, L.Conv) and shape[-1] == 1 and i > 0
         relu_before = (  # a "conv" block that left its ReLU to this max pooling
             isinstance(prev, L.Conv) and prev.activation == "relu" and blocks[-1].kind == "conv"
         )
         general = _general(layer, nxt, shape, relu_before) if image else None
-        if general is not None and not one_channel_conv:
+        if general is not None and (no_grad_in or not isinstance(layer, L.Conv)):
             blocks.append(general)
         elif image and isinstance(layer, L.ZeroPadding) and layer.rank == 2:
             (top, bottom), (left, right) = layer.padding
             blocks.append(Block("pad", (layer.name,), (PAD, top, bottom, left, right)))
+        elif image and isinstance(layer, L.Rescaling):
+            code = (SCALE, _bits(layer.scale), _bits(layer.offset))
+            blocks.append(Block("rescale", (layer.name,), code))
         elif image and isinstance(layer, L.Flatten):
             blocks.append(Block("flatten", (layer.name,), (FLATTEN,)))
         elif image and isinstance(layer, L.Dropout) and layer.rate < 1:

@@ -16,6 +16,7 @@
 //   kGmp             : (N, H, W, C) -> (N, C), the maximum over H*W
 //   kPad top bottom left right : zeros around each map (ZeroPadding2D, or a 'same'
 //                      convolution's padding before a kConv block)
+//   kScale scale offset : x * scale + offset (Rescaling; float64 bit patterns)
 //
 // Activations: 0 linear, 1 relu, 2 tanh, 3 sigmoid, 4 elu. Maps are channels-last
 // (N, H, W, C). Same float32 operations as PyTorch's, in other summation orders (no
@@ -38,7 +39,7 @@ using cnnlab::mutant;
 
 enum Kind : int64_t {
   kConv = 0, kFlatten = 1, kDropout = 2, kDense = 3, kGap = 4,
-  kConvNd = 5, kPool = 6, kAct = 7, kNorm = 8, kGmp = 9, kPad = 10,
+  kConvNd = 5, kPool = 6, kAct = 7, kNorm = 8, kGmp = 9, kPad = 10, kScale = 11,
 };
 
 double as_double(int64_t bits) {  // a float64 passed through the int[] plan, bit for bit
@@ -178,6 +179,10 @@ Forward forward(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weight
       case kGmp:
         TORCH_CHECK(h.dim() == 4, "net: global pooling needs (N, H, W, C) maps");
         h = cnnlab::global_max_forward(h, s.cache);
+        break;
+      case kScale:
+        s.norm.eps = as_double(plan[p++]);  // the scale
+        h = h * s.norm.eps + as_double(plan[p++]);
         break;
       case kPad: {
         TORCH_CHECK(h.dim() == 4, "net: padding needs (N, H, W, C) maps");
@@ -336,6 +341,9 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
       }
       case kGmp:
         g = cnnlab::global_max_backward(g, s.cache);
+        break;
+      case kScale:
+        g = g * s.norm.eps;
         break;
       case kPad:
         g = g.narrow(1, s.conv.pads.top, s.shape[1]).narrow(2, s.conv.pads.left, s.shape[2]).contiguous();
