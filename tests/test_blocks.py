@@ -85,6 +85,26 @@ ZOO = {
     "rescaled_strided": described(
         "Input(13,12,1) Rescaling(0.5) Conv2D(5,3,elu,strides=2) Flatten Dense(3,softmax)"
     ),
+    # 1-D networks as one-row images: fcn1d's blocks on an odd length (without the biases
+    # before BatchNormalization, whose gradients are 0 up to rounding and which Adam then
+    # moves by up to lr either way: tests/test_fast1d.py checks fcn1d itself) ...
+    "series_fcn": described(
+        "Input(37,3) Conv1D(10,8,padding=same,use_bias=False) BatchNormalization ReLU "
+        "Conv1D(12,5,padding=same,use_bias=False) BatchNormalization ReLU "
+        "GlobalAveragePooling1D Dense(4,softmax)"
+    ),
+    # ... strides, dilation, same-padded max and average pooling, zero padding, no bias
+    "series_mix": described(
+        "Input(41,2) Conv1D(6,5,strides=2,padding=same,activation=tanh) "
+        "MaxPooling1D(3,strides=2,padding=same) Conv1D(9,3,relu,dilation_rate=2) "
+        "MaxPooling1D(2) ZeroPadding1D(1) Conv1D(5,4,elu,use_bias=False) "
+        "AveragePooling1D(2,padding=same) Flatten Dropout(0.3) Dense(7,relu) Dense(3,softmax)"
+    ),
+    # ... and one channel, dropout on a map, global max pooling
+    "series_one_channel": described(
+        "Input(20,1) Conv1D(4,3,relu) MaxPooling1D(2) Dropout(0.2) Conv1D(5,3,relu) "
+        "GlobalMaxPooling1D Dense(2,softmax)"
+    ),
     # the general blocks (csrc/layers.cpp): keras-zoo's conv2d_same_strides ...
     "same_strides": described(
         "Input(28,28,1) Conv2D(8,5,relu,padding=same,strides=2) Conv2D(16,3,tanh,padding=same) "
@@ -111,7 +131,15 @@ NETS = {name: create_model(name).description for name in ("case1", "case2", "cas
 
 
 def images(n: int, shape: tuple[int, ...], seed: int, uint8: bool) -> torch.Tensor:
-    """(n, C, H, W) images with a flat zero background and saturated bars (pooling ties)."""
+    """(n, C, H, W) images with a flat zero background and saturated bars (pooling ties);
+    for a (L, C) shape, (n, C, L) series: Gaussian, with a flat zero start (ties again).
+    (Series that are constant over their whole length make BatchNormalization's steps
+    sensitive to rounding: the plain loop and PyTorch's own fused kernel differ by 1e-4.)"""
+    if len(shape) == 2:
+        length, c = shape
+        x = torch.randn(n, c, length, generator=torch.Generator().manual_seed(seed))
+        x[:, :, : length // 4] = 0.0
+        return x
     h, w, c = shape
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, c, h, w, generator=g)
@@ -191,7 +219,7 @@ def test_net_gradients_match_float64_autograd(name: str, n: int) -> None:
     model = build_module(desc)
     p = plan(desc)
     assert p.native, [b.kind for b in p.blocks]
-    uint8 = desc.input_shape[-1] == 1 and n != 7
+    uint8 = len(desc.input_shape) == 3 and desc.input_shape[-1] == 1 and n != 7
     x = images(n, desc.input_shape, seed=n, uint8=uint8)
     classes = desc.info[-1].out_shape[-1]
     y = torch.randint(0, classes, (n,))

@@ -18,6 +18,9 @@ read from the description, whatever the network (the numbers are ``csrc/net.cpp`
   (Rescaling);
 - anything else is a ``pytorch`` block: the network's own module.
 
+1-D networks (time series) run through the same blocks: a (L, C) map is a (1, L, C) image,
+a Conv1D a Conv2D with a (1, k) kernel.
+
 When every block has a kernel, a training step is one call (:class:`cnnlab.engine.blocks.
 NativeStep`). Otherwise the step runs with autograd, the ``conv_pool_relu`` blocks through
 their kernels and the rest as PyTorch operations (:func:`where` says which ran where;
@@ -120,50 +123,65 @@ def _bits(value: float) -> int:
     return int(struct.unpack("<q", struct.pack("<d", value))[0])
 
 
+def _2d(values: tuple[int, ...]) -> tuple[int, ...]:
+    """A 1-D layer's sizes as a 2-D layer's over (1, L) maps: a height of 1 first."""
+    return (1, *values) if len(values) == 1 else values
+
+
 def _general(
-    layer: L.Layer, nxt: L.Layer | None, shape: tuple[int, ...], relu_before: bool
+    layer: L.Layer, nxt: L.Layer | None, shape: tuple[int, ...], relu_before: bool, rank: int
 ) -> Block | None:
-    """The block of a 2-D layer that ``csrc/layers.cpp`` computes, if it has one.
+    """The block of a layer on ``rank``-D maps (1 or 2: a 1-D map is a (1, L) image) that
+    ``csrc/layers.cpp`` computes, if it has one.
 
     ``relu_before``: the previous block is a ReLU convolution whose ReLU was left out, for
     this block (max pooling) to apply after pooling."""
     name = (layer.name,)
-    if isinstance(layer, L.Conv) and layer.rank == 2 and layer.activation in ACTIVATIONS:
+    hw = _2d(shape[:-1])  # the map's (H, W)
+    if isinstance(layer, L.Conv) and layer.rank == rank and layer.activation in ACTIVATIONS:
         act = ACTIVATIONS[layer.activation]
-        if act == ACTIVATIONS["relu"] and _max_pool(nxt):
+        if act == ACTIVATIONS["relu"] and _max_pool(nxt, rank):
             act = 0  # the ReLU goes after the pooling (the pool block's flag)
-        pads = _pads(shape, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding)
-        code = (CONV_ND, *layer.strides, *layer.dilation_rate, *pads, act, int(layer.use_bias))
+        strides, dilation = _2d(layer.strides), _2d(layer.dilation_rate)
+        pads = _pads(hw, _2d(layer.kernel_size), strides, dilation, layer.padding)
+        code = (CONV_ND, *strides, *dilation, *pads, act, int(layer.use_bias))
         return Block("conv", name, code)
-    if isinstance(layer, L.Pool) and layer.rank == 2:
-        pads = _pads(shape, layer.pool_size, layer.strides, (1, 1), layer.padding)
-        relu = int(_max_pool(layer) and relu_before)
-        code = (POOL, int(layer.kind == "max"), *layer.pool_size, *layer.strides, *pads, relu)
+    if isinstance(layer, L.Pool) and layer.rank == rank:
+        size, strides = _2d(layer.pool_size), _2d(layer.strides)
+        pads = _pads(hw, size, strides, (1, 1), layer.padding)
+        relu = int(_max_pool(layer, rank) and relu_before)
+        code = (POOL, int(layer.kind == "max"), *size, *strides, *pads, relu)
         return Block("pool", name, code)
     if isinstance(layer, L.Activation) and layer.activation in ACTIVATIONS:
         return Block("activation", name, (ACT, ACTIVATIONS[layer.activation]))
     if isinstance(layer, L.ReLU):
         return Block("activation", name, (ACT, ACTIVATIONS["relu"]))
-    if isinstance(layer, L.BatchNormalization) and len(shape) == 3 and shape[0] * shape[1] >= 2:
+    if isinstance(layer, L.BatchNormalization) and len(shape) == rank + 1 and hw[0] * hw[1] >= 2:
         code = (NORM, int(layer.scale), int(layer.center), _bits(layer.epsilon))
         return Block("batch_norm", name, (*code, _bits(layer.momentum)))
-    if isinstance(layer, L.GlobalPool) and layer.rank == 2:
+    if isinstance(layer, L.GlobalPool) and layer.rank == rank:
         return Block(
             "global_average" if layer.kind == "average" else "global_max",
             name, (GAP if layer.kind == "average" else GMP,),
         )  # fmt: skip
+    if isinstance(layer, L.ZeroPadding) and layer.rank == rank:
+        pairs = ((0, 0), *layer.padding) if rank == 1 else layer.padding
+        (top, bottom), (left, right) = pairs
+        return Block("pad", name, (PAD, top, bottom, left, right))
     return None
 
 
-def _max_pool(layer: L.Layer | None) -> bool:
-    return isinstance(layer, L.Pool) and layer.kind == "max" and layer.rank == 2
+def _max_pool(layer: L.Layer | None, rank: int = 2) -> bool:
+    return isinstance(layer, L.Pool) and layer.kind == "max" and layer.rank == rank
 
 
 def plan(desc: ModelDescription) -> Plan:
     """The blocks of ``desc``: each with a kernel where its kind has one, else ``pytorch``."""
     n_forward, linear_last = forward_layers(desc)
     infos = desc.info[:n_forward]
-    image = len(desc.input_shape) == 3  # (H, W, C): the kernels are for 2-D maps
+    rank = len(desc.input_shape) - 1  # the kernels take 2-D maps, and 1-D ones as (1, L)
+    image = rank == 2
+    maps = rank in (1, 2)
     blocks: list[Block] = []
     i = 0
     while i < len(infos):
@@ -188,22 +206,19 @@ def plan(desc: ModelDescription) -> Plan:
         relu_before = (  # a "conv" block that left its ReLU to this max pooling
             isinstance(prev, L.Conv) and prev.activation == "relu" and blocks[-1].kind == "conv"
         )
-        general = _general(layer, nxt, shape, relu_before) if image else None
+        general = _general(layer, nxt, shape, relu_before, rank) if maps else None
         if general is not None and (no_grad_in or not isinstance(layer, L.Conv)):
             blocks.append(general)
-        elif image and isinstance(layer, L.ZeroPadding) and layer.rank == 2:
-            (top, bottom), (left, right) = layer.padding
-            blocks.append(Block("pad", (layer.name,), (PAD, top, bottom, left, right)))
-        elif image and isinstance(layer, L.Rescaling):
+        elif maps and isinstance(layer, L.Rescaling):
             code = (SCALE, _bits(layer.scale), _bits(layer.offset))
             blocks.append(Block("rescale", (layer.name,), code))
-        elif image and isinstance(layer, L.Flatten):
+        elif maps and isinstance(layer, L.Flatten):
             blocks.append(Block("flatten", (layer.name,), (FLATTEN,)))
-        elif image and isinstance(layer, L.Dropout) and layer.rate < 1:
+        elif maps and isinstance(layer, L.Dropout) and layer.rate < 1:
             torch_shape = (shape[-1], *shape[:-1]) if len(shape) > 1 else shape  # (C, H, W)
             drop = (tuple(torch_shape), layer.rate)
             blocks.append(Block("dropout", (layer.name,), (DROPOUT,), drop=drop))
-        elif image and _dense(layer, last, shape):
+        elif maps and _dense(layer, last, shape):
             assert isinstance(layer, L.Dense)
             act = 0 if last else ACTIVATIONS[layer.activation]
             blocks.append(Block("dense", (layer.name,), (DENSE, act)))

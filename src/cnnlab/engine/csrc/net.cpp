@@ -68,6 +68,7 @@ struct Saved {
   int64_t weight = -1;  // index of the block's first weight tensor
   bool bias = false, scale = false, center = false;  // which weights the block has
   cnnlab::Cache cache;
+  at::Tensor kernel;  // a convolution's (Cout, Cin, kh, kw) weights (a 1-D one's as kh = 1)
   cnnlab::ConvArgs conv;
   cnnlab::PoolArgs pooling;
   cnnlab::NormArgs norm;
@@ -143,7 +144,8 @@ Forward forward(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weight
         s.bias = plan[p++] != 0;
         s.weight = static_cast<int64_t>(wi);
         const at::Tensor w = take(weights, wi, true), b = take(weights, wi, s.bias);
-        h = cnnlab::conv_forward(h, w, b, c, s.cache);
+        s.kernel = w.dim() == 3 ? w.unsqueeze(2) : w;  // Conv1D: (Cout, Cin, 1, k)
+        h = cnnlab::conv_forward(h, s.kernel, b, c, s.cache);
         break;
       }
       case kPool: {
@@ -317,9 +319,9 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
         break;
       }
       case kConvNd: {
-        at::Tensor gw = grads[s.weight];
+        at::Tensor gw = grads[s.weight].view(s.kernel.sizes());  // writes through
         at::Tensor gb = s.bias ? grads[s.weight + 1] : at::Tensor();
-        g = cnnlab::conv_backward(g, s.cache, weights[s.weight], s.conv, gw,
+        g = cnnlab::conv_backward(g, s.cache, s.kernel, s.conv, gw,
                                   s.bias ? &gb : nullptr, below);
         break;
       }
