@@ -1,11 +1,13 @@
-"""keras-zoo's 2-D networks, saved by Keras itself, through the fast engine's C++ step.
+"""keras-zoo's 1-D and 2-D networks, saved by Keras itself, through the fast engine's C++ step.
 
 Every block of ``conv2d_same_strides`` (a strided 'same' 5x5 convolution, a tanh
-convolution, average pooling) and of ``conv2d_bn_dilated`` (a dilated convolution,
+convolution, average pooling), of ``conv2d_bn_dilated`` (a dilated convolution,
 BatchNormalization, 'same' 3x3/2 max pooling, a separate ReLU, global max pooling, dropout)
-has a kernel, so the whole step runs in C++. With Keras' trained weights, the kernels'
-evaluation-mode forward pass (moving statistics included) must give Keras' own outputs;
-and from a fresh initialisation, their training steps must follow the plain loop's.
+and of ``conv1d_timeseries`` (1-D convolutions and pooling, as one-row images) has a
+kernel, so the whole step runs in C++ (``conv3d_video`` does not: 3-D runs in PyTorch).
+With Keras' trained weights, the kernels' evaluation-mode forward pass (moving statistics
+included) must give Keras' own outputs; and from a fresh initialisation, their training
+steps must follow the plain loop's.
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ from cnnlab.train.loop import TrainConfig, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO = Path(os.environ.get("CNNLAB_DATA") or REPO.parent / "shared" / "data") / "keras-zoo"
-NAMES = ["conv2d_same_strides", "conv2d_bn_dilated"]
+NAMES = ["conv2d_same_strides", "conv2d_bn_dilated", "conv1d_timeseries"]
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler"),
     pytest.mark.skipif(not (ZOO / "index.json").is_file(), reason=f"keras-zoo not in {ZOO}"),
 ]
+
+
+def test_three_d_runs_in_pytorch() -> None:
+    desc = read_keras(ZOO / "conv3d_video.keras").description
+    assert not plan(desc).native
+    assert set(where(desc, kernels=True).values()) == {"pytorch"}
 
 
 @pytest.mark.parametrize("name", NAMES)
