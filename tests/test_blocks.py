@@ -297,16 +297,17 @@ def test_blocks_are_matched_by_kind() -> None:
     assert set(where(other, kernels=False).values()) == {"pytorch"}
 
 
-@pytest.mark.parametrize("name", list(ZOO))
-def test_zoo_steps_match_the_plain_loop(name: str) -> None:
-    """Same batches, same dropout draws: the kernels' step follows the plain loop's."""
-    desc = ZOO[name]
-    x = images(6 * 8 - 3, desc.input_shape, seed=2, uint8=False)
-    y = torch.randint(0, desc.info[-1].out_shape[-1], (len(x),))
+def steps_follow_the_plain_loop(
+    desc: ModelDescription, x: torch.Tensor, y: torch.Tensor, native: bool
+) -> tuple[nn.Module, nn.Module]:
+    """Eight-sample batches from the same weights with the same dropout draws: the fast step
+    (one C++ call where ``native``, else autograd mixing kernels and PyTorch) gives the plain
+    loop's losses and weights. Returns the plain and fast models after the steps."""
     torch.manual_seed(3)
     plain_model = build_module(desc)
     fast_model = copy.deepcopy(plain_model)
-    assert isinstance(make_step(fast_model, make_optimizer(fast_model, TrainConfig())), NativeStep)
+    step = make_step(fast_model, make_optimizer(fast_model, TrainConfig()))
+    assert isinstance(step, NativeStep) == native
     torch.manual_seed(11)
     expected = plain_losses(plain_model, x, y, 8)
     torch.manual_seed(11)
@@ -316,6 +317,16 @@ def test_zoo_steps_match_the_plain_loop(name: str) -> None:
         plain_model.state_dict().items(), fast_model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-6, msg=key)
+    return plain_model, fast_model
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_steps_match_the_plain_loop(name: str) -> None:
+    """Same batches, same dropout draws: the kernels' step follows the plain loop's."""
+    desc = ZOO[name]
+    x = images(6 * 8 - 3, desc.input_shape, seed=2, uint8=False)
+    y = torch.randint(0, desc.info[-1].out_shape[-1], (len(x),))
+    steps_follow_the_plain_loop(desc, x, y, native=True)
 
 
 MIXED = parse_compact(
@@ -331,22 +342,11 @@ def test_mixed_steps_match_the_plain_loop() -> None:
     kernels, under autograd."""
     x = images(5 * 8, MIXED.input_shape, seed=5, uint8=False)
     y = torch.randint(0, 10, (len(x),))
-    torch.manual_seed(3)
-    plain_model = build_module(MIXED)
-    fast_model = copy.deepcopy(plain_model)
-    step = make_step(fast_model, make_optimizer(fast_model, TrainConfig()))
-    assert not isinstance(step, NativeStep)
+    model = build_module(MIXED)
+    step = make_step(model, make_optimizer(model, TrainConfig()))
     assert getattr(step, "blocks", None) == {3: (4, 4), 5: (1, 1)}  # 5x4 pooled, 4x4 used
     assert where(MIXED, kernels=True)["conv2d_2"] == "cnnlab"
-    torch.manual_seed(11)
-    expected = plain_losses(plain_model, x, y, 8)
-    torch.manual_seed(11)
-    got = fast_losses(fast_model, x, y, 8)
-    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
-    for (key, a), b in zip(
-        plain_model.state_dict().items(), fast_model.state_dict().values(), strict=True
-    ):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-6, msg=key)
+    plain_model, fast_model = steps_follow_the_plain_loop(MIXED, x, y, native=False)
     with torch.no_grad():
         want = plain_model.eval()(x)
     torch.testing.assert_close(fast_logits(fast_model.eval(), x), want, rtol=1e-5, atol=1e-5)

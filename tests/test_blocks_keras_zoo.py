@@ -12,7 +12,6 @@ steps must follow the plain loop's.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -21,15 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_fastpath import fast_losses, plain_losses
+from test_blocks import steps_follow_the_plain_loop
 
 from cnnlab.engine import native
-from cnnlab.engine.blocks import NativeStep
-from cnnlab.engine.fastpath import fast_logits, make_step
+from cnnlab.engine.fastpath import fast_logits
 from cnnlab.engine.plan import plan, where
 from cnnlab.interop.keras_import import read_keras
 from cnnlab.models.torch_module import build_module
-from cnnlab.train.loop import TrainConfig, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO = Path(os.environ.get("CNNLAB_DATA") or REPO.parent / "shared" / "data") / "keras-zoo"
@@ -72,16 +69,4 @@ def test_kernel_steps_follow_the_plain_loop(name: str) -> None:
     x = torch.rand(5 * 8 - 3, *desc.input_shape, generator=g).movedim(-1, 1).contiguous()
     x[x < 0.5] = 0.0  # a flat background, as digits have: ties in the pooling windows
     y = torch.randint(0, classes, (len(x),), generator=g)
-    torch.manual_seed(3)
-    plain_model = build_module(desc)
-    fast_model = copy.deepcopy(plain_model)
-    assert isinstance(make_step(fast_model, make_optimizer(fast_model, TrainConfig())), NativeStep)
-    torch.manual_seed(11)
-    expected = plain_losses(plain_model, x, y, 8)
-    torch.manual_seed(11)
-    got = fast_losses(fast_model, x, y, 8)
-    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
-    for (key, a), b in zip(
-        plain_model.state_dict().items(), fast_model.state_dict().values(), strict=True
-    ):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-6, msg=key)
+    steps_follow_the_plain_loop(desc, x, y, native=True)
