@@ -40,6 +40,12 @@ def test_bad_flags_give_one_line(args: list[str], message: str) -> None:
 def test_summary_command() -> None:
     proc = run_cli("summary", "--case", "3")
     assert proc.returncode == 0 and "Total params: 10,090" in proc.stdout
+    assert "every layer in cnnlab's C++ kernels" in proc.stdout  # where the step runs
+    proc = run_cli("summary", "--model", "moving3d")
+    assert proc.returncode == 0 and "PyTorch operations (no C++ kernels" in proc.stdout
+    mixed = "Input(12,12,1) Conv2D(4,3,relu) MaxPooling2D(2) Activation(softmax) Flatten Dense(3)"
+    proc = run_cli("summary", "--model", mixed)
+    assert "activation, flatten, dense as PyTorch operations" in proc.stdout
 
 
 def test_missing_data_is_one_line(

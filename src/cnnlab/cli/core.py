@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab import data
 from cnnlab.data.datasets import check_spec, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.train import checkpoint, distributed, runs
 from cnnlab.train.recipes import settings
+
+if TYPE_CHECKING:
+    from cnnlab.models import ModelDescription
 
 
 def positive_int(text: str) -> int:
@@ -216,8 +219,23 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnlab.models import summary
 
-    print(summary(model_description(args)))
+    desc = model_description(args)
+    print(summary(desc))
+    print(engine_line(desc))
     return 0
+
+
+def engine_line(desc: ModelDescription) -> str:
+    """Where the fast engine runs the network's training step on a CPU (engine.plan)."""
+    from cnnlab.engine.plan import PYTORCH, where
+
+    placed = where(desc, kernels=True)
+    slow = [name for name, ran in placed.items() if ran == PYTORCH]
+    if not slow:
+        return "Fast engine, CPU: every layer in cnnlab's C++ kernels (where they compile)."
+    if len(slow) == len(placed):
+        return "Fast engine, CPU: PyTorch operations (no C++ kernels for these layers)."
+    return f"Fast engine, CPU: {', '.join(slow)} as PyTorch operations, the rest in C++ kernels."
 
 
 def cmd_train(args: argparse.Namespace) -> int:
