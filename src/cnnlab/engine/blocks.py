@@ -21,16 +21,21 @@ from cnnlab.engine.tensors import GradHook, as_float_images, dropout_mask
 from cnnlab.models import ModelDescription
 
 
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """A map as the kernels lay it out: (N, C, H, W) -> (N, H, W, C), and a series
+    (N, C, L) -> (N, 1, L, C), a one-row image; contiguous. Vectors pass unchanged."""
+    if t.ndim == 3:
+        t = t.unsqueeze(2)
+    return t.permute(0, 2, 3, 1).contiguous() if t.ndim == 4 else t
+
+
 def kernel_inputs(xb: torch.Tensor, p: Plan) -> torch.Tensor:
-    """A batch (N, C, H, W) or (N, C, L) as the kernels read it: (N, H, W, C) or (N, 1, L, C)
-    contiguous; uint8 only
-    where the first block scales it itself (a one-channel convolution)."""
-    first = p.blocks[0]  # a one-channel conv_pool_relu reads uint8, padded or not
-    if xb.shape[1] == 1 and first.kind == "conv_pool_relu":
+    """A batch (N, C, H, W) or (N, C, L) as the kernels read it (:func:`channels_last`),
+    float32; uint8 only where the first block scales it itself (a one-channel
+    conv_pool_relu, padded or not)."""
+    if xb.shape[1] == 1 and p.blocks[0].kind == "conv_pool_relu":
         return xb.reshape(xb.shape[0], xb.shape[2], xb.shape[3], 1)  # the same memory
-    if xb.ndim == 3:  # (N, C, L) series: (N, 1, L, C), a one-row image
-        return as_float_images(xb).permute(0, 2, 1).unsqueeze(1).contiguous()
-    return as_float_images(xb).permute(0, 2, 3, 1).contiguous()
+    return channels_last(as_float_images(xb))
 
 
 def runs_natively(model: nn.Module, use_native: bool | None) -> Plan | None:
@@ -79,11 +84,7 @@ class NativeStep:
                 m = torch.ops.cnnlab.dropout_mask([n, *shape], 1 - rate)
             else:
                 m = dropout_mask((n, *shape), self.weights[0], rate)
-            if m.ndim == 4:  # (N, C, H, W) -> (N, H, W, C)
-                m = m.permute(0, 2, 3, 1).contiguous()
-            elif m.ndim == 3:  # (N, C, L) -> (N, 1, L, C)
-                m = m.permute(0, 2, 1).unsqueeze(1).contiguous()
-            out.append(m)
+            out.append(channels_last(m))
         return out
 
     def __call__(

@@ -190,9 +190,9 @@ def plan(desc: ModelDescription) -> Plan:
         prev = infos[i - 1].layer if i > 0 else None
         shape = info.in_shape
         last = linear_last and i == n_forward - 1
-        # (one input channel: the kernels give no input gradient, so only below every weight)
-        no_grad_in = shape[-1] > 1 or not any(b.kind in WEIGHTED for b in blocks)
-        if image and _conv_pool(layer, nxt, shape) and no_grad_in:
+        # a one-channel convolution's kernels give no input gradient: only below every weight
+        conv_fits = shape[-1] > 1 or not any(b.kind in WEIGHTED for b in blocks)
+        if image and _conv_pool(layer, nxt, shape) and conv_fits:
             assert isinstance(layer, L.Conv) and nxt is not None
             kh, kw = layer.kernel_size
             pads = _pads(shape, layer.kernel_size, (1, 1), (1, 1), layer.padding)
@@ -207,7 +207,7 @@ def plan(desc: ModelDescription) -> Plan:
             isinstance(prev, L.Conv) and prev.activation == "relu" and blocks[-1].kind == "conv"
         )
         general = _general(layer, nxt, shape, relu_before, rank) if maps else None
-        if general is not None and (no_grad_in or not isinstance(layer, L.Conv)):
+        if general is not None and (conv_fits or not isinstance(layer, L.Conv)):
             blocks.append(general)
         elif maps and isinstance(layer, L.Rescaling):
             code = (SCALE, _bits(layer.scale), _bits(layer.offset))

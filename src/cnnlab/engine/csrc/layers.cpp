@@ -36,6 +36,17 @@ at::Tensor unpad(const at::Tensor& g, const Pads& p, int64_t h, int64_t w) {
   return padded(p) ? g.narrow(2, p.top, h).narrow(3, p.left, w) : g;
 }
 
+// A convolution's padding: MKL-DNN pads symmetrically itself; TensorFlow's asymmetric
+// 'same' (the odd pixel after) is added beforehand as explicit zeros.
+struct ConvPadding {
+  bool explicit_zeros;
+  std::vector<int64_t> symmetric;  // (top, left) for at::convolution, 0 when explicit
+};
+ConvPadding conv_padding(const Pads& p) {
+  if (padded(p) && !symmetric(p)) return {true, {0, 0}};
+  return {false, {p.top, p.left}};
+}
+
 }  // namespace
 
 void activate_(at::Tensor& y, int64_t act) {
@@ -109,14 +120,12 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w, const at::Tens
     y = b.defined() ? at::addmm(b, cache.a.t(), wt) : at::mm(cache.a.t(), wt);
     y = y.view({n, oh, ow, cout});
   } else {
-    const bool explicit_pad = padded(c.pads) && !symmetric(c.pads);
-    if (explicit_pad) v = pad(v, c.pads, 0.0);
-    const std::vector<int64_t> pads = explicit_pad ? std::vector<int64_t>{0, 0}
-                                                   : std::vector<int64_t>{c.pads.top, c.pads.left};
+    const ConvPadding pads = conv_padding(c.pads);
+    if (pads.explicit_zeros) v = pad(v, c.pads, 0.0);
     cache.a = v;  // the (padded) input, for the backward pass
     const at::Tensor wcl = w.contiguous(at::MemoryFormat::ChannelsLast);
     y = nhwc(at::convolution(v, wcl, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
-                             {c.sh, c.sw}, pads, {c.dh, c.dw}, false, {0, 0}, 1));
+                             {c.sh, c.sw}, pads.symmetric, {c.dh, c.dw}, false, {0, 0}, 1));
   }
   activate_(y, c.act);
   cache.in = x;
@@ -135,18 +144,16 @@ at::Tensor conv_backward(const at::Tensor& g, const Cache& cache, const at::Tens
     if (gb != nullptr) at::sum_out(*gb, g2, {0});
     return {};
   }
-  const bool explicit_pad = padded(c.pads) && !symmetric(c.pads);
-  const std::vector<int64_t> pads = explicit_pad ? std::vector<int64_t>{0, 0}
-                                                 : std::vector<int64_t>{c.pads.top, c.pads.left};
+  const ConvPadding pads = conv_padding(c.pads);
   const std::vector<int64_t> bias_sizes{cout};
   auto [gi, gwt, gbt] = at::convolution_backward(
       nchw(gy), cache.a, w.contiguous(at::MemoryFormat::ChannelsLast),
-      gb != nullptr ? at::OptionalIntArrayRef(bias_sizes) : c10::nullopt, {c.sh, c.sw}, pads,
-      {c.dh, c.dw}, false, {0, 0}, 1, {input_grad, true, gb != nullptr});
+      gb != nullptr ? at::OptionalIntArrayRef(bias_sizes) : c10::nullopt, {c.sh, c.sw},
+      pads.symmetric, {c.dh, c.dw}, false, {0, 0}, 1, {input_grad, true, gb != nullptr});
   gw.copy_(gwt);
   if (gb != nullptr) gb->copy_(gbt);
   if (!input_grad) return {};
-  return nhwc(explicit_pad ? unpad(gi, c.pads, cache.in.size(1), cache.in.size(2)) : gi);
+  return nhwc(pads.explicit_zeros ? unpad(gi, c.pads, cache.in.size(1), cache.in.size(2)) : gi);
 }
 
 at::Tensor pool_forward(const at::Tensor& x, const PoolArgs& p, Cache& cache) {

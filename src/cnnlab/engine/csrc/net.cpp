@@ -57,8 +57,6 @@ cnnlab::Pads pads(at::IntArrayRef plan, size_t& p) {
   return r;
 }
 
-inline float relu(float v) { return v < 0.0f ? 0.0f : v; }  // NaN and -0.0 pass, as torch.relu
-
 struct Saved {
   int64_t kind = 0;
   at::Tensor in, out, mask;
@@ -72,6 +70,8 @@ struct Saved {
   cnnlab::ConvArgs conv;
   cnnlab::PoolArgs pooling;
   cnnlab::NormArgs norm;
+  cnnlab::Pads zeros;  // kPad's padding
+  double factor = 1.0;  // kScale's factor
 };
 
 at::Tensor take(at::TensorList weights, size_t& wi, bool has) {
@@ -126,12 +126,7 @@ Forward forward(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weight
         s.in = h;
         h = at::addmm(weights[wi + 1], h, weights[wi].t());
         wi += 2;
-        if (s.act == cnnlab::kRelu) {
-          float* hp = h.data_ptr<float>();
-          for (int64_t i = 0; i < h.numel(); ++i) hp[i] = relu(hp[i]);
-        } else {
-          cnnlab::activate_(h, s.act);
-        }
+        cnnlab::activate_(h, s.act);
         s.out = h;
         break;
       }
@@ -183,14 +178,14 @@ Forward forward(const at::Tensor& x, at::IntArrayRef plan, at::TensorList weight
         h = cnnlab::global_max_forward(h, s.cache);
         break;
       case kScale:
-        s.norm.eps = as_double(plan[p++]);  // the scale
-        h = h * s.norm.eps + as_double(plan[p++]);
+        s.factor = as_double(plan[p++]);
+        h = h * s.factor + as_double(plan[p++]);
         break;
       case kPad: {
         TORCH_CHECK(h.dim() == 4, "net: padding needs (N, H, W, C) maps");
         s.shape = h.sizes().vec();
-        s.conv.pads = pads(plan, p);
-        const cnnlab::Pads& q = s.conv.pads;
+        s.zeros = pads(plan, p);
+        const cnnlab::Pads& q = s.zeros;
         h = at::constant_pad_nd(h, {0, 0, q.left, q.right, q.top, q.bottom}, 0);
         break;
       }
@@ -300,13 +295,7 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
         if (mutant() != 4) g.mul_(s.mask);  // mutant 4: the mask left out of the backward pass
         break;
       case kDense: {
-        if (s.act == cnnlab::kRelu) {  // relu'(h): h > 0
-          const float* hp = s.out.data_ptr<float>();
-          float* q = g.data_ptr<float>();
-          for (int64_t i = 0; i < g.numel(); ++i) q[i] = hp[i] > 0.0f ? q[i] : 0.0f;
-        } else {
-          g = cnnlab::activation_backward(g, s.out, s.act);
-        }
+        g = cnnlab::activation_backward(g, s.out, s.act);
         at::Tensor gw = grads[s.weight], gb = grads[s.weight + 1];
         at::mm_out(gw, g.t(), s.in);
         at::sum_out(gb, g, {0});
@@ -345,10 +334,10 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
         g = cnnlab::global_max_backward(g, s.cache);
         break;
       case kScale:
-        g = g * s.norm.eps;
+        g = g * s.factor;
         break;
       case kPad:
-        g = g.narrow(1, s.conv.pads.top, s.shape[1]).narrow(2, s.conv.pads.left, s.shape[2]).contiguous();
+        g = g.narrow(1, s.zeros.top, s.shape[1]).narrow(2, s.zeros.left, s.shape[2]).contiguous();
         break;
       default:
         break;
