@@ -1,7 +1,10 @@
 """The description zoo that the engine, receptive-field, layer-walk and shift tests share.
 
 The chapter's cases, speedrun, the four keras-zoo architectures (their layers as Keras
-saved them) and a dozen descriptions drawn at random over the whole vocabulary, 1-D to 3-D.
+saved them), a dozen chains drawn at random over the core vocabulary, 1-D to 3-D, a dozen
+random graphs (residual blocks and branches joined by every merge, 1-D to 3-D), and a chain
+through every activation. Layer kinds beyond the core have their own tests
+(``tests/models/layers/``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from cnnlab.models import DescriptionError, ModelDescription, Network, get
+from cnnlab.models import layers as L
 from cnnlab.models.compact import parse_compact
 
 KERAS_ZOO_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "keras-zoo"
@@ -117,14 +121,125 @@ def random_description(seed: int) -> ModelDescription:
     raise AssertionError(f"no valid description drawn for seed {seed}")
 
 
+MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate")
+N_GRAPHS = 12
+
+
+class _Graph:
+    """A graph being drawn: layers as description dicts, named, each with its inputs."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank, self.layers, self.width = rank, [], {}
+
+    def add(self, cls: str, inputs: list[str], width: int | None = None, **args: Any) -> str:
+        name = f"{cls.lower()}_{len(self.layers)}"
+        self.layers.append({"class_name": cls, "name": name, "inputs": inputs, **args})
+        self.width[name] = width if width is not None else self.width[inputs[0]]
+        return name
+
+    def conv(self, rng: np.random.Generator, src: str, width: int, **args: Any) -> str:
+        args = {"kernel_size": int(rng.integers(1, 4)), "padding": "same", **args}
+        act = str(rng.choice(["relu", "tanh", "linear", "elu"]))
+        return self.add(f"Conv{self.rank}D", [src], width, filters=width, activation=act, **args)
+
+
+def _residual(g: _Graph, rng: np.random.Generator, src: str, op: str) -> str:
+    """conv-conv on the main path, the input (or a 1x1 conv) as the shortcut, merged."""
+    width = int(rng.integers(2, 6))
+    strides = int(rng.integers(1, 3))
+    a = g.conv(rng, src, width, strides=strides)
+    if rng.random() < 0.5:
+        a = g.add("BatchNormalization", [a])
+    b = g.conv(rng, a, width)
+    short = src
+    if strides > 1 or g.width[src] != width or rng.random() < 0.3:
+        short = g.conv(rng, src, width, kernel_size=1, strides=strides)
+    merged = g.add(op, [b, short])
+    return g.add("Activation", [merged], activation="relu")
+
+
+def _branches(g: _Graph, rng: np.random.Generator, src: str, op: str) -> str:
+    """Two or three branches from one map (convolutions, a pooling one), then merged."""
+    n = 2 if op == "Subtract" else int(rng.integers(2, 4))
+    width = int(rng.integers(2, 5))
+    outs = []
+    for i in range(n):
+        if i == n - 1 and rng.random() < 0.5:
+            kind = str(rng.choice(["Max", "Average"]))
+            pool = g.add(f"{kind}Pooling{g.rank}D", [src], pool_size=3, strides=1, padding="same")
+            outs.append(g.conv(rng, pool, width, kernel_size=1))
+        else:
+            outs.append(g.conv(rng, src, int(rng.integers(2, 5)) if op == "Concatenate" else width))
+    total = sum(g.width[o] for o in outs) if op == "Concatenate" else width
+    return g.add(op, outs, total)
+
+
+def random_graph(seed: int) -> ModelDescription:
+    """A valid random graph of rank 1 + seed % 3: a stem, residual blocks and branches joined
+    by the merge ``MERGES[seed % 7]`` (and others drawn), pooling, a head."""
+    rng = np.random.default_rng(1000 + seed)
+    rank = seed % 3 + 1
+    spatial = {1: [int(rng.integers(16, 33))], 2: _axes(rng, 2, 8, 14), 3: _axes(rng, 3, 5, 8)}
+    for _ in range(200):
+        g = _Graph(rank)
+        g.width["input"] = int(rng.integers(1, 4))
+        h = g.conv(rng, "input", int(rng.integers(2, 6)))
+        ops = [MERGES[seed % len(MERGES)]] + [str(rng.choice(MERGES)) for _ in range(2)]
+        for op in ops[: int(rng.integers(1, 4 if rank < 3 else 3))]:
+            h = (_residual if op != "Concatenate" and rng.random() < 0.5 else _branches)(
+                g, rng, h, op
+            )
+            if rng.random() < 0.4:
+                h = g.add(f"MaxPooling{rank}D", [h], pool_size=2, padding="same")
+        head = str(
+            rng.choice(["Flatten", f"GlobalMaxPooling{rank}D", f"GlobalAveragePooling{rank}D"])
+        )
+        h = g.add(head, [h])
+        g.add("Dense", [h], units=int(rng.integers(2, 6)), activation="softmax")
+        shape = [*spatial[rank], g.width["input"]]
+        data = {"name": f"graph{seed}", "input_shape": shape, "layers": g.layers}
+        try:
+            return ModelDescription.from_dict(data)
+        except DescriptionError:  # a map too small for a later window: draw again
+            continue
+    raise AssertionError(f"no valid graph drawn for seed {seed}")
+
+
+def every_activation() -> ModelDescription:
+    """A chain through each of Keras' activations, as a Conv1D's and an Activation layer's."""
+    acts = [a for a in L.ACTIVATIONS if a not in ("softmax", "exponential")]  # (both below)
+    line = " ".join(
+        f"Conv1D(3,1,{a}) Activation({b})" for a, b in zip(acts, acts[::-1], strict=True)
+    )
+    return parse_compact(
+        f"Input(9,2) {line} Conv1D(3,1,tanh) Activation(exponential) Conv1D(3,2,softmax) "
+        "Activation(softmax) Conv1D(3,1,exponential) GlobalAveragePooling1D Dense(3,softmax)",
+        "activations",
+    )
+
+
 def zoo() -> dict[str, ModelDescription]:
     """Every description the engine is checked on, by name."""
     out = {name: get(name) for name in ("case1", "case2", "case3", "speedrun")}
     out |= {name: parse_compact(line, name) for name, line in KERAS_ZOO.items()}
-    return out | {f"random{s}": random_description(s) for s in range(N_RANDOM)}
+    out |= {f"random{s}": random_description(s) for s in range(N_RANDOM)}
+    out |= {f"graph{s}": random_graph(s) for s in range(N_GRAPHS)}
+    return out | {"activations": every_activation()}
 
 
 ZOO = zoo()
+
+
+def torch_outputs(model: Network, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every layer's output (channels-last) from the torch module on x (N, *spatial, C),
+    over the graph; a final layer whose softmax the loss takes gives its logits."""
+    desc = model.description
+    h = {L.INPUT: torch.from_numpy(x).movedim(-1, 1)}
+    with torch.no_grad():
+        for info in desc.info:
+            name = info.layer.name
+            h[name] = model._modules[name](*[h[n] for n in info.inputs])  # type: ignore[misc]
+    return {k: v.movedim(1, -1).numpy() if v.ndim > 2 else v.numpy() for k, v in h.items()}
 
 
 def randomize(model: Network, seed: int) -> Network:

@@ -143,7 +143,7 @@ def test_receptive_field_is_the_autograd_support(site: Any) -> None:
     pixels that can affect the unit. With the real weights on a digit it reaches fewer."""
     predictor, client = site
     desc = predictor.description
-    avg = tuple(replace(x, kind="avg") if isinstance(x, L.Pool) else x for x in desc.layers)
+    avg = tuple(replace(x, kind="average") if isinstance(x, L.Pool) else x for x in desc.layers)
     structural = Network(ModelDescription(desc.name, desc.input_shape, avg)).double()
     structural.load_state_dict(predictor.model.state_dict())
     with torch.no_grad():

@@ -402,6 +402,7 @@ def _twice(cfg: dict[str, Any], arrays: dict[str, np.ndarray], tmp: Path) -> byt
 
 
 _LSTM = klayer("LSTM", "lstm", units=4)
+_KERAS = {"module": "keras"}  # where Keras writes a nested model's class
 HOSTILE: dict[str, tuple[Edit, str]] = {
     "lstm": (_layers(lambda ls: ls.insert(4, _LSTM)), "layer 4 (LSTM 'lstm'): layer class LSTM"),
     "transpose": (
@@ -413,8 +414,11 @@ HOSTILE: dict[str, tuple[Edit, str]] = {
         _arg(1, data_format="channels_first"),
         "layer 1 (Conv2D 'conv2d'): data_format='channels_first' is not supported",
     ),
-    "causal": (_arg(1, padding="causal"), "layer 1 (Conv2D 'conv2d'): padding='causal' is not"),
-    "gelu": (_arg(5, activation="gelu"), "layer 5 (Dense 'dense'): activation='gelu' is not"),
+    "causal": (
+        _arg(1, padding="causal"),
+        "layer 1 (Conv2D 'conv2d'): padding must be one of valid, same, got 'causal'",
+    ),
+    "celu": (_arg(5, activation="celu"), "layer 5 (Dense 'dense'): activation must be one of"),
     "bn axis": (_arg(2, axis=1), "(BatchNormalization 'batch_normalization'): axis=1 is not"),
     "renorm": (_arg(2, renorm=True), "renorm=True is not supported"),
     "mixed precision": (
@@ -433,13 +437,21 @@ HOSTILE: dict[str, tuple[Edit, str]] = {
         _layers(lambda ls: ls[1].update(module="evil.layers")),
         "module 'evil.layers' is not Keras' own",
     ),
-    "nested model": (
-        _layers(lambda ls: ls.insert(2, klayer("Sequential", "inner", layers=[]))),
-        "layer 2 (Sequential 'inner'): layer class Sequential is not supported",
+    "empty nested model": (
+        _layers(lambda ls: ls.insert(2, klayer("Sequential", "inner", layers=[]) | _KERAS)),
+        "layer 2 (Sequential 'inner') has no layers",
     ),
-    "functional": (
+    "nested model elsewhere": (
+        _layers(lambda ls: ls.insert(2, klayer("Sequential", "inner", layers=[]))),
+        "layer 2 (Sequential 'inner'): module 'keras.layers' is not Keras' own",
+    ),
+    "empty functional": (
         _member("config.json", json.dumps({"class_name": "Functional", "config": {}}).encode()),
-        "holds a 'Functional' model; only a Keras Sequential imports",
+        "the model has no list of layers in config.json",
+    ),
+    "not a model": (
+        _member("config.json", json.dumps({"class_name": "Dense", "config": {}}).encode()),
+        "holds a 'Dense' model; a Keras Sequential or functional model imports",
     ),
     "variable input": (_arg(0, batch_shape=[None, None, 8, 1]), "must be fixed"),
     "deep json": (_member("config.json", b"[" * 200_000 + b"]" * 200_000), "nested too deep"),

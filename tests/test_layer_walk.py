@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -92,7 +93,9 @@ def test_walk_matches_the_engine_and_the_fields(name: str, global_random_seed: i
         np.testing.assert_array_equal(maps, outputs[m.output])
         assert m.field == fields[m.index] and m.jump == fields[m.index].jump
         assert m.output == (m.followers[-1].name if m.followers else m.name)
-        assert desc.layers[m.index + 1 : m.index + 1 + len(m.followers)] == m.followers
+        chain = [m.name, *(f.name for f in m.followers)]
+        for before, after in itertools.pairwise(chain):  # each the only reader
+            assert desc.consumers[before] == (after,) and desc.by_name[after].inputs == (before,)
     json.dumps([m.as_dict() for m in walk])  # plain JSON for the web page
 
 

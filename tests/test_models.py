@@ -17,7 +17,7 @@ from cnnlab.models import (
     predict_proba,
     summary,
 )
-from cnnlab.models.torch_module import FlattenLast
+from cnnlab.models.layers.shaping import FlattenModule as FlattenLast
 
 
 @pytest.mark.parametrize(

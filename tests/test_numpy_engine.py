@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from model_zoo import ACTIVATIONS, KERAS_ZOO, KERAS_ZOO_DIR, ZOO, randomize
+from model_zoo import ACTIVATIONS, KERAS_ZOO, KERAS_ZOO_DIR, ZOO, randomize, torch_outputs
 
 from cnnlab import fileio
 from cnnlab.analysis.numpy_check import TOLERANCE, from_run, verify_run
@@ -42,27 +42,36 @@ from cnnlab.train import checkpoint
 
 
 def _torch_layers(model: Network, x: np.ndarray) -> list[np.ndarray]:
-    """Each child's output, channels-last, from the float64 torch module."""
-    h, out = torch.from_numpy(x).movedim(-1, 1), []
-    with torch.no_grad():
-        for child in model:
-            h = child(h)
-            out.append(h.movedim(1, -1).numpy() if h.ndim > 2 else h.numpy())
-    return out
+    """Each layer's output, channels-last, from the float64 torch module, in layer order."""
+    outs = torch_outputs(model, x)
+    return [outs[info.layer.name] for info in model.description.info]
+
+
+# the kinds the zoo covers; the others are checked in tests/models/layers/ (one file each)
+CORE = ("conv", "core", "merge", "normalization", "pooling", "shaping")
 
 
 def test_zoo_covers_the_vocabulary() -> None:
     layers = [ly for d in ZOO.values() for ly in d.layers]
     convs = [ly for ly in layers if isinstance(ly, L.Conv)]
     assert {d.rank for d in ZOO.values()} == {1, 2, 3}
-    stems = {re.sub("[123]D$", "", name) for name in L.CLASS_NAMES}
-    assert {re.sub("[123]D$", "", ly.class_name) for ly in layers} == stems
+    core = [n for n, k in L.LAYERS.items() if k.__module__.rsplit(".", 1)[-1] in CORE]
+    stems = {re.sub("[123]D$", "", name) for name in core}
+    assert {re.sub("[123]D$", "", ly.class_name) for ly in layers} >= stems
+    assert {ly.activation for ly in layers if isinstance(ly, L.Activation)} == set(L.ACTIVATIONS)
     assert {c.rank for c in layers if isinstance(c, L.Conv | L.Pool | L.ZeroPadding)} == {1, 2, 3}
     assert any(max(c.strides) > 1 and c.padding == "same" for c in convs)
     assert any(max(c.dilation_rate) > 1 and c.padding == "same" for c in convs)
     assert any(c.padding == "same" and min(c.kernel_size) % 2 == 0 for c in convs)
     assert any(len(set(c.kernel_size)) > 1 for c in convs)
-    assert {c.activation for c in convs} == set(ACTIVATIONS)
+    assert {c.activation for c in convs} == set(L.ACTIVATIONS)
+    assert {
+        c.activation
+        for d in ZOO.values()
+        if d.name.startswith("random")
+        for c in d.layers
+        if isinstance(c, L.Conv)
+    } == set(ACTIVATIONS)
     pools = [ly for ly in layers if isinstance(ly, L.Pool)]
     assert {(p.kind, p.padding) for p in pools} == {
         (k, p) for k in ("max", "average") for p in ("same", "valid")

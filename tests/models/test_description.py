@@ -24,6 +24,7 @@ from cnnlab.models import (
     save_description,
     summary,
 )
+from cnnlab.models import layers as L
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -31,10 +32,11 @@ def test_inference_matches_the_built_network(name: str) -> None:
     """Each layer's output shape and parameter counts, against the PyTorch module itself."""
     desc = ZOO[name]
     model = build_module(desc).double().eval()
-    h = torch.zeros((2, desc.input_shape[-1], *desc.input_shape[:-1]), dtype=torch.float64)
+    outs = {L.INPUT: torch.zeros((2, desc.input_shape[-1], *desc.input_shape[:-1]))}
     with torch.no_grad():
-        for info, child in zip(desc.info, model, strict=True):
-            h = child(h)
+        for info, child in zip(desc.info, model, strict=True):  # over the graph, in order
+            h = child(*[outs[n].double() for n in info.inputs])
+            outs[info.layer.name] = h
             shape = tuple(h.shape[2:]) + (h.shape[1],) if h.ndim > 2 else tuple(h.shape[1:])
             assert shape == info.out_shape, info.where
             trainable = sum(p.numel() for p in child.parameters() if p.requires_grad)
@@ -138,7 +140,7 @@ BAD: list[tuple[str, str]] = [
     ("Input(5,5,1) Conv2D(1,3,dilation_rate=3) Flatten Dense(2)", "layer 1 (Conv2D): input 5x5"),
     ("Input(28,28,1) Conv2D(8,3) Dense(10)", "layer 2 (Dense): needs a flat input, got 26x26x8"),
     ("Input(28,28,1) Conv3D(8,3) Flatten Dense(2)", "layer 1 (Conv3D): needs a 3-D input"),
-    ("Input(28,28,1) Conv2D(8,3,swish) Flatten Dense(2)", "layer 1 (Conv2D)"),
+    ("Input(28,28,1) Conv2D(8,3,activation=swishy) Flatten Dense(2)", "layer 1 (Conv2D)"),
     ("Input(28,28,1) Conv2D(0,3) Flatten Dense(2)", "filters must be at least 1, got 0"),
     ("Input(28,28,1) Conv2D(8,3,padding=causal) Flatten Dense(2)", "padding must be one of"),
     ("Input(28,28,1) Conv2d(8,3) Flatten Dense(2)", "did you mean Conv2D?"),

@@ -276,7 +276,7 @@ def explain_image(
         plot_feature_map_grid(fm, path, subtitle)
         written.append(path)
     for layer in desc.layers:
-        if isinstance(layer, L.Conv):
+        if isinstance(layer, L.Conv) and "kernel" in model.weights.get(layer.name, {}):
             path = out_dir / f"kernels_{layer.name}.png"
             plot_kernels(layer.name, model.weights[layer.name]["kernel"], path, model.name)
             written.append(path)

@@ -63,20 +63,22 @@ def check_series(model: NumpyModel) -> None:
         raise CnnlabError(f"{desc.name} takes {shape} inputs, not (T, C) time series")
 
 
-def _gap_dense(model: NumpyModel) -> tuple[int, L.Dense]:
-    """Index of the GlobalAveragePooling1D layer followed by the final Dense; CnnlabError."""
-    layers = model.description.layers
-    for i, layer in enumerate(layers[:-1]):
-        nxt = layers[i + 1]
-        if isinstance(layer, L.GlobalPool) and layer.kind == "average":
-            rest = layers[i + 2 :]
-            final = all(
-                isinstance(r, L.Softmax)
-                or (isinstance(r, L.Activation) and r.activation == "softmax")
-                for r in rest
-            )
-            if isinstance(nxt, L.Dense) and final and nxt.activation in ("softmax", "linear"):
-                return i, nxt
+def _gap_dense(model: NumpyModel) -> tuple[str, L.Dense]:
+    """The map the output's GlobalAveragePooling1D reads (a layer name, or "input") and the
+    final Dense after it (its softmax folded); CnnlabError where the network ends otherwise."""
+    desc = model.description
+    dense = desc.by_name.get(desc.logits.output)
+    if dense is not None and isinstance(dense.layer, L.Dense):
+        gap = desc.by_name.get(dense.inputs[0])
+        activation = desc.output_info.layer.activation_name
+        if (
+            dense.layer.activation in ("softmax", "linear")
+            and gap is not None
+            and isinstance(gap.layer, L.GlobalPool)
+            and gap.layer.kind == "average"
+            and activation in ("softmax", "linear")
+        ):
+            return gap.inputs[0], dense.layer
     raise CnnlabError(
         f"{model.name} does not end in GlobalAveragePooling1D then Dense: "
         "its class activation map is not defined"
@@ -94,11 +96,10 @@ def has_cam(model: NumpyModel) -> bool:
 
 def class_activation_map(model: NumpyModel, series: Array, cls: int | None = None) -> Cam:
     """CAM_c(t) of one (T, C) series for class ``cls`` (default: the predicted class)."""
-    gap, dense = _gap_dense(model)
+    before, dense = _gap_dense(model)
     x = np.asarray(series)[None]
-    before = model.description.layers[gap - 1].name if gap > 0 else None
     maps = x
-    if before is not None:
+    if before != L.INPUT:
         for name, out in model.activations(x):
             if name == before:
                 maps = out

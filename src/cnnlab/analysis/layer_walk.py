@@ -1,12 +1,13 @@
 """The feature-map layers of a network description, as a user sees them (Keras' view).
 
-A *feature-map layer* is a convolution or a pooling layer. What it shows is its output
-after the element-wise layers that directly follow it: ``Conv2D(activation="relu")``
-outputs post-ReLU maps, and so does a linear ``Conv2D`` followed by a separate ``ReLU``,
-``Activation`` or ``BatchNormalization`` (``Dropout`` is the identity at inference). Each
-comes with a label computed from the layer itself, e.g.
-``conv2 (Conv2D 5x5 stride 2, same, tanh): 8 feature maps of 14x14``; explain, shift and
-the web page all walk a network through :func:`feature_map_layers`.
+A *feature-map layer* is a convolution or a pooling layer (a kind with ``MAPS``). What it
+shows is its output after the element-wise layers that directly follow it (each the only
+reader of the one before): ``Conv2D(activation="relu")`` outputs post-ReLU maps, and so does
+a linear ``Conv2D`` followed by a separate ``ReLU``, ``Activation`` or ``BatchNormalization``
+(``Dropout`` is the identity at inference). Each comes with a label computed from the layer
+itself, e.g. ``conv2 (Conv2D 5x5 stride 2, same, tanh): 8 feature maps of 14x14``; explain,
+shift and the web page all walk a network, chain or graph, through :func:`feature_map_layers`
+and name its maps by layer name.
 """
 
 from __future__ import annotations
@@ -15,62 +16,34 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.analysis.receptive import Field, receptive_fields
+from cnnlab.analysis.receptive import field_states
 from cnnlab.models import ModelDescription
 from cnnlab.models import layers as L
-
-FOLLOWERS = (L.Activation, L.ReLU, L.BatchNormalization, L.Softmax, L.Dropout)
+from cnnlab.models.fields import POINTWISE, Field
 
 
 def _x(values: Sequence[int]) -> str:
     return "x".join(str(v) for v in values)
 
 
-def _per_axis(word: str, values: Sequence[int]) -> str:
-    """`` stride 2`` (or `` stride 2x1``), nothing when every value is 1."""
-    if all(v == 1 for v in values):
-        return ""
-    return f" {word} {values[0] if len(set(values)) == 1 else _x(values)}"
-
-
-def _follower(layer: L.Layer) -> str:
-    """How a following element-wise layer reads in a label ("" for the identity)."""
-    if isinstance(layer, L.Activation):
-        return "" if layer.activation == "linear" else layer.activation
-    if isinstance(layer, L.ReLU):
-        return "relu"
-    if isinstance(layer, L.Softmax):
-        return "softmax"
-    if isinstance(layer, L.BatchNormalization):
-        return "BatchNormalization"
-    return ""
-
-
-def describe(layer: L.Conv | L.Pool, followers: Iterable[L.Layer] = ()) -> str:
+def describe(layer: L.Layer, followers: Iterable[L.Layer] = ()) -> str:
     """``Conv2D 5x5 stride 2, same, tanh``: the class, window and what follows it."""
-    if isinstance(layer, L.Conv):
-        head = f"{layer.class_name} {_x(layer.kernel_size)}" + _per_axis("stride", layer.strides)
-        head += _per_axis("dilation", layer.dilation_rate)
-        activation = [] if layer.activation == "linear" else [layer.activation]
-    else:
-        head = f"{layer.class_name} {_x(layer.pool_size)}"
-        if layer.strides != layer.pool_size:
-            head += _per_axis("stride", layer.strides) or " stride 1"
-        activation = []
-    parts = [head, *(["same"] if layer.padding == "same" else []), *activation]
-    return ", ".join(parts + [t for t in map(_follower, followers) if t])
+    head = getattr(layer, "describe", None)
+    parts = [head() if callable(head) else layer.class_name]
+    return ", ".join(parts + [t for t in (f.label() for f in followers) if t])
 
 
 @dataclass(frozen=True)
 class MapLayer:
     """A convolution or pooling layer and the feature maps it shows."""
 
-    layer: L.Conv | L.Pool
+    layer: L.Layer
     index: int  # of the conv/pool layer in the description's layers (0-based)
     output: str  # the description layer whose output the maps are (the last follower)
     followers: tuple[L.Layer, ...]  # the element-wise layers folded into the maps
     shape: tuple[int, ...]  # (*spatial, channels): the maps, channels-last
-    field: Field  # receptive field of the maps' units
+    field: Field | None  # receptive field of the maps' units (None: no rule reaches it)
+    source: str  # the layer it reads ("input": the network's input)
 
     @property
     def name(self) -> str:
@@ -83,6 +56,10 @@ class MapLayer:
     @property
     def jump(self) -> tuple[int, ...]:
         """Input pixels between neighbouring units, per axis: the cumulative stride."""
+        if self.field is None:
+            raise L.CapabilityError(
+                self.layer, "receptive-field rule", "a layer before it has none"
+            )
         return self.field.jump
 
     @property
@@ -107,27 +84,46 @@ class MapLayer:
             "kind": self.kind,
             "output": self.output,
             "shape": list(self.shape),
-            "jump": list(self.jump),
-            "receptive_field": list(self.field.size),
+            "jump": None if self.field is None else list(self.field.jump),
+            "receptive_field": None if self.field is None else list(self.field.size),
             "label": self.label,
         }
 
 
+def _followers(desc: ModelDescription, name: str) -> list[L.Layer]:
+    """The element-wise layers after ``name``, each the only reader of the one before."""
+    out: list[L.Layer] = []
+    while len(readers := desc.consumers[name]) == 1:
+        info = desc.by_name[readers[0]]
+        if len(info.inputs) != 1 or name == desc.output:
+            break
+        try:
+            if info.layer.geometry(info) is not POINTWISE:
+                break
+        except L.CapabilityError:
+            break
+        out.append(info.layer)
+        name = info.layer.name
+    return out
+
+
 def feature_map_layers(desc: ModelDescription) -> list[MapLayer]:
     """Every convolution and pooling layer of ``desc``, in order, with its followers."""
-    fields = receptive_fields(desc)
+    states = field_states(desc, strict=False)
     out: list[MapLayer] = []
-    layers = desc.layers
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, L.Conv | L.Pool):
+    for i, info in enumerate(desc.info):
+        layer = info.layer
+        if not layer.MAPS:
             continue
-        end = i
-        while end + 1 < len(layers) and isinstance(layers[end + 1], FOLLOWERS):
-            end += 1
-        shape = desc.info[end].out_shape
+        followers = _followers(desc, layer.name)
+        last = followers[-1].name if followers else layer.name
+        state = states[layer.name]
         out.append(
-            MapLayer(layer, i, layers[end].name, tuple(layers[i + 1 : end + 1]), shape, fields[i])
-        )
+            MapLayer(
+                layer, i, last, tuple(followers), desc.by_name[last].out_shape,
+                None if state is None else state.field, info.inputs[0],
+            )
+        )  # fmt: skip
     return out
 
 

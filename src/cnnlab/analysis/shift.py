@@ -49,6 +49,7 @@ from cnnlab.engine.numpy_engine import NumpyModel, from_torch
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription
 from cnnlab.models import layers as L
+from cnnlab.models.fields import MERGE, POINTWISE, Geometry, Shift, Window
 from cnnlab.train import checkpoint
 
 RTOL = 1e-4
@@ -154,29 +155,54 @@ def _maps(model: NumpyModel, walk: list[MapLayer], x: NDArray[Any]) -> Maps:
     return {m.name: out for m, out in map_outputs(walk, model.activations(x))}
 
 
+def _carry(geometry: Geometry, hs: list[NDArray[Any]], full: bool) -> NDArray[Any] | None:
+    """A 0/1 mask (N, *spatial, 1) through one layer's geometry; None once it is no map."""
+    h = hs[0]
+    if geometry is POINTWISE:
+        return h
+    if geometry is MERGE:
+        return np.minimum.reduce(hs) if full else np.maximum.reduce(hs)
+    if isinstance(geometry, Window):
+        ones = np.ones((*geometry.kernel, 1, 1))
+        counts = ops.conv(
+            h, ones, stride=geometry.strides, padding=geometry.padding, dilation=geometry.dilation
+        )
+        return (counts > math.prod(geometry.kernel) - 0.5 if full else counts > 0.5).astype(
+            np.float64
+        )
+    if isinstance(geometry, Shift):
+        pads = [(max(a, 0), max(b, 0)) for a, b in geometry.amounts]
+        h = np.pad(h, ((0, 0), *pads, (0, 0)))
+        crop = tuple(
+            slice(max(-a, 0), n - max(-b, 0))
+            for (a, b), n in zip(geometry.amounts, h.shape[1:-1], strict=True)
+        )
+        return h[(slice(None), *crop)]
+    return None  # collapsed: no longer a map
+
+
 def _masks(desc: ModelDescription, walk: list[MapLayer], mask: NDArray[Any], full: bool) -> Maps:
-    """A 0/1 input mask (N, H, W, 1) carried through the window geometry of every layer.
+    """A 0/1 input mask (N, H, W, 1) carried through the window geometry of every layer,
+    along every path of the graph.
 
     Each window counts the mask's ones among its taps (a convolution with a kernel of ones:
     strides, dilation, padding and all). ``full=False``: a unit is on if any tap is (ink in
-    its field); ``full=True``: if every tap is, so no padding enters its value anywhere.
+    its field); ``full=True``: if every tap is, so no padding enters its value anywhere. A
+    merge's unit is on if any input's is (``full``: if every input's is).
     """
     wanted, out = {m.output: m.name for m in walk}, {}
-    h = mask.astype(np.float64)
+    h: dict[str, NDArray[Any] | None] = {L.INPUT: mask.astype(np.float64)}
     for info in desc.info:
-        layer = info.layer
-        if isinstance(layer, L.Conv | L.Pool):
-            size = layer.kernel_size if isinstance(layer, L.Conv) else layer.pool_size
-            dilation = layer.dilation_rate if isinstance(layer, L.Conv) else (1, 1)
-            ones = np.ones((*size, 1, 1))
-            counts = ops.conv(
-                h, ones, stride=layer.strides, padding=layer.padding, dilation=dilation
-            )
-            h = (counts > math.prod(size) - 0.5 if full else counts > 0.5).astype(np.float64)
-        elif isinstance(layer, L.ZeroPadding):
-            h = np.pad(h, ((0, 0), *layer.padding, (0, 0)))
-        if layer.name in wanted:
-            out[wanted.pop(layer.name)] = h[..., 0] > 0
+        inputs = [h[n] for n in info.inputs]
+        if any(x is None for x in inputs):
+            h[info.layer.name] = None
+        else:
+            carried = [x for x in inputs if x is not None]
+            h[info.layer.name] = _carry(info.layer.geometry(info), carried, full)
+        if info.layer.name in wanted:
+            got = h[info.layer.name]
+            assert got is not None  # a feature-map layer's output is a map
+            out[wanted.pop(info.layer.name)] = got[..., 0] > 0
         if not wanted:
             break
     return out

@@ -47,9 +47,11 @@ from cnnlab.engine.blocks import (
     native_logits,
     runs_natively,
 )
+from cnnlab.engine.plan import exact
 from cnnlab.engine.tensors import CL, GradHook, as_float_images
 from cnnlab.models import Network
 from cnnlab.models import layers as L
+from cnnlab.models.layers import INPUT
 from cnnlab.models.torch_module import BatchNorm, activate
 
 EVAL_CHUNK = 128  # images per forward pass in evaluation (measured: 128 beats 32 to 3000)
@@ -87,7 +89,7 @@ def _single_channel(layer: L.Layer, in_shape: tuple[int, ...]) -> bool:
     """A 2-D convolution that :func:`conv_single_channel` computes: one input channel,
     valid, stride 1, undilated, with a bias."""
     return (
-        isinstance(layer, L.Conv)
+        exact(layer, L.Conv)
         and layer.rank == 2
         and in_shape[-1] == 1
         and layer.padding == "valid"
@@ -100,9 +102,9 @@ def _single_channel(layer: L.Layer, in_shape: tuple[int, ...]) -> bool:
 def _relu_then_max_pool(layer: L.Layer, nxt: L.Layer | None) -> bool:
     """A ReLU convolution followed by valid max pooling: ``relu(max(a)) == max(relu(a))``."""
     return (
-        isinstance(layer, L.Conv)
+        exact(layer, L.Conv)
         and layer.activation == "relu"
-        and isinstance(nxt, L.Pool)
+        and exact(nxt, L.Pool)
         and nxt.kind == "max"
         and nxt.padding == "valid"
     )
@@ -113,40 +115,59 @@ def fast_forward(
 ) -> torch.Tensor:
     """``model(x)`` computed the fast way: channels-last, ReLU after pooling. (N, C, ...) in.
 
-    Walks the network's description: any layer it has no faster form for runs as the
-    network's own module. ``blocks`` (:func:`cnnlab.engine.blocks.kernel_blocks`): the
-    convolution blocks that run through cnnlab's kernels, by their first layer's index.
+    Walks the network's description, chain or graph: any layer it has no faster form for
+    runs as the network's own module. ``blocks`` (:func:`cnnlab.engine.blocks.kernel_blocks`):
+    the convolution blocks that run through cnnlab's kernels, by their first layer's index.
     """
-    infos = model.description.info
-    modules = list(model)
-    h = x.contiguous(memory_format=CL) if x.ndim == 4 else x
-    i = 0
-    while i < model.n_forward:
-        layer, module = infos[i].layer, modules[i]
-        nxt = infos[i + 1].layer if i + 1 < model.n_forward else None
-        if not isinstance(layer, L.Conv):
-            h = batch_norm(module, h) if isinstance(module, BatchNorm) else module(h)
-            i += 1
-            continue
-        assert isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
-        if blocks and i in blocks:  # conv + bias + relu + 2x2 max pooling, one kernel
-            assert module.bias is not None
-            h = conv_pool_relu(h, module.weight, module.bias, *blocks[i])
-            i += 2
-            continue
-        if _single_channel(layer, infos[i].in_shape):
-            assert module.bias is not None
-            h = conv_single_channel(h, module.weight, module.bias)
+    desc = model.description
+    plan = desc.logits
+    layers = list(plan.layers)  # a final Dense's linear copy where the loss takes the softmax
+    index = {info.layer.name: i for i, info in enumerate(desc.info)}
+    left = {name: len(readers) for name, readers in desc.consumers.items()}
+    outs = {INPUT: x.contiguous(memory_format=CL) if x.ndim == 4 else x}
+    k = 0
+    while k < len(layers):
+        layer = layers[k]
+        info, module = desc.by_name[layer.name], model._modules[layer.name]
+        nxt = layers[k + 1] if k + 1 < len(layers) else None
+        # the next layer, where it alone reads this one (so the two may run as one)
+        alone = nxt if nxt is not None and desc.consumers[layer.name] == (nxt.name,) else None
+        hs = [outs[n] for n in info.inputs]
+        for n in info.inputs:
+            left[n] -= 1
+            if left[n] == 0 and n != plan.output:
+                outs.pop(n, None)
+        step = 1
+        if not exact(layer, L.Conv):
+            h = batch_norm(module, hs[0]) if isinstance(module, BatchNorm) else module(*hs)
+        elif blocks and index[layer.name] in blocks and alone is not None:
+            # conv + bias + relu + 2x2 max pooling, one kernel
+            assert isinstance(module, nn.Conv2d) and module.bias is not None
+            h = conv_pool_relu(hs[0], module.weight, module.bias, *blocks[index[layer.name]])
+            step = 2
         else:
-            pads = getattr(module, "pads", None)
-            h = module._conv_forward(F.pad(h, pads) if pads else h, module.weight, module.bias)
-        if _relu_then_max_pool(layer, nxt):
-            h = torch.relu(modules[i + 1](h))  # same values and gradients, a quarter of the work
-            i += 2
-            continue
-        h = activate(h, layer.activation)
-        i += 1
-    return h
+            assert isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+            if _single_channel(layer, info.in_shape):
+                assert module.bias is not None
+                h = conv_single_channel(hs[0], module.weight, module.bias)
+            else:
+                pads = getattr(module, "pads", None)
+                h = module._conv_forward(
+                    F.pad(hs[0], pads) if pads else hs[0], module.weight, module.bias
+                )
+            if alone is not None and _relu_then_max_pool(layer, alone):
+                # same values and gradients, a quarter of the work
+                h = torch.relu(model._modules[alone.name](h))
+                step = 2
+            else:
+                h = activate(h, layer.activation)
+        if step == 2:
+            assert nxt is not None
+            left[layer.name] -= 1
+            layer = nxt
+        outs[layer.name] = h
+        k += step
+    return outs[plan.output]
 
 
 @torch.inference_mode()

@@ -16,7 +16,7 @@ import io
 import json
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,90 +37,25 @@ Weights = dict[str, dict[str, Array]]  # layer name -> Keras weight name -> arra
 
 def weight_shapes(info: LayerInfo) -> dict[str, tuple[int, ...]]:
     """The arrays one layer holds, in Keras' order (``model.weights.h5``'s vars/0, 1, ...)."""
-    layer = info.layer
-    if isinstance(layer, L.Conv):
-        out = {"kernel": (*layer.kernel_size, info.in_shape[-1], layer.filters)}
-        return out | ({"bias": (layer.filters,)} if layer.use_bias else {})
-    if isinstance(layer, L.Dense):
-        out = {"kernel": (info.in_shape[0], layer.units)}
-        return out | ({"bias": (layer.units,)} if layer.use_bias else {})
-    if isinstance(layer, L.BatchNormalization):
-        c = (info.in_shape[-1],)
-        names = ["gamma"] * layer.scale + ["beta"] * layer.center
-        return {n: c for n in [*names, "moving_mean", "moving_variance"]}
-    return {}
+    return {w.keras: w.shape for w in info.layer.weights(info.in_shapes)}
 
 
-def activate(x: Array, name: str) -> Array:
-    """Keras' activation ``name``; softmax over the last (channel) axis."""
-    if name == "linear":
-        return x
-    if name == "relu":
-        return ops.relu(x)
-    if name == "elu":
-        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
-    if name == "tanh":
-        return np.tanh(x)
-    if name == "sigmoid":  # stable on both sides: exp of a non-positive number only
-        e = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
-    if name == "softmax":
-        return ops.softmax(x, axis=-1)
-    raise CnnlabError(f"unknown activation {name!r}")
-
-
-def _apply(layer: L.Layer, w: Mapping[str, Array], x: Array, activation: str | None) -> Array:
-    """One layer on a channels-last batch x (N, *spatial, C); ``activation`` overrides its own."""
-    if isinstance(layer, L.Conv):
-        y = ops.conv(
-            x,
-            w["kernel"],
-            w.get("bias"),
-            stride=layer.strides,
-            padding=layer.padding,
-            dilation=layer.dilation_rate,
-        )  # (N, *out_spatial, filters)
-        return activate(y, activation or layer.activation)
-    if isinstance(layer, L.Dense):
-        return activate(ops.dense(x, w["kernel"], w.get("bias")), activation or layer.activation)
-    if isinstance(layer, L.Pool):
-        pool = ops.max_pool if layer.kind == "max" else ops.avg_pool
-        return np.asarray(pool(x, layer.pool_size, strides=layer.strides, padding=layer.padding))
-    if isinstance(layer, L.GlobalPool):  # (N, *spatial, C) -> (N, C)
-        return np.asarray((ops.global_max_pool if layer.kind == "max" else ops.global_avg_pool)(x))
-    if isinstance(layer, L.ZeroPadding):
-        return np.pad(x, ((0, 0), *layer.padding, (0, 0)))
-    if isinstance(layer, L.Flatten):  # channels-last row-major: Keras' (spatial..., C) order
-        return np.asarray(ops.flatten(x))
-    if isinstance(layer, L.BatchNormalization):  # inference: the moving statistics
-        y = (x - w["moving_mean"]) / np.sqrt(w["moving_variance"] + x.dtype.type(layer.epsilon))
-        y = y * w["gamma"] if "gamma" in w else y
-        return y + w["beta"] if "beta" in w else y
-    if isinstance(layer, L.Activation):
-        return activate(x, activation or layer.activation)
-    if isinstance(layer, L.ReLU):
-        return ops.relu(x)
-    if isinstance(layer, L.Softmax):
-        return activate(x, activation or "softmax")
-    if isinstance(layer, L.Rescaling):
-        return x * x.dtype.type(layer.scale) + x.dtype.type(layer.offset)
-    if isinstance(layer, L.Dropout):
-        return x  # inference: the identity
-    raise CnnlabError(f"layer {layer.name} ({layer.class_name}) has no NumPy equivalent")
-
-
-def _logit_plan(desc: ModelDescription) -> tuple[int, bool]:
-    """Layers the logits pass through, and whether the last one's softmax is left out.
-
-    As :class:`~cnnlab.models.Network` does: a final Softmax or Activation("softmax") is
-    dropped, a final Dense's softmax activation is not applied.
-    """
-    n, last = len(desc.layers), desc.layers[-1]
-    if isinstance(last, L.Softmax) or (
-        isinstance(last, L.Activation) and last.activation == "softmax"
-    ):
-        return n - 1, False
-    return n, isinstance(last, L.Dense) and last.activation == "softmax"
+def _run(
+    desc: ModelDescription, weights: Weights, x: Array, layers: Sequence[L.Layer]
+) -> Iterator[tuple[str, Array]]:
+    """(layer name, output) for each of ``layers`` (in order) on a channels-last batch x;
+    a graph keeps each output until its last reader has run."""
+    outs: dict[str, Array] = {L.INPUT: x}
+    remaining = {name: len(readers) for name, readers in desc.consumers.items()}
+    for layer in layers:
+        info = desc.by_name[layer.name]
+        y = layer.forward_numpy([outs[n] for n in info.inputs], weights.get(layer.name, {}))
+        for n in dict.fromkeys(info.inputs):
+            remaining[n] -= 1
+            if remaining[n] == 0 and n != desc.output:
+                del outs[n]
+        outs[layer.name] = y
+        yield layer.name, y
 
 
 def check_weights(desc: ModelDescription, weights: Mapping[str, Mapping[str, Any]]) -> Weights:
@@ -169,7 +104,6 @@ class NumpyModel:
             name: {k: v.astype(dtype) for k, v in arrays.items()}
             for name, arrays in checked.items()
         }
-        self._n_logits, self._drop_softmax = _logit_plan(description)
 
     @property
     def name(self) -> str:
@@ -190,20 +124,15 @@ class NumpyModel:
     def activations(self, x: Any) -> Iterator[tuple[str, Array]]:
         """(layer name, output) for every description layer, Keras' view (the last gives
         probabilities if it is a softmax); x is (N, *input_shape) channels-last."""
-        h = self._input(x)
-        for info in self.description.info:
-            h = _apply(info.layer, self.weights.get(info.layer.name, {}), h, None)
-            yield info.layer.name, h
+        desc = self.description
+        yield from _run(desc, self.weights, self._input(x), desc.layers)
 
     def logits(self, x: Any) -> Array:
         """(N, *input_shape) -> what the PyTorch Network returns (a final softmax left out)."""
-        h = self._input(x)
-        for i, info in enumerate(self.description.info[: self._n_logits]):
-            last = self._drop_softmax and i == self._n_logits - 1
-            h = _apply(
-                info.layer, self.weights.get(info.layer.name, {}), h, "linear" if last else None
-            )
-        return h
+        desc, h = self.description, self._input(x)
+        plan = desc.logits
+        outs = dict(_run(desc, self.weights, h, plan.layers)) if plan.layers else {}
+        return outs.get(plan.output, h)
 
     def predict_proba(self, x: Any, batch_size: int = 1000) -> Array:
         """Softmax of the logits (N, classes), ``batch_size`` inputs at a time."""
@@ -230,30 +159,23 @@ def from_torch(model: Any, dtype: str | None = None) -> NumpyModel:
     state = {k: v.detach().cpu().double().numpy() for k, v in model.state_dict().items()}
     weights: Weights = {}
     for info in desc.info:
-        layer, n = info.layer, info.layer.name
-        get = {k[len(n) + 1 :]: v for k, v in state.items() if k.startswith(n + ".")}
-        if isinstance(layer, L.Conv | L.Dense) and "weight" in get:
-            w = get["weight"]  # conv (out, in, *k) -> (*k, in, out); dense (out, in) -> (in, out)
-            weights[n] = {"kernel": w.transpose(*range(2, w.ndim), 1, 0)}
-            weights[n] |= {"bias": get["bias"]} if "bias" in get else {}
-        elif isinstance(layer, L.BatchNormalization):
-            names = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean"}
-            names["running_var"] = "moving_variance"
-            weights[n] = {names[k]: v for k, v in get.items() if k in names}
+        n = info.layer.name
+        arrays = {
+            w.keras: w.from_torch(state[f"{n}.{w.torch}"])
+            for w in info.layer.weights(info.in_shapes)
+        }
+        if arrays:
+            weights[n] = arrays
     return NumpyModel(desc, weights, dtype)
 
 
 def to_torch_state(model: NumpyModel) -> dict[str, Array]:
     """The inverse of :func:`from_torch`: a Network state dict (as arrays) of these weights."""
-    names = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean"}
-    names |= {"moving_variance": "running_var", "bias": "bias"}
     state: dict[str, Array] = {}
-    for name, arrays in model.weights.items():
-        for key, a in arrays.items():
-            if key == "kernel":  # (*k, in, out) -> (out, in, *k)
-                state[f"{name}.weight"] = a.transpose(a.ndim - 1, a.ndim - 2, *range(a.ndim - 2))
-            else:
-                state[f"{name}.{names[key]}"] = a
+    for info in model.description.info:
+        arrays = model.weights.get(info.layer.name, {})
+        for w in info.layer.weights(info.in_shapes):
+            state[f"{info.layer.name}.{w.torch}"] = w.to_torch(arrays[w.keras])
     return state
 
 

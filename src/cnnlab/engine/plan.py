@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
+from typing import TypeGuard, TypeVar
 
 from cnnlab.models import ModelDescription
 from cnnlab.models import layers as L
@@ -43,6 +44,15 @@ MAX_TAPS = 49  # conv_pool_relu: kernels up to 7x7 (csrc/blocks.h: kMaxTaps)
 KERNEL, PYTORCH = "cnnlab", "pytorch"  # where a layer ran, as config.json records it
 # blocks with weights (a pytorch block may have some): the ones that need input gradients
 WEIGHTED = frozenset({"conv_pool_relu", "conv", "batch_norm", "dense", PYTORCH})
+
+
+T = TypeVar("T", bound=L.Layer)
+
+
+def exact(layer: L.Layer | None, kind: type[T]) -> TypeGuard[T]:
+    """``layer`` is exactly a ``kind``: a subclass (a depthwise convolution is a Conv) has
+    kernels of its own, or none, never the plain kind's."""
+    return type(layer) is kind
 
 
 @dataclass(frozen=True)
@@ -71,21 +81,8 @@ class Plan:
         return [v for b in self.blocks for v in b.code]
 
 
-def forward_layers(desc: ModelDescription) -> tuple[int, bool]:
-    """How many layers ``Network.forward`` computes, and whether the last of them is a Dense
-    whose softmax is left to the loss (as :class:`cnnlab.models.torch_module.Network`)."""
-    layers = desc.layers
-    last = layers[-1] if layers else None
-    n = len(layers) - isinstance(last, L.Softmax)
-    if isinstance(last, L.Dense) and last.activation == "softmax":
-        return n, True
-    if isinstance(last, L.Activation) and last.activation == "softmax":
-        n -= 1
-    return n, False
-
-
 def _conv_pool(layer: L.Layer, nxt: L.Layer | None, in_shape: tuple[int, ...]) -> bool:
-    if not (isinstance(layer, L.Conv) and isinstance(nxt, L.Pool) and layer.rank == 2):
+    if not (exact(layer, L.Conv) and exact(nxt, L.Pool) and layer.rank == 2):
         return False
     kh, kw = layer.kernel_size
     if layer.padding == "same":  # the kernel sees the padded map
@@ -138,7 +135,7 @@ def _general(
     this block (max pooling) to apply after pooling."""
     name = (layer.name,)
     hw = _2d(shape[:-1])  # the map's (H, W)
-    if isinstance(layer, L.Conv) and layer.rank == rank and layer.activation in ACTIVATIONS:
+    if exact(layer, L.Conv) and layer.rank == rank and layer.activation in ACTIVATIONS:
         act = ACTIVATIONS[layer.activation]
         if act == ACTIVATIONS["relu"] and _max_pool(nxt, rank):
             act = 0  # the ReLU goes after the pooling (the pool block's flag)
@@ -146,25 +143,25 @@ def _general(
         pads = _pads(hw, _2d(layer.kernel_size), strides, dilation, layer.padding)
         code = (CONV_ND, *strides, *dilation, *pads, act, int(layer.use_bias))
         return Block("conv", name, code)
-    if isinstance(layer, L.Pool) and layer.rank == rank:
+    if exact(layer, L.Pool) and layer.rank == rank:
         size, strides = _2d(layer.pool_size), _2d(layer.strides)
         pads = _pads(hw, size, strides, (1, 1), layer.padding)
         relu = int(_max_pool(layer, rank) and relu_before)
         code = (POOL, int(layer.kind == "max"), *size, *strides, *pads, relu)
         return Block("pool", name, code)
-    if isinstance(layer, L.Activation) and layer.activation in ACTIVATIONS:
+    if exact(layer, L.Activation) and layer.activation in ACTIVATIONS:
         return Block("activation", name, (ACT, ACTIVATIONS[layer.activation]))
-    if isinstance(layer, L.ReLU):
+    if exact(layer, L.ReLU):
         return Block("activation", name, (ACT, ACTIVATIONS["relu"]))
-    if isinstance(layer, L.BatchNormalization) and len(shape) == rank + 1 and hw[0] * hw[1] >= 2:
+    if exact(layer, L.BatchNormalization) and len(shape) == rank + 1 and hw[0] * hw[1] >= 2:
         code = (NORM, int(layer.scale), int(layer.center), _bits(layer.epsilon))
         return Block("batch_norm", name, (*code, _bits(layer.momentum)))
-    if isinstance(layer, L.GlobalPool) and layer.rank == rank:
+    if exact(layer, L.GlobalPool) and layer.rank == rank:
         return Block(
             "global_average" if layer.kind == "average" else "global_max",
             name, (GAP if layer.kind == "average" else GMP,),
         )  # fmt: skip
-    if isinstance(layer, L.ZeroPadding) and layer.rank == rank:
+    if exact(layer, L.ZeroPadding) and layer.rank == rank:
         pairs = ((0, 0), *layer.padding) if rank == 1 else layer.padding
         (top, bottom), (left, right) = pairs
         return Block("pad", name, (PAD, top, bottom, left, right))
@@ -172,69 +169,99 @@ def _general(
 
 
 def _max_pool(layer: L.Layer | None, rank: int = 2) -> bool:
-    return isinstance(layer, L.Pool) and layer.kind == "max" and layer.rank == rank
+    return exact(layer, L.Pool) and layer.kind == "max" and layer.rank == rank
 
 
 def plan(desc: ModelDescription) -> Plan:
-    """The blocks of ``desc``: each with a kernel where its kind has one, else ``pytorch``."""
-    n_forward, linear_last = forward_layers(desc)
-    infos = desc.info[:n_forward]
+    """The blocks of ``desc``: each with a kernel where its kind has one, else ``pytorch``.
+
+    A chain's blocks follow one another (the whole step may run in C++); in a graph only
+    ``conv_pool_relu`` blocks run through kernels, inside a step of PyTorch operations.
+    """
+    lp = desc.logits  # the final softmax goes with the loss
+    if not desc.is_chain:
+        return Plan(_graph_blocks(desc), lp.folded)
+    infos = [desc.by_name[x.name] for x in lp.layers]
+    layers = list(lp.layers)  # a final Dense's linear copy, where its softmax is folded
     rank = len(desc.input_shape) - 1  # the kernels take 2-D maps, and 1-D ones as (1, L)
     image = rank == 2
     maps = rank in (1, 2)
     blocks: list[Block] = []
     i = 0
     while i < len(infos):
-        info, layer = infos[i], infos[i].layer
-        nxt = infos[i + 1].layer if i + 1 < len(infos) else None
-        prev = infos[i - 1].layer if i > 0 else None
+        info, layer = infos[i], layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        prev = layers[i - 1] if i > 0 else None
         shape = info.in_shape
-        last = linear_last and i == n_forward - 1
         # a one-channel convolution's kernels give no input gradient: only below every weight
         conv_fits = shape[-1] > 1 or not any(b.kind in WEIGHTED for b in blocks)
         if image and _conv_pool(layer, nxt, shape) and conv_fits:
             assert isinstance(layer, L.Conv) and nxt is not None
-            kh, kw = layer.kernel_size
-            pads = _pads(shape, layer.kernel_size, (1, 1), (1, 1), layer.padding)
-            h, w = shape[0] + pads[0] + pads[1], shape[1] + pads[2] + pads[3]
-            ph, pw = (h - kh + 1) // 2, (w - kw + 1) // 2
-            pad = (PAD, *pads) if any(pads) else ()  # zeros first, in the same block
-            blocks.append(Block("conv_pool_relu", (layer.name, nxt.name), (*pad, CONV, ph, pw),
-                                conv=(h, w, kh, kw), pads=pads if any(pads) else ()))  # fmt: skip
+            blocks.append(_conv_pool_block(layer, nxt, shape))
             i += 2
             continue
         relu_before = (  # a "conv" block that left its ReLU to this max pooling
-            isinstance(prev, L.Conv) and prev.activation == "relu" and blocks[-1].kind == "conv"
+            exact(prev, L.Conv) and prev.activation == "relu" and blocks[-1].kind == "conv"
         )
         general = _general(layer, nxt, shape, relu_before, rank) if maps else None
-        if general is not None and (conv_fits or not isinstance(layer, L.Conv)):
+        if general is not None and (conv_fits or not exact(layer, L.Conv)):
             blocks.append(general)
-        elif maps and isinstance(layer, L.Rescaling):
+        elif maps and exact(layer, L.Rescaling):
             code = (SCALE, _bits(layer.scale), _bits(layer.offset))
             blocks.append(Block("rescale", (layer.name,), code))
-        elif maps and isinstance(layer, L.Flatten):
+        elif maps and exact(layer, L.Flatten):
             blocks.append(Block("flatten", (layer.name,), (FLATTEN,)))
-        elif maps and isinstance(layer, L.Dropout) and layer.rate < 1:
+        elif maps and exact(layer, L.Dropout) and layer.rate < 1:
             torch_shape = (shape[-1], *shape[:-1]) if len(shape) > 1 else shape  # (C, H, W)
             drop = (tuple(torch_shape), layer.rate)
             blocks.append(Block("dropout", (layer.name,), (DROPOUT,), drop=drop))
-        elif maps and _dense(layer, last, shape):
+        elif maps and _dense(layer, shape):
             assert isinstance(layer, L.Dense)
-            act = 0 if last else ACTIVATIONS[layer.activation]
-            blocks.append(Block("dense", (layer.name,), (DENSE, act)))
+            blocks.append(Block("dense", (layer.name,), (DENSE, ACTIVATIONS[layer.activation])))
         else:
             blocks.append(Block(PYTORCH, (layer.name,)))
         i += 1
-    folded = tuple(layer.name for layer in desc.layers[n_forward:])
-    return Plan(_crop(blocks), folded)
+    return Plan(_crop(blocks), lp.folded)
 
 
-def _dense(layer: L.Layer, softmax_to_loss: bool, in_shape: tuple[int, ...]) -> bool:
+def _conv_pool_block(layer: L.Conv, pool: L.Layer, shape: tuple[int, ...]) -> Block:
+    kh, kw = layer.kernel_size
+    pads = _pads(shape, layer.kernel_size, (1, 1), (1, 1), layer.padding)
+    h, w = shape[0] + pads[0] + pads[1], shape[1] + pads[2] + pads[3]
+    ph, pw = (h - kh + 1) // 2, (w - kw + 1) // 2
+    pad = (PAD, *pads) if any(pads) else ()  # zeros first, in the same block
+    return Block("conv_pool_relu", (layer.name, pool.name), (*pad, CONV, ph, pw),
+                 conv=(h, w, kh, kw), pads=pads if any(pads) else ())  # fmt: skip
+
+
+def _graph_blocks(desc: ModelDescription) -> tuple[Block, ...]:
+    """A graph's blocks: a convolution and the max pooling that alone reads it as one
+    ``conv_pool_relu`` block where they fit (above a one-channel input only if first), every
+    other layer a ``pytorch`` block."""
+    layers = list(desc.logits.layers)
+    blocks: list[Block] = []
+    i = 0
+    while i < len(layers):
+        layer, info = layers[i], desc.by_name[layers[i].name]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        alone = nxt is not None and desc.consumers[layer.name] == (nxt.name,)
+        fits = info.in_shape[-1] > 1 or info.inputs == (L.INPUT,)
+        if desc.rank == 2 and alone and fits and _conv_pool(layer, nxt, info.in_shape):
+            assert isinstance(layer, L.Conv) and nxt is not None
+            blocks.append(_conv_pool_block(layer, nxt, info.in_shape))
+            i += 2
+            continue
+        blocks.append(Block(PYTORCH, (layer.name,)))
+        i += 1
+    return tuple(blocks)
+
+
+def _dense(layer: L.Layer, in_shape: tuple[int, ...]) -> bool:
     return (
-        isinstance(layer, L.Dense)
+        exact(layer, L.Dense)
         and layer.use_bias
         and len(in_shape) == 1
-        and (layer.activation in ACTIVATIONS or softmax_to_loss)
+        and layer.activation in ACTIVATIONS
     )
 
 

@@ -1,14 +1,13 @@
 """Import a Keras 3 ``.keras`` file (any ``Sequential`` of cnnlab's layers) as a run folder.
 
-The architecture comes from the file's ``config.json`` (:mod:`cnnlab.interop.keras_config`),
-the weights from ``model.weights.h5`` (:mod:`cnnlab.interop.keras_file`, read as data only),
-moved from Keras' channels-last layout to PyTorch's:
-
-- a ``ConvND`` kernel (*k, C_in, C_out) becomes (C_out, C_in, *k);
-- a ``Dense`` kernel (in, out) becomes a ``Linear`` weight (out, in);
-- ``BatchNormalization``'s gamma, beta, moving mean and variance (in Keras' order, without
-  gamma if ``scale=False``, without beta if ``center=False``) become ``weight``, ``bias``,
-  ``running_mean``, ``running_var``; biases are copied as they are.
+The architecture comes from the file's ``config.json`` (:mod:`cnnlab.interop.keras_config`:
+a Sequential or a functional model), the weights from ``model.weights.h5``
+(:mod:`cnnlab.interop.keras_file`, read as data only), each layer's in Keras' order and
+moved from Keras' channels-last layout to PyTorch's by its layer kind
+(:meth:`cnnlab.models.layers.Layer.weights`): a ``ConvND`` kernel (*k, C_in, C_out) becomes
+(C_out, C_in, *k), a ``Dense`` kernel (in, out) a ``Linear`` weight (out, in),
+``BatchNormalization``'s gamma, beta, moving mean and variance ``weight``, ``bias``,
+``running_mean``, ``running_var``.
 
 Given a chapter case, the import also checks that the file computes exactly that case
 (the same layers and arguments; layer names aside). The run folder is written like a
@@ -24,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cnnlab import fileio
@@ -32,7 +30,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.interop.keras_config import KerasLayer, Translation, show, translate
 from cnnlab.interop.keras_file import Weights, open_weights, read_archive
 from cnnlab.models import CASES, ModelDescription, Network, build_module, case_name, get
-from cnnlab.models import layers as L
+from cnnlab.models.description import LayerInfo
 from cnnlab.train import checkpoint, runs
 
 
@@ -46,49 +44,16 @@ class KerasModel:
     case: str | None = None  # the chapter case it was checked to be, if one was asked for
 
 
-def _torch_shapes(desc: ModelDescription) -> dict[str, tuple[int, ...]]:
-    """The Network's state_dict shapes (built on the meta device: no memory, no RNG draws)."""
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in Network(desc).state_dict().items()}
-
-
-def _expected(layer: L.Layer) -> list[tuple[str, Any]]:
-    """(state_dict key, Keras -> torch axis permutation or None) in Keras' weight order."""
-    n = layer.name
-    if isinstance(layer, L.Conv):
-        r = layer.rank  # Keras (*k, in, out) -> torch (out, in, *k)
-        perm = (r + 1, r, *range(r))
-        return [(f"{n}.weight", perm)] + ([(f"{n}.bias", None)] if layer.use_bias else [])
-    if isinstance(layer, L.Dense):
-        return [(f"{n}.weight", (1, 0))] + ([(f"{n}.bias", None)] if layer.use_bias else [])
-    if isinstance(layer, L.BatchNormalization):
-        keys = ["weight"] * layer.scale + ["bias"] * layer.center
-        return [(f"{n}.{k}", None) for k in (*keys, "running_mean", "running_var")]
-    return []
-
-
-def _keras_shape(torch_shape: tuple[int, ...], perm: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The Keras shape that ``perm`` turns into ``torch_shape``."""
-    if perm is None:
-        return torch_shape
-    out = [0] * len(perm)
-    for torch_axis, keras_axis in enumerate(perm):
-        out[keras_axis] = torch_shape[torch_axis]
-    return tuple(out)
-
-
-def _layer_weights(
-    w: Weights, src: KerasLayer, layer: L.Layer, shapes: dict[str, tuple[int, ...]]
-) -> dict[str, torch.Tensor]:
-    """One layer's tensors, read from its HDF5 group in Keras' order; nothing left over."""
+def _layer_weights(w: Weights, src: KerasLayer, info: LayerInfo) -> dict[str, torch.Tensor]:
+    """One layer's tensors, read from its HDF5 group in Keras' order and moved into PyTorch's
+    layout by its layer kind (:class:`cnnlab.models.layers.Weight`); nothing left over."""
     out: dict[str, torch.Tensor] = {}
-    expected = _expected(layer)
-    for i, (key, perm) in enumerate(expected):
-        arr = w.array(f"{src.h5_group}/vars/{i}", _keras_shape(shapes[key], perm), src.where)
-        if key.endswith("running_var") and (arr < 0).any():
+    expected = info.layer.weights(info.in_shapes)
+    for i, weight in enumerate(expected):
+        arr = w.array(f"{src.h5_group}/vars/{i}", weight.shape, src.where)
+        if weight.keras == "moving_variance" and (arr < 0).any():
             raise CnnlabError(f"{w.path}: {src.where}: its moving variance has negative values")
-        arr = arr if perm is None else np.ascontiguousarray(arr.transpose(perm))
-        out[key] = torch.from_numpy(arr)
+        out[f"{info.layer.name}.{weight.torch}"] = torch.from_numpy(weight.to_torch(arr))
     if w.exists(f"{src.h5_group}/vars/{len(expected)}"):
         raise CnnlabError(
             f"{w.path}: {src.where}: model.weights.h5 holds more weights for it "
@@ -100,12 +65,13 @@ def _layer_weights(
 def convert_weights(tr: Translation, weights: Weights) -> dict[str, torch.Tensor]:
     """The Network's state_dict from Keras 3's ``model.weights.h5``, every array checked."""
     desc = tr.description
-    shapes = _torch_shapes(desc)
     state: dict[str, torch.Tensor] = {}
-    for src, layer in zip(tr.layers, desc.layers, strict=True):
-        state.update(_layer_weights(weights, src, layer, shapes))
-    missing = sorted(set(shapes) - set(state))
-    if missing:  # a guard: _expected and the PyTorch module must agree
+    for info in desc.info:
+        state.update(_layer_weights(weights, tr.sources[info.layer.name], info))
+    with torch.device("meta"):  # the module's own keys: no memory, no RNG draws
+        keys = set(Network(desc).state_dict())
+    missing = sorted(keys - set(state))
+    if missing:  # a guard: the layer kinds' weights and their modules must agree
         raise CnnlabError(f"{weights.path}: no weights found for {', '.join(missing)}")
     return state
 
@@ -122,7 +88,7 @@ def _differences(tr: Translation, case: str) -> list[str]:
             f"it takes input {fmt(map(str, desc.input_shape))}, "
             f"{case} takes {fmt(map(str, ref.input_shape))}"
         ]
-    if len(desc.layers) != len(ref.layers):
+    if not desc.is_chain or len(desc.layers) != len(ref.layers):
         return [
             f"it has {len(desc.layers)} layers ({' '.join(x.class_name for x in desc.layers)}), "
             f"{case} has {len(ref.layers)} ({' '.join(x.class_name for x in ref.layers)})"
@@ -179,8 +145,8 @@ def read_keras(path: Path, case: str | int | None = None) -> KerasModel:
         # layers whose Keras name had to change (characters, clashes): cnnlab's -> Keras'
         "renamed": {
             layer.name: src.keras_name
-            for src, layer in zip(tr.layers, tr.description.layers, strict=True)
-            if layer.name != src.keras_name
+            for layer in tr.description.layers
+            if layer.name != (src := tr.sources[layer.name]).keras_name
         },
     }
     return KerasModel(tr.description, state, source, name)

@@ -17,20 +17,10 @@ import re
 from typing import Any
 
 from cnnlab.models.description import ModelDescription
-from cnnlab.models.layers import ACTIVATIONS, CLASS_NAMES, PADDINGS, DescriptionError, parse_layer
+from cnnlab.models.layers import ACTIVATIONS, LAYERS, PADDINGS, DescriptionError, parse_layer
 
 MAX_CHARS = 10_000
 _LAYER = re.compile(r"\s*([A-Za-z][A-Za-z0-9]*)\s*(?:\(([^()]*)\))?\s*(?:\||->)?")
-_POSITIONAL: dict[str, tuple[str, ...]] = {
-    "Conv": ("filters", "kernel_size", "strides"),
-    "MaxPooling": ("pool_size", "strides"),
-    "AveragePooling": ("pool_size", "strides"),
-    "ZeroPadding": ("padding",),
-    "Dense": ("units",),
-    "Dropout": ("rate",),
-    "Activation": ("activation",),
-    "Rescaling": ("scale", "offset"),
-}
 
 
 def looks_compact(text: str) -> bool:
@@ -53,13 +43,10 @@ def _value(token: str) -> Any:
     return t
 
 
-def _stem(class_name: str) -> str:
-    return re.sub(r"[123]D$", "", class_name)
-
-
 def _args(class_name: str, body: str, where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    slots = list(_POSITIONAL.get(_stem(class_name), ()))
+    kind = LAYERS[class_name]
+    slots = list(kind.POSITIONAL)
     for part in [p for p in body.split(",") if p.strip()]:
         if "=" in part:
             key, _, raw = part.partition("=")
@@ -68,7 +55,7 @@ def _args(class_name: str, body: str, where: str) -> dict[str, Any]:
         value = _value(part)
         if isinstance(value, str) and value in ACTIVATIONS and "activation" not in slots:
             out["activation"] = value
-        elif isinstance(value, str) and value in PADDINGS and class_name != "Activation":
+        elif isinstance(value, str) and value in PADDINGS and "padding" in kind.ARGS:
             out["padding"] = value
         elif slots:
             out[slots.pop(0)] = value
@@ -100,7 +87,7 @@ def parse_compact(text: str, name: str = "model") -> ModelDescription:
             shape = [int(v) for v in values]
             continue
         where = f"layer {len(layers) + 1} ({cls_name})"
-        if cls_name not in CLASS_NAMES:
+        if cls_name not in LAYERS:
             parse_layer(cls_name, {}, "layer", where)  # raises: unknown layer, with a hint
         args = _args(cls_name, body, where)
         layers.append({"class_name": cls_name, **args})

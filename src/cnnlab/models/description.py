@@ -1,29 +1,37 @@
-"""A network as data: a typed, serialisable, shape-checked sequential CNN description.
+"""A network as data: a typed, serialisable, shape-checked graph of named layers.
 
-A :class:`ModelDescription` is an input shape (channels-last, without the batch axis) and
-a list of layers from :mod:`cnnlab.models.layers`. It is written
+A :class:`ModelDescription` is an input shape (channels-last, without the batch axis), a list
+of layers from :mod:`cnnlab.models.layers`, each with the names of the layers it reads
+(``"input"``: the network's input), and the layer whose output is the network's. A chain,
+every layer reading the one before, is the short form, and what most networks are. It is
+written
 
 - in Python: ``ModelDescription.build("net", (28, 28, 1), [("Conv2D", {...}), ...])``;
 - as JSON or YAML: ``{"name": ..., "input_shape": [28, 28, 1], "layers": [...]}``, each layer
   either ``{"class_name": "Conv2D", "filters": 16, ...}`` or ``{"Conv2D": {"filters": 16}}``;
+  a layer may add ``name:`` and ``inputs: [a, b]`` (default: the layer before it), and the
+  description ``outputs: [name]`` (default: the last layer);
 - in one line (:mod:`cnnlab.models.compact`): ``"Input(28,28,1) Conv2D(16,3,relu) ..."``.
 
-Shapes are inferred, and every layer validated, when the description is made: an error
-names the layer and the problem (``layer 4 (MaxPooling2D): input 1x1 is smaller than
-pool_size 2x2``). Everything else in cnnlab (the PyTorch module, the summary, the NumPy
-engine, receptive fields, explain, Keras import and ONNX export) derives from it.
+The graph and every layer are validated, and shapes inferred, when the description is made:
+an error names the layer and the problem (``layer 4 (MaxPooling2D): input 1x1 is smaller
+than pool_size 2x2``; a cycle, a missing input, merge inputs of different shapes, an unused
+layer, a name used twice). Everything else in cnnlab derives from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
+from cnnlab.models import graph
 from cnnlab.models import layers as L
-from cnnlab.models.layers import DescriptionError, Layer
+from cnnlab.models.layers import INPUT, DescriptionError, Layer
+from cnnlab.models.layers.base import fmt
 
 FORMAT = "cnnlab-model-1"
 MAX_LAYERS = 256
@@ -32,20 +40,27 @@ MAX_PARAMS = 1 << 27
 Shape = tuple[int, ...]
 
 
-def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(str(s) for s in shape)
-
-
 @dataclass(frozen=True)
 class LayerInfo:
-    """What shape inference knows of one layer: its input and output shape, its weights."""
+    """What shape inference knows of one layer: its inputs and their shapes, its output
+    shape, its weights."""
 
     index: int  # 1-based position in the description (Input not counted)
     layer: Layer
-    in_shape: Shape
+    inputs: tuple[str, ...]  # the layers it reads, by name; "input" is the network's input
+    in_shapes: tuple[Shape, ...]
     out_shape: Shape
     trainable: int  # trainable parameters
     non_trainable: int  # e.g. BatchNormalization's moving mean and variance
+
+    @property
+    def in_shape(self) -> Shape:
+        """The (first) input's shape."""
+        return self.in_shapes[0]
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
 
     @property
     def where(self) -> str:
@@ -53,16 +68,47 @@ class LayerInfo:
 
 
 @dataclass(frozen=True)
+class LogitPlan:
+    """How the network's logits are computed: the final softmax goes with the loss.
+
+    A final ``Softmax`` or ``Activation("softmax")`` layer is not computed (``folded``), the
+    logits are its input; a final layer with a softmax ``activation`` (a Dense) is computed
+    with a linear one. One rule, read by the PyTorch module, the NumPy engine and the fast
+    engine alike.
+    """
+
+    layers: tuple[Layer, ...]  # computed, in order; the linear copy where one is needed
+    output: str  # the layer whose output is the logits ("input" for no layer at all)
+    folded: tuple[str, ...]  # layers left out: the softmax the loss computes
+
+
+@dataclass(frozen=True)
 class ModelDescription:
-    """A sequential CNN: ``input_shape`` (channels-last) and ``layers``; validated on creation."""
+    """A CNN as a graph of named layers (a chain by default); validated on creation."""
 
     name: str
     input_shape: Shape
     layers: tuple[Layer, ...]
+    # per layer, the names of the layers it reads; None: a chain
+    inputs: tuple[tuple[str, ...], ...] | None = None
+    output: str | None = None  # the layer whose output is the network's; None: the last
     info: tuple[LayerInfo, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "info", tuple(infer(self.input_shape, self.layers)))
+        if not self.layers:
+            raise DescriptionError("a model description needs at least one layer")
+        names = [layer.name for layer in self.layers]
+        inputs = self.inputs if self.inputs is not None else graph.chain_inputs(names)
+        output = self.output if self.output is not None else names[-1]
+        arity = [type(x).N_INPUTS for x in self.layers]
+        order = graph.check(names, inputs, output, arity, [x.class_name for x in self.layers])
+        if order != list(range(len(names))):  # listed out of order: run them in an order
+            layers = tuple(self.layers[i] for i in order)
+            inputs = tuple(inputs[i] for i in order)
+            object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "inputs", tuple(tuple(i) for i in inputs))
+        object.__setattr__(self, "output", output)
+        object.__setattr__(self, "info", tuple(infer(self.input_shape, self.layers, inputs)))
 
     # ------------------------------------------------------------ construction
 
@@ -70,7 +116,8 @@ class ModelDescription:
     def build(
         cls, name: str, input_shape: Sequence[int], layers: Iterable[tuple[str, Mapping[str, Any]]]
     ) -> ModelDescription:
-        """From Python: ``layers`` holds (Keras class name, arguments) pairs."""
+        """From Python: ``layers`` holds (Keras class name, arguments) pairs (a chain; add
+        ``name`` and ``inputs`` to an argument mapping for a graph)."""
         items = [{"class_name": c, **dict(a)} for c, a in layers]
         return cls.from_dict({"name": name, "input_shape": list(input_shape), "layers": items})
 
@@ -79,68 +126,103 @@ class ModelDescription:
         """From the JSON/YAML form (see the module docstring); DescriptionError if malformed."""
         if not isinstance(data, Mapping):
             raise DescriptionError(f"a model description is a mapping, got {type(data).__name__}")
-        unknown = set(data) - {"format", "name", "input_shape", "layers"}
+        unknown = set(data) - {"format", "name", "input_shape", "layers", "outputs"}
         if unknown:
             raise DescriptionError(
-                f"unknown key {sorted(unknown)[0]!r} in the model description "
-                "(it takes name, input_shape and layers)"
+                f"unknown key {str(sorted(map(str, unknown))[0])[:64]!r} in the model "
+                "description (it takes name, input_shape, layers and outputs)"
             )
         if data.get("format", FORMAT) != FORMAT:
-            raise DescriptionError(f"unsupported model description format {data.get('format')!r}")
+            raise DescriptionError(
+                f"unsupported model description format {str(data.get('format'))[:64]!r}"
+            )
         name = data.get("name", default_name)
         if not isinstance(name, str) or not L.NAME_PATTERN.match(name):
-            raise DescriptionError(f"model name must be a short identifier, got {name!r}")
+            raise DescriptionError(f"model name must be a short identifier, got {name!r:.70}")
         raw = data.get("layers")
         if not isinstance(raw, list) or not raw:
             raise DescriptionError("a model description needs a non-empty list of layers")
         if len(raw) > MAX_LAYERS + 1:
             raise DescriptionError(f"too many layers ({len(raw)}; at most {MAX_LAYERS})")
-        items = [_split(item, i) for i, item in enumerate(raw)]
-        shape = data.get("input_shape")
-        if items and items[0][0] in ("Input", "InputLayer"):
-            cls_name, args, _ = items.pop(0)
+        items = [graph.split_item(item, i) for i, item in enumerate(raw)]
+        shape, alias = data.get("input_shape"), None
+        if items and items[0].class_name in ("Input", "InputLayer"):
+            first = items.pop(0)
             if shape is not None:
                 raise DescriptionError("give the input shape once: input_shape or an Input layer")
-            unknown = set(args) - {"shape"}
-            if unknown:
-                raise DescriptionError(f"Input: unknown argument {sorted(unknown)[0]!r}")
-            shape = args.get("shape")
+            unknown_args = set(first.args) - {"shape"}
+            if unknown_args:
+                raise DescriptionError(f"Input: unknown argument {sorted(unknown_args)[0]!r:.64}")
+            shape, alias = first.args.get("shape"), first.name
         input_shape = _input_shape(shape)
         built: list[Layer] = []
         taken: set[str] = set()
-        for i, (cls_name, args, given) in enumerate(items, start=1):
-            where = f"layer {i} ({cls_name})"
-            layer_name = given if given is not None else L.default_name(str(cls_name), taken)
-            if not isinstance(layer_name, str) or not L.NAME_PATTERN.match(layer_name):
-                raise DescriptionError(
-                    f"{where}: name must be a short identifier (letters, digits, _ and -), "
-                    f"got {given!r}"
-                )
-            if layer_name in L.RESERVED_NAMES or hasattr(nn_module_attributes(), layer_name):
-                raise DescriptionError(f"{where}: the name {layer_name!r} is reserved")
-            if layer_name in taken:
-                raise DescriptionError(f"{where}: the name {layer_name!r} is used twice")
+        for i, item in enumerate(items, start=1):
+            where = f"layer {i} ({str(item.class_name)[:64]})"
+            layer_name = _layer_name(item.name, item.class_name, taken, where)
             taken.add(layer_name)
-            built.append(L.parse_layer(cls_name, args, layer_name, where))
-        return cls(name, input_shape, tuple(built))
+            built.append(L.parse_layer(item.class_name, item.args, layer_name, where))
+        inputs = graph.resolve_inputs(items, [b.name for b in built], alias)
+        output = graph.resolve_output(data.get("outputs"), [b.name for b in built])
+        if all(i.inputs is None for i in items) and output == built[-1].name:
+            return cls(name, input_shape, tuple(built))
+        return cls(name, input_shape, tuple(built), inputs, output)
 
     def to_dict(self) -> dict[str, Any]:
-        """The canonical JSON form: every argument explicit, every layer named."""
-        return {
+        """The canonical JSON form: every argument explicit, every layer named; ``inputs``
+        where a layer reads anything but the layer before it, ``outputs`` where the output
+        is not the last layer (a chain's form is unchanged)."""
+        layers = []
+        previous = INPUT
+        for info in self.info:
+            item = info.layer.to_dict()
+            if info.inputs != (previous,):
+                item["inputs"] = list(info.inputs)
+            layers.append(item)
+            previous = info.layer.name
+        out: dict[str, Any] = {
             "format": FORMAT,
             "name": self.name,
             "input_shape": list(self.input_shape),
-            "layers": [layer.to_dict() for layer in self.layers],
+            "layers": layers,
         }
+        if self.output != self.layers[-1].name:
+            out["outputs"] = [self.output]
+        return out
 
     def renamed(self, name: str) -> ModelDescription:
-        return ModelDescription(name, self.input_shape, self.layers)
+        return ModelDescription(name, self.input_shape, self.layers, self.inputs, self.output)
+
+    # ------------------------------------------------------------ the graph
+
+    @cached_property
+    def is_chain(self) -> bool:
+        """Whether every layer reads the layer before it and the last one is the output."""
+        names = [x.name for x in self.layers]
+        return self.inputs == graph.chain_inputs(names) and self.output == names[-1]
+
+    @cached_property
+    def by_name(self) -> dict[str, LayerInfo]:
+        return {i.layer.name: i for i in self.info}
+
+    @cached_property
+    def consumers(self) -> dict[str, tuple[str, ...]]:
+        """For the input and each layer, the layers that read it, in order."""
+        out: dict[str, list[str]] = {INPUT: [], **{x.name: [] for x in self.layers}}
+        for info in self.info:
+            for source in dict.fromkeys(info.inputs):
+                out[source].append(info.layer.name)
+        return {k: tuple(v) for k, v in out.items()}
 
     # ------------------------------------------------------------ derived facts
 
     @property
+    def output_info(self) -> LayerInfo:
+        return self.by_name[str(self.output)]
+
+    @property
     def output_shape(self) -> Shape:
-        return self.info[-1].out_shape if self.info else self.input_shape
+        return self.output_info.out_shape
 
     @property
     def rank(self) -> int:
@@ -158,18 +240,28 @@ class ModelDescription:
     @property
     def classes(self) -> int:
         """Number of classes of a classifier (a flat softmax output); DescriptionError if not."""
-        out = self.output_shape
-        last = self.layers[-1] if self.layers else None
-        softmax = isinstance(last, L.Softmax) or (
-            isinstance(last, L.Dense | L.Activation) and last.activation == "softmax"
-        )
-        if len(out) != 1 or not softmax:
+        out, last = self.output_shape, self.output_info.layer
+        if len(out) != 1 or last.activation_name != "softmax":
             raise DescriptionError(
-                f"model {self.name!r} is not a classifier: its last layer must give flat "
+                f"model {self.name!r} is not a classifier: its output layer must give flat "
                 f"class probabilities (a Dense with activation softmax, or Softmax), "
-                f"it gives {_fmt(out)}"
+                f"it gives {fmt(out)}"
             )
         return out[0]
+
+    @cached_property
+    def logits(self) -> LogitPlan:
+        """What computes the logits (see :class:`LogitPlan`)."""
+        last = self.output_info
+        layer = last.layer
+        if layer.activation_name == "softmax" and isinstance(layer, L.Softmax | L.Activation):
+            keep = tuple(x for x in self.layers if x.name != layer.name)
+            return LogitPlan(keep, last.inputs[0], (layer.name,))
+        if layer.activation_name == "softmax":
+            linear = dataclasses.replace(layer, **{"activation": "linear"})
+            swapped = tuple(linear if x.name == layer.name else x for x in self.layers)
+            return LogitPlan(swapped, layer.name, ())
+        return LogitPlan(self.layers, layer.name, ())
 
 
 @cache
@@ -180,125 +272,55 @@ def nn_module_attributes() -> object:
     return nn.Sequential()
 
 
-def _split(item: Any, i: int) -> tuple[str, dict[str, Any], Any]:
-    """(class name, arguments, given name) from either layer form."""
-    where = f"layer {i}" if i else "first layer"
-    if not isinstance(item, Mapping):
-        raise DescriptionError(f"{where}: a layer is a mapping, got {type(item).__name__}")
-    if "class_name" in item:
-        if not isinstance(item["class_name"], str):
-            raise DescriptionError(
-                f"{where}: a layer needs a class name, got {item['class_name']!r}"
-            )
-        args = {k: v for k, v in item.items() if k not in ("class_name", "name")}
-        return item["class_name"], args, item.get("name")
-    if len(item) == 1:
-        ((cls_name, args),) = item.items()
-        args = {} if args is None else args
-        if not isinstance(args, Mapping):
-            raise DescriptionError(f"{where} ({cls_name}): arguments must be a mapping")
-        rest = {k: v for k, v in args.items() if k != "name"}
-        return str(cls_name), rest, args.get("name")
-    raise DescriptionError(f"{where}: give class_name, or one key naming the layer class")
+def _layer_name(given: Any, class_name: Any, taken: set[str], where: str) -> str:
+    name = given if given is not None else L.default_name(str(class_name), taken)
+    if not isinstance(name, str) or not L.NAME_PATTERN.match(name):
+        raise DescriptionError(
+            f"{where}: name must be a short identifier (letters, digits, _ and -), "
+            f"got {given!r:.70}"
+        )
+    if name in L.RESERVED_NAMES or hasattr(nn_module_attributes(), name):
+        raise DescriptionError(f"{where}: the name {name!r} is reserved")
+    if name in taken:
+        raise DescriptionError(f"{where}: the name {name!r} is used twice")
+    return name
 
 
 def _input_shape(shape: Any) -> Shape:
     if not isinstance(shape, list | tuple) or not 1 <= len(shape) <= 4:
         raise DescriptionError(
-            f"input_shape must list 1 to 4 sizes (channels last, no batch axis), got {shape!r}"
+            f"input_shape must list 1 to 4 sizes (channels last, no batch axis), got {shape!r:.70}"
         )
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
-        raise DescriptionError(f"input_shape must hold positive whole numbers, got {shape!r}")
+        raise DescriptionError(f"input_shape must hold positive whole numbers, got {shape!r:.70}")
     if math.prod(shape) > MAX_UNITS:
-        raise DescriptionError(f"input_shape {_fmt(shape)} is too large")
+        raise DescriptionError(f"input_shape {fmt(shape)} is too large")
     return tuple(int(s) for s in shape)
 
 
 # ---------------------------------------------------------------- shape inference
 
 
-def _spatial(where: str, layer: Layer, shape: Shape, rank: int) -> None:
-    if len(shape) != rank + 1:
-        raise DescriptionError(
-            f"{where}: needs a {rank}-D input with channels ({rank + 1} axes), got {_fmt(shape)}"
-            + (" (flattened already?)" if len(shape) == 1 else "")
-        )
-
-
-def _window(where: str, n: Shape, k: Shape, s: Shape, d: Shape, pad: str, what: str) -> Shape:
-    out = []
-    for size, kk, ss, dd in zip(n, k, s, d, strict=True):
-        eff = (kk - 1) * dd + 1
-        if pad == "same":
-            out.append(-(-size // ss))
-        elif size < eff:
-            dilated = f" (dilated: {_fmt([(x - 1) * y + 1 for x, y in zip(k, d, strict=True)])})"
-            raise DescriptionError(
-                f"{where}: input {_fmt(n)} is smaller than {what} {_fmt(k)}"
-                + (dilated if max(d) > 1 else "")
-            )
-        else:
-            out.append((size - eff) // ss + 1)
-    return tuple(out)
-
-
-def _step(where: str, layer: Layer, shape: Shape) -> tuple[Shape, int, int]:
-    """(output shape, trainable, non-trainable parameters) of ``layer`` on ``shape``."""
-    if isinstance(layer, L.Conv):
-        _spatial(where, layer, shape, layer.rank)
-        spatial = _window(
-            where,
-            shape[:-1],
-            layer.kernel_size,
-            layer.strides,
-            layer.dilation_rate,
-            layer.padding,
-            "the kernel",
-        )
-        weights = math.prod(layer.kernel_size) * shape[-1] * layer.filters
-        return (*spatial, layer.filters), weights + layer.filters * layer.use_bias, 0
-    if isinstance(layer, L.Pool):
-        _spatial(where, layer, shape, layer.rank)
-        ones = (1,) * layer.rank
-        spatial = _window(
-            where, shape[:-1], layer.pool_size, layer.strides, ones, layer.padding, "pool_size"
-        )
-        return (*spatial, shape[-1]), 0, 0
-    if isinstance(layer, L.GlobalPool):
-        _spatial(where, layer, shape, layer.rank)
-        return (shape[-1],), 0, 0
-    if isinstance(layer, L.ZeroPadding):
-        _spatial(where, layer, shape, layer.rank)
-        padded = tuple(n + a + b for n, (a, b) in zip(shape[:-1], layer.padding, strict=True))
-        return (*padded, shape[-1]), 0, 0
-    if isinstance(layer, L.Flatten):
-        return (math.prod(shape),), 0, 0
-    if isinstance(layer, L.Dense):
-        if len(shape) != 1:
-            raise DescriptionError(
-                f"{where}: needs a flat input, got {_fmt(shape)}; add Flatten or a global "
-                "pooling layer before it"
-            )
-        return (layer.units,), shape[0] * layer.units + layer.units * layer.use_bias, 0
-    if isinstance(layer, L.BatchNormalization):
-        c = shape[-1]
-        return shape, c * (layer.center + layer.scale), 2 * c
-    return shape, 0, 0  # Dropout, Activation, ReLU, Softmax, Rescaling
-
-
-def infer(input_shape: Shape, layers: Sequence[Layer]) -> list[LayerInfo]:
-    """Shape inference and validation, layer by layer; DescriptionError names the layer."""
+def infer(
+    input_shape: Shape, layers: Sequence[Layer], inputs: Sequence[Sequence[str]]
+) -> list[LayerInfo]:
+    """Shape inference and validation, layer by layer (in an order where every layer's
+    inputs come first); DescriptionError names the layer."""
     out: list[LayerInfo] = []
-    shape = input_shape
+    shapes: dict[str, Shape] = {INPUT: input_shape}
     total = 0
-    for i, layer in enumerate(layers, start=1):
+    for i, (layer, names) in enumerate(zip(layers, inputs, strict=True), start=1):
         where = f"layer {i} ({layer.class_name})"
-        new, trainable, fixed = _step(where, layer, shape)
+        in_shapes = tuple(shapes[n] for n in names)
+        new = layer.output_shape(in_shapes, where)
         if math.prod(new) > MAX_UNITS:
-            raise DescriptionError(f"{where}: output {_fmt(new)} is too large")
+            raise DescriptionError(f"{where}: output {fmt(new)} is too large")
+        weights = layer.weights(in_shapes)
+        trainable = sum(w.size for w in weights if w.trainable)
+        fixed = sum(w.size for w in weights if not w.trainable)
         total += trainable + fixed
         if total > MAX_PARAMS:
             raise DescriptionError(f"{where}: the network has too many parameters ({total:,})")
-        out.append(LayerInfo(i, layer, shape, new, trainable, fixed))
-        shape = new
+        out.append(LayerInfo(i, layer, tuple(names), in_shapes, new, trainable, fixed))
+        shapes[layer.name] = new
     return out

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from cnnlab import ops
 from cnnlab.analysis.layer_walk import MapLayer, feature_map_layers
 from cnnlab.data.preprocess import ImageLimits, ImageRejected, preprocess_file
-from cnnlab.engine.numpy_engine import NumpyModel, activate, from_torch
+from cnnlab.engine.numpy_engine import NumpyModel, from_torch
 from cnnlab.errors import CnnlabError
 from cnnlab.models import layers as L
 from cnnlab.serving.predict import Predictor
@@ -76,14 +76,21 @@ class DetailResponse(BaseModel):
 def _conv_layers(predictor: Predictor) -> dict[str, MapLayer]:
     """The conv layers whose maps the page shows, from the layer walk."""
     walk = feature_map_layers(predictor.description)
-    return {m.name: m for m in walk if m.kind == "conv" and m.name in predictor.feature_layers}
+    return {
+        m.name: m
+        for m in walk
+        # a plain convolution (a weighted sum over every input channel) with a known field
+        if type(m.layer) is L.Conv and m.field is not None and m.name in predictor.feature_layers
+    }
 
 
 def _field(m: MapLayer, y: int, x: int, shape: tuple[int, ...]) -> ReceptiveField:
-    (r0, r1), (c0, c1) = ((round(a), round(b)) for a, b in m.field.interval((y, x)))
+    field = m.field
+    assert field is not None  # the page's conv layers all have a field (_conv_layers)
+    (r0, r1), (c0, c1) = ((round(a), round(b)) for a, b in field.interval((y, x)))
     h, w = shape[0], shape[1]
     return ReceptiveField(
-        size=list(m.field.size), jump=list(m.field.jump), rows=[r0, r1], cols=[c0, c1],
+        size=list(field.size), jump=list(field.jump), rows=[r0, r1], cols=[c0, c1],
         top=max(r0, 0), left=max(c0, 0), bottom=min(r1, h - 1), right=min(c1, w - 1),
     )  # fmt: skip
 
@@ -103,9 +110,9 @@ def unit_detail(
             f"(channel {channel}, y {y}, x {x})"
         )
     source = image.reshape(1, *desc.input_shape).astype(engine.dtype)
-    name = "input" if m.index == 0 else desc.layers[m.index - 1].name
-    for i, (_, out) in enumerate(engine.activations(source) if m.index else ()):
-        if i == m.index - 1:  # the conv's input: the previous layer's output
+    name = m.source  # the layer the conv reads ("input": the image itself)
+    for layer_name, out in engine.activations(source) if name != L.INPUT else ():
+        if layer_name == name:
             source = out
             break
     kernel = engine.weights[conv.name]["kernel"]  # (kh, kw, C_in, filters)
@@ -131,12 +138,12 @@ def unit_detail(
     weighted = float(products.sum())
     pre = weighted + bias
     act = conv.activation
-    value = float(activate(np.array(pre), act))
+    value = float(L.activate_numpy(np.array(pre), act))
     maps = ops.conv(
         source, kernel, bias_arr, stride=conv.strides, padding=conv.padding,
         dilation=conv.dilation_rate,
     )  # fmt: skip
-    map_value = float(activate(maps, act)[0, y, x, channel])
+    map_value = float(L.activate_numpy(maps, act)[0, y, x, channel])
     per_channel = [
         ChannelSum(
             channel=c,
