@@ -22,8 +22,8 @@ from cnnlab.data import Splits
 from cnnlab.engine.batchnorm import batch_norm
 from cnnlab.engine.fastpath import fast_logits, make_step
 from cnnlab.models import build_module, parse_compact
-from cnnlab.models.registry import fcn1d
 from cnnlab.models.torch_module import BatchNorm
+from cnnlab.models.zoo import fcn1d
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.loop import fit, make_optimizer
 from cnnlab.train.plateau import Plateau

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cnnlab.models import get
 from cnnlab.train import speedrun
 from cnnlab.train.speedrun import (
     SpeedrunConfig,
+    _after_first_block,
     accuracy,
     build_model,
     make_forward,
@@ -76,15 +78,15 @@ def test_both_first_blocks_learn(tiny_mnist: MNIST, fused: bool) -> None:
 def test_fused_first_block_is_conv_pool_relu_in_float64() -> None:
     torch.manual_seed(0)
     model = build_model(SpeedrunConfig())
-    conv = model[0]
+    conv = model.conv1
     images = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8)
     images[:, :5] = 0  # a flat band: ties in the pooling windows
     forward = make_forward(model, SpeedrunConfig(bf16=False))  # float32 after the block too
     out = forward(images)
     x = normalise(images, torch.float64)
     ref = model.double()
-    with torch.no_grad():
-        expected = ref(x)
+    with torch.no_grad():  # the network normalises inside: it takes images in [0, 1]
+        expected = ref(images.reshape(6, 1, 28, 28).double() / 255)
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
     # gradients of the block's kernel and bias, through PyTorch's layers in float64
     model.float()
@@ -92,7 +94,7 @@ def test_fused_first_block_is_conv_pool_relu_in_float64() -> None:
     (forward(images).double() * g).sum().backward()
     w, b = conv.weight.detach().double().requires_grad_(), conv.bias.detach().double()
     b.requires_grad_()
-    rest = copy.deepcopy(model[3:]).double()
+    rest = copy.deepcopy(_after_first_block(model)).double()
     h = torch.relu(F.max_pool2d(F.conv2d(x, w, b, stride=2, padding=2), 2))
     gw, gb = torch.autograd.grad((rest(h) * g).sum(), (w, b))
     torch.testing.assert_close(conv.weight.grad.double(), gw, rtol=1e-4, atol=1e-5)
@@ -142,18 +144,21 @@ def test_speedrun_command_on_real_mnist(mnist_data_dir: Path, tmp_path: Path) ->
     assert result["mean_test_accuracy"] >= 0.985
 
 
-def test_trained_model_becomes_the_registry_network(tiny_mnist: MNIST) -> None:
-    """as_network computes what the speedrun model computes (float32, eval), on any input."""
+def test_the_trained_model_is_the_registry_network(tiny_mnist: MNIST) -> None:
+    """One network, written once: the registry's description; the fused first block and the
+    network's own forward pass (it normalises inside) compute the same logits."""
     cfg = SpeedrunConfig(epochs=2, batch_size=32, lr=0.01, bf16=False, fused_first_block=False)
     model, _ = train(tiny_mnist.x_train, tiny_mnist.y_train, cfg, seed=3)
     model.eval()
-    net = speedrun.as_network(model, cfg)
-    assert net.description.to_dict() == get("speedrun").to_dict()
+    assert model.description.to_dict() == get("speedrun").to_dict()
     images = torch.from_numpy(tiny_mnist.x_test[:40])
     with torch.no_grad():
-        expected = model(normalise(images, torch.float32))
-        got = net(images.float().div(255).unsqueeze(1))
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        expected = model(images.float().div(255).unsqueeze(1))
+        plain = make_forward(model, cfg)(images)
+        torch.testing.assert_close(plain, expected, rtol=1e-5, atol=1e-5)
+        if native.load():
+            fused = make_forward(model, replace(cfg, fused_first_block=True))(images)
+            torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_speedrun_out_writes_run_folders(

@@ -82,9 +82,9 @@ def data_description(spec: str, dataset: Any) -> Any:
 
 def is_template(spec: str) -> bool:
     """Whether ``spec`` names a registry template, which needs the data to be built."""
-    from cnnlab.models.registry import TEMPLATES
+    from cnnlab.models.registry import is_template
 
-    return spec in TEMPLATES
+    return is_template(spec)
 
 
 def make_config(cls: Any, **kwargs: Any) -> Any:

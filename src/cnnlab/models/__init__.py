@@ -5,6 +5,7 @@
 >>> model = build_module(desc)  # the PyTorch module, Keras' initialisers and semantics
 """
 
+from cnnlab.models import zoo  # noqa: F401  (it registers the templates)
 from cnnlab.models.compact import parse_compact
 from cnnlab.models.description import LayerInfo, ModelDescription
 from cnnlab.models.files import load_description, save_description

@@ -10,6 +10,9 @@ softmax is left to :func:`predict_proba` and, stably, to the loss
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -60,6 +63,12 @@ class Network(nn.Sequential):
         # a graph: (layer, inputs, outputs to drop after it) per computed layer, the output
         program = _program(description, [x.name for x in plan.layers], plan.output)
         self.forward_plan = None if description.is_chain else (program, plan.output)
+
+    def __getitem__(self, idx: Any) -> Any:
+        """A child by position, or a slice of the children as a plain ``nn.Sequential``."""
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.forward_plan is None:  # a chain: its first n_forward children in order

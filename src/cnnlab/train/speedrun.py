@@ -50,7 +50,7 @@ from cnnlab.data import MNIST
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
 from cnnlab.errors import CnnlabError
-from cnnlab.models import Network, build_module, count_params, registry
+from cnnlab.models import Network, count_params, registry
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the training images, the usual constants
 
@@ -79,21 +79,19 @@ class SpeedrunConfig:
             raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
 
 
-def build_model(config: SpeedrunConfig) -> nn.Sequential:
-    """The speedrun CNN (see the module docstring), channels-last."""
-    c1, c2 = config.width1, config.width2
-    model = nn.Sequential(
-        nn.Conv2d(1, c1, 5, stride=2, padding=2),  # (N, c1, 14, 14)
-        nn.MaxPool2d(2),  # (N, c1, 7, 7); no normalisation here: measured, it cost time only
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c1, c2, 3, padding=1, bias=False),  # (N, c2, 7, 7)
-        nn.MaxPool2d(2),  # (N, c2, 3, 3)
-        nn.BatchNorm2d(c2),
-        nn.ReLU(inplace=True),
-        nn.Flatten(),
-        nn.Linear(9 * c2, 10),
-    )
+def build_model(config: SpeedrunConfig) -> Network:
+    """The speedrun CNN: the registry's ``speedrun`` description (see the module docstring),
+    channels-last, with PyTorch's default initialisation (the recipe's own choice, made on its
+    validation split, not Keras' Glorot: each module draws as it is built, in layer order)."""
+    model = Network(registry.speedrun(config.width1, config.width2))
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+def _after_first_block(model: Network) -> nn.Sequential:
+    """The layers after the first block's conv, pooling and ReLU (what the kernel computes)."""
+    names = list(model._modules)
+    rest: nn.Sequential = model[names.index("relu1") + 1 :]
+    return rest
 
 
 def normalise(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -129,14 +127,13 @@ class _FirstBlock(torch.autograd.Function):
         return None, gw, gb
 
 
-def make_forward(
-    model: nn.Sequential, config: SpeedrunConfig
-) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_forward(model: Network, config: SpeedrunConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 image batch (B, 28, 28) -> logits, the way this config and machine compute it."""
     device = torch.device(config.device)
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
     if config.fused_first_block and device.type == "cpu" and native.load():
-        conv, rest = model[0], model[3:]  # model[1:3] are the pool and ReLU the kernel does
+        conv, rest = model.conv1, _after_first_block(model)
+        assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+        # the kernel pads (ZeroPadding2D(2)) and normalises nothing: the images come normalised
 
         def fused(xb: torch.Tensor) -> torch.Tensor:
             x = normalise(xb, torch.float32).view(-1, 28, 28)
@@ -147,8 +144,9 @@ def make_forward(
         return fused
 
     def plain(xb: torch.Tensor) -> torch.Tensor:
+        x = xb.reshape(len(xb), 1, 28, 28).float().div_(255)  # the network normalises inside
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            return model(normalise(xb, dtype))
+            return model(x.contiguous(memory_format=torch.channels_last))
 
     return plain
 
@@ -169,7 +167,7 @@ def one_cycle(step: int, total: int, config: SpeedrunConfig) -> float:
 
 def train(
     images: np.ndarray, labels: np.ndarray, config: SpeedrunConfig, seed: int
-) -> tuple[nn.Sequential, float]:
+) -> tuple[Network, float]:
     """Train on (uint8 images (N, 28, 28), labels (N,)); returns (model, seconds).
 
     The clock covers everything from the uint8 arrays to the trained model.
@@ -220,7 +218,7 @@ def train(
 
 @torch.inference_mode()
 def accuracy(
-    model: nn.Sequential, images: np.ndarray, labels: np.ndarray, config: SpeedrunConfig
+    model: Network, images: np.ndarray, labels: np.ndarray, config: SpeedrunConfig
 ) -> float:
     """Accuracy of ``model`` on uint8 images (evaluation mode; not timed)."""
     device = torch.device(config.device)
@@ -271,38 +269,9 @@ def run(
     }
 
 
-def as_network(model: nn.Sequential, config: SpeedrunConfig) -> Network:
-    """The trained speedrun model as its registry description's network (float32, eval).
-
-    The same function: the description normalises inside (Rescaling), pads explicitly
-    (ZeroPadding2D(2) then a valid 5x5/2 convolution, as ``padding=2``), and flattens
-    channels-last, so the dense kernel's columns move from (C, H, W) to (H, W, C) order.
-    """
-    desc = registry.speedrun(config.width1, config.width2)
-    net = build_module(desc)
-    own = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    # its nn.Sequential indices: 0 conv1, 3 conv2, 5 batch norm, 8 dense
-    c2 = config.width2
-    w = own["8.weight"]
-    side = math.isqrt(w.shape[1] // c2)
-    state = {
-        "conv1.weight": own["0.weight"],
-        "conv1.bias": own["0.bias"],
-        "conv2.weight": own["3.weight"],
-        "bn2.weight": own["5.weight"],
-        "bn2.bias": own["5.bias"],
-        "bn2.running_mean": own["5.running_mean"],
-        "bn2.running_var": own["5.running_var"],
-        "dense.weight": w.view(-1, c2, side, side).permute(0, 2, 3, 1).reshape(w.shape[0], -1),
-        "dense.bias": own["8.bias"],
-    }
-    net.load_state_dict({k: v.contiguous() for k, v in state.items()})
-    return net.eval()
-
-
 def write_run(
     out_dir: Path,
-    model: nn.Sequential,
+    model: Network,
     config: SpeedrunConfig,
     result: dict[str, Any],
     mnist: MNIST,
@@ -315,7 +284,8 @@ def write_run(
     from cnnlab.train.checkpoint import make_checkpoint
     from cnnlab.train.config import TrainConfig
 
-    net = as_network(model, config)
+    # the trained network, its description the registry's; contiguous weights, as any run's
+    net = model.float().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     desc = net.description
     x, y = to_tensors(
         mnist.x_test.astype(np.float32)[..., None] / 255,
