@@ -1,9 +1,10 @@
 """A network the user wrote in a file goes through every command, from the command line.
 
-The description (a YAML file with strides, same padding, BatchNormalization, average
-pooling and a tanh) is nothing the registry knows: train, evaluate, summary, receptive,
-explain, predict (an image and a .npy), serve (the app answers /api/predict), export to
-ONNX and NumPy, shift and report all rebuild it from the run folder.
+The descriptions (a YAML chain with strides, same padding, BatchNormalization, average
+pooling and a tanh; a YAML graph with a residual connection) are nothing the registry knows:
+train, evaluate, summary, receptive, explain, predict (an image and a .npy), serve (the app
+answers /api/predict), export to ONNX and NumPy, shift and report all rebuild them from the
+run folder.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from cnnlab.cli import main
 from cnnlab.data import MNIST
 from cnnlab.train.checkpoint import load_model
 
-DESCRIPTION = """\
+DESCRIPTIONS = {
+    "my_net": """\
 name: my_net
 input_shape: [28, 28, 1]
 layers:
@@ -31,13 +33,36 @@ layers:
   - Conv2D: {filters: 8, kernel_size: 3, activation: relu, name: second}
   - Flatten: {}
   - Dense: {units: 10, activation: softmax}
-"""
+""",
+    "my_resnet": """\
+name: my_resnet
+input_shape: [28, 28, 1]
+layers:
+  - Conv2D: {name: stem, filters: 8, kernel_size: 3, padding: same, activation: relu}
+  - MaxPooling2D: {name: pool}
+  - Conv2D: {name: second, filters: 8, kernel_size: 3, padding: same, activation: relu}
+  - Conv2D: {name: third, filters: 8, kernel_size: 3, padding: same, use_bias: false}
+  - BatchNormalization: {name: bn}
+  - Add: {name: skip, inputs: [bn, pool]}
+  - ReLU: {}
+  - GlobalAveragePooling2D: {}
+  - Dense: {units: 10, activation: softmax}
+""",
+}
+# Keras' counts. my_net: 5*5*6+6, BN 4*6 (2*6 trainable), 3*3*6*8+8 on 7x7x6, Dense on
+# 5*5*8. my_resnet: 3*3*8+8, 3*3*8*8+8, 3*3*8*8, BN 4*8, Dense 8*10+10.
+PARAMS = {"my_net": 156 + 24 + 440 + 2010, "my_resnet": 80 + 584 + 576 + 32 + 90}
 
 
-@pytest.fixture
-def run(tmp_path: Path, synthetic_data: MNIST, capsys: pytest.CaptureFixture[str]) -> Path:
+@pytest.fixture(params=sorted(DESCRIPTIONS))
+def run(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    synthetic_data: MNIST,
+    capsys: pytest.CaptureFixture[str],
+) -> Path:
     model = tmp_path / "my_net.yaml"
-    model.write_text(DESCRIPTION)
+    model.write_text(DESCRIPTIONS[request.param])
     out = tmp_path / "run"
     args = ["train", "--model", str(model), "--epochs", "2", "--out", str(out)]
     assert main([*args, "--batch-size", "16", "--seed", "3"]) == 0
@@ -56,14 +81,13 @@ def test_a_users_file_goes_through_every_command(
     run: Path, tmp_path: Path, synthetic_data: MNIST, capsys: pytest.CaptureFixture[str]
 ) -> None:
     saved = json.loads((run / "model.json").read_text())
-    assert saved["name"] == "my_net" and [x["class_name"] for x in saved["layers"]][:2] == [
-        "Conv2D",
-        "BatchNormalization",
-    ]
+    name = saved["name"]
+    assert saved["layers"][0]["class_name"] == "Conv2D"
+    if name == "my_resnet":  # the graph is kept: the merge reads its two inputs
+        assert next(x for x in saved["layers"] if x["name"] == "skip")["inputs"] == ["bn", "pool"]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["model"] == "my_net" and 0 <= metrics["test_accuracy"] <= 1
-    # 5*5*6+6, BN 4*6 (2*6 trainable), 3*3*6*8+8 on 7x7x6, Dense on 5*5*8: Keras' counts
-    assert metrics["params"] == 156 + 24 + 440 + 2010
+    assert metrics["model"] == name and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["params"] == PARAMS[name]
 
     assert "second (Conv2D)" in _ok(["summary", "--model", str(tmp_path / "my_net.yaml")], capsys)
     assert "second" in _ok(["receptive", "--model", str(tmp_path / "my_net.yaml")], capsys)
@@ -103,4 +127,4 @@ def test_a_users_file_goes_through_every_command(
     assert (tmp_path / "my_net.npz").is_file()
     _ok(["report", str(run), "--out", str(tmp_path / "report.html"), "--no-verify"], capsys)
     html = (tmp_path / "report.html").read_text()
-    assert "my_net" in html and "second" in html
+    assert name in html and "second" in html
