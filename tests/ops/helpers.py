@@ -46,12 +46,13 @@ def torch_conv(
     pads: Sequence[tuple[int, int]],
     stride: Sequence[int],
     dilation: Sequence[int],
+    groups: int = 1,
 ) -> NDArray[np.float64]:
     """PyTorch's conv1d/2d/3d on channels-last numpy data, padded explicitly with ``F.pad``.
 
-    x (N, *spatial, C_in) -> (N, C_in, *spatial); w (*k, C_in, C_out) -> (C_out, C_in, *k).
-    Symmetric padding goes through conv's own ``padding=`` argument, asymmetric through
-    ``F.pad`` (which lists the LAST axis first).
+    x (N, *spatial, C_in) -> (N, C_in, *spatial); w (*k, C_in / groups, C_out) ->
+    (C_out, C_in / groups, *k). Symmetric padding goes through conv's own ``padding=``
+    argument, asymmetric through ``F.pad`` (which lists the LAST axis first).
     """
     ndim = w.ndim - 2
     xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
@@ -63,7 +64,9 @@ def torch_conv(
         xt = F.pad(xt, [p for pair in reversed(pads) for p in pair])
         padding = (0,) * ndim
     fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[ndim]
-    y = fn(xt, wt, bt, stride=tuple(stride), padding=padding, dilation=tuple(dilation))
+    y = fn(
+        xt, wt, bt, stride=tuple(stride), padding=padding, dilation=tuple(dilation), groups=groups
+    )
     return np.moveaxis(y.numpy(), 1, -1)
 
 

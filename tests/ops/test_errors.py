@@ -13,6 +13,7 @@ from cnnlab.ops import (
     convolve,
     correlate,
     dense,
+    depthwise_conv,
     global_avg_pool,
     max_pool,
     output_size,
@@ -42,6 +43,18 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("dense bias", lambda: dense(np.zeros((2, 5)), np.zeros((5, 3)), np.zeros(5)), "bias shape"),
     ("dense features", lambda: dense(np.zeros((2, 5)), np.zeros((4, 3))), "feature mismatch"),
     ("dense kernel rank", lambda: dense(np.zeros((2, 5)), np.zeros(5)), "must be 2-D"),
+    # a depthwise kernel (*k, C, M): C must be the input's channels, the bias C * M long
+    ("depthwise rank", lambda: depthwise_conv(X, np.zeros((3, 3))), r"\(\*kernel, C, M\)"),
+    ("depthwise input rank", lambda: depthwise_conv(X[0], W), "rank mismatch"),
+    ("depthwise channels", lambda: depthwise_conv(X, np.zeros((3, 3, 4, 2))), "expects C=4"),
+    (
+        "depthwise bias",
+        lambda: depthwise_conv(X, np.zeros((3, 3, 3, 2)), np.zeros(2)),
+        r"kernel's C\*M: expected \(6,\)",
+    ),
+    ("depthwise too large", lambda: depthwise_conv(X, np.zeros((9, 1, 3, 1))), "larger than"),
+    ("depthwise stride", lambda: depthwise_conv(X, W, stride=0), "stride must be a positive"),
+    ("depthwise padding", lambda: depthwise_conv(X, W, padding="causal"), "unknown padding"),
     # kernel larger than a valid input
     ("kernel too large", lambda: conv(X, np.zeros((9, 3, 3, 4))), "kernel larger than input"),
     ("dilated too large", lambda: conv(X, W, dilation=4), "kernel larger than input"),

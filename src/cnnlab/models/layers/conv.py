@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -113,8 +113,14 @@ class Conv(Layer):
         "activation": "linear",
         "use_bias": True,
     }
-    POSITIONAL = ("filters", "kernel_size", "strides")
-    KERAS_IGNORED = (*INITIALISERS, *REGULARISERS, *CONSTRAINTS, "lora_alpha")
+    # annotated as Layer declares them: subclasses (DepthwiseConv ...) set tuples of their own
+    POSITIONAL: ClassVar[tuple[str, ...]] = ("filters", "kernel_size", "strides")
+    KERAS_IGNORED: ClassVar[tuple[str, ...]] = (
+        *INITIALISERS,
+        *REGULARISERS,
+        *CONSTRAINTS,
+        "lora_alpha",
+    )
     KERAS_FIXED = {"groups": (1,), "lora_rank": (None,), **CHANNELS_LAST}
     MAPS = True
 
