@@ -66,7 +66,7 @@ def keras_config(desc: ModelDescription) -> dict[str, Any]:
     inp = {"class_name": "InputLayer", "config": {"batch_shape": [None, *desc.input_shape]}}
     inp["config"] |= {"dtype": "float32", "sparse": False, "ragged": False, "name": "input_layer"}
     layers = [inp] + [
-        klayer(x.class_name, x.name, **x.config(), **_extra(x.class_name)) for x in desc.layers
+        klayer(x.class_name, x.name, **(_extra(x.class_name) | x.config())) for x in desc.layers
     ]
     return {"module": "keras", "class_name": "Sequential", "config": {"layers": layers}}
 

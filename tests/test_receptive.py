@@ -63,8 +63,10 @@ def linearised(desc: ModelDescription) -> ModelDescription:
         cls = layer["class_name"]
         if "activation" in layer:
             layer["activation"] = "linear"
-        if cls in ("ReLU", "Softmax"):
-            layer.update(class_name="Activation", activation="linear")
+        if cls in ("ReLU", "Softmax"):  # a linear Activation, without their own arguments
+            kept = {k: layer[k] for k in ("name", "inputs") if k in layer}
+            layer.clear()
+            layer.update(kept, class_name="Activation", activation="linear")
         layer["class_name"] = layer["class_name"].replace("MaxPooling", "AveragePooling")
         if cls == "Rescaling":
             layer.update(scale=1.0, offset=0.0)

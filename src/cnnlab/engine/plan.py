@@ -151,7 +151,8 @@ def _general(
         return Block("pool", name, code)
     if exact(layer, L.Activation) and layer.activation in ACTIVATIONS:
         return Block("activation", name, (ACT, ACTIVATIONS[layer.activation]))
-    if exact(layer, L.ReLU):
+    if exact(layer, L.ReLU) and layer.activation_name == "relu":
+        # only a plain max(x, 0): the kernel has no max_value, negative_slope or threshold
         return Block("activation", name, (ACT, ACTIVATIONS["relu"]))
     if exact(layer, L.BatchNormalization) and len(shape) == rank + 1 and hw[0] * hw[1] >= 2:
         code = (NORM, int(layer.scale), int(layer.center), _bits(layer.epsilon))

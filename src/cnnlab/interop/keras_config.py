@@ -159,7 +159,7 @@ def layer_args(entry: dict[str, Any], layer: KerasLayer, path: Path) -> dict[str
             allowed = kind.KERAS_FIXED[key]
             if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
                 raise CnnlabError(f"{where}: {key}={show(value)} is not supported")
-        elif key in kind.ARGS:
+        elif key in kind.ARGS or key in kind.KERAS_LEGACY:
             if not _small(value):
                 raise CnnlabError(f"{where}: {key}={show(value)} is not supported")
             kept[key] = value

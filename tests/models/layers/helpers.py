@@ -15,6 +15,9 @@ random weights (biases, BatchNormalization statistics and the like randomised to
 - the serialised forms: JSON round trip, the summary row of every layer;
 - optionally (``onnx=True``) ONNX export against PyTorch, 1e-5 on probabilities.
 
+:func:`keras_import` reads a Keras 3 Sequential config written by hand (entries from
+:func:`keras_entry`), as ``import-keras`` does.
+
 What the kind computes is checked against an independent reference in its own test module
 (PyTorch's functional ops in float64, Keras' outputs); this helper checks that every part
 of cnnlab agrees with the PyTorch module the kind builds.
@@ -164,6 +167,24 @@ def check_onnx(model: Network, tmp_path: Path) -> None:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"image": x})
     assert np.abs(got - want).max() <= 1e-5
+
+
+_F32 = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}}
+
+
+def keras_entry(class_name: str, name: str, **config: Any) -> dict[str, Any]:
+    """One layer of a Keras 3 config.json, as Keras 3.15 writes it (name, trainable, dtype)."""
+    config = {"name": name, "trainable": True, "dtype": _F32, **config}
+    return {"module": "keras.layers", "class_name": class_name, "config": config}
+
+
+def keras_import(input_shape: tuple[int, ...], *entries: dict[str, Any]) -> ModelDescription:
+    """The description ``import-keras`` reads from a Sequential of these layer entries."""
+    from cnnlab.interop.keras_config import translate
+
+    inp = {"class_name": "InputLayer", "config": {"batch_shape": [None, *input_shape]}}
+    config = {"module": "keras", "class_name": "Sequential", "config": {"layers": [inp, *entries]}}
+    return translate(config, Path("by_hand.keras"), "by_hand").description
 
 
 def check_network(

@@ -128,6 +128,8 @@ class Layer:
     KERAS_IGNORED: ClassVar[tuple[str, ...]] = ()
     # Keras config keys accepted at these values only (anything else is refused).
     KERAS_FIXED: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+    # Keras config keys of older Keras versions, passed to from_keras() to rename.
+    KERAS_LEGACY: ClassVar[tuple[str, ...]] = ()
     # Inputs it takes: 1, or None for two or more (a merge).
     N_INPUTS: ClassVar[int | None] = 1
     # A convolution or pooling layer: it shows feature maps (cnnlab.analysis.layer_walk).
@@ -164,7 +166,7 @@ class Layer:
     @classmethod
     def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> dict[str, Any]:
         """This kind's arguments from a Keras layer config (already stripped of what
-        KERAS_IGNORED and KERAS_FIXED cover); override to rename legacy arguments."""
+        KERAS_IGNORED and KERAS_FIXED cover); override to rename the KERAS_LEGACY keys."""
         return {k: v for k, v in config.items() if k in cls.ARGS}
 
     def check_keras(self, config: Mapping[str, Any], info: LayerInfo) -> str | None:

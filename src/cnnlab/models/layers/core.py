@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -176,26 +177,81 @@ class Activation(Pointwise):
         return "" if self.activation == "linear" else self.activation
 
 
+def relu_torch(
+    x: torch.Tensor, max_value: float | None, negative_slope: float, threshold: float
+) -> torch.Tensor:
+    """Keras' ``relu(x, negative_slope, max_value, threshold)``: ``min(x, max_value)`` where
+    ``x > threshold``, else ``negative_slope * (x - threshold)`` (at ``x == threshold``: 0)."""
+    above = x if max_value is None else torch.clamp(x, max=max_value)
+    return torch.where(x > threshold, above, negative_slope * (x - threshold))
+
+
 @register
 @dataclass(frozen=True, kw_only=True)
 class ReLU(Pointwise):
-    """``max(x, 0)``."""
+    """Keras' ``ReLU``: ``max(x, 0)`` by default; with ``max_value``, ``negative_slope`` and
+    ``threshold`` as ``keras.activations.relu`` computes them (:func:`relu_torch`).
+
+    Keras 3's ``ops.relu`` (keras/src/activations/activations.py ``ReLU.static_call``)
+    computes ``clip(x * (x > threshold), 0, max_value) - negative_slope * relu(threshold -
+    x)``: the value at ``x == threshold`` is 0, not ``threshold`` as its docstring reads, and a
+    ``max_value`` below the threshold caps everything above it at ``max_value``.
+    """
+
+    max_value: float | None
+    negative_slope: float
+    threshold: float
 
     KERAS_NAMES = {"ReLU": {}}
-    KERAS_FIXED = {"max_value": (None,), "negative_slope": (0, 0.0), "threshold": (0, 0.0)}
+    ARGS = {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}
+    POSITIONAL = ("max_value", "negative_slope", "threshold")
+
+    @classmethod
+    def build(cls, name: str, fixed: dict[str, Any], a: dict[str, Any], where: str) -> ReLU:
+        top = a["max_value"]  # Keras: None or >= 0; negative_slope and threshold >= 0
+        return cls(
+            name=name,
+            max_value=None if top is None else check_float(where, "max_value", top, 0.0, 1e6),
+            negative_slope=check_float(where, "negative_slope", a["negative_slope"], 0.0, 1e6),
+            threshold=check_float(where, "threshold", a["threshold"], 0.0, 1e6),
+        )
+
+    @property
+    def plain(self) -> bool:
+        """``max(x, 0)``: every argument at Keras' default."""
+        return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
 
     def module(self, info: LayerInfo) -> nn.Module:
-        return Lambda(torch.relu, "relu")
+        if self.plain:
+            return Lambda(torch.relu, "relu")
+        top, slope, t = self.max_value, self.negative_slope, self.threshold
+        return Lambda(lambda x: relu_torch(x, top, slope, t), self.label())
 
     def forward_numpy(self, xs: Sequence[Array], w: Mapping[str, Array]) -> Array:
-        return ops.relu(xs[0])
+        x = xs[0]
+        if self.plain:
+            return ops.relu(x)
+        f = x.dtype.type
+        above = x if self.max_value is None else np.minimum(x, f(self.max_value))
+        return np.where(
+            x > f(self.threshold), above, f(self.negative_slope) * (x - f(self.threshold))
+        )
 
     def label(self) -> str:
-        return "relu"
+        if self.activation_name is not None:
+            return self.activation_name
+        given = {k: getattr(self, k) for k in self.ARGS}
+        parts = [f"{k}={v:g}" for k, v in given.items() if v != self.ARGS[k]]
+        return f"relu({', '.join(parts)})"
 
     @property
     def activation_name(self) -> str | None:
-        return "relu"
+        """The Keras activation it computes: ``relu``, ``relu6`` (max_value 6 alone), or none."""
+        if self.plain:
+            return "relu"
+        if self.max_value == 6 and self.negative_slope == 0 and self.threshold == 0:
+            return "relu6"
+        return None
 
 
 @register
