@@ -34,7 +34,6 @@ from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.interop.keras_import import read_keras
 from cnnlab.models import ModelDescription, get, parse_compact
-from cnnlab.models import layers as L
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +58,7 @@ def functional_config(desc: ModelDescription) -> dict[str, Any]:
     layers = [inp]
     for info in desc.info:
         x = info.layer
-        entry = klayer(x.class_name, x.name, **x.config(), **_extra(x.class_name))
+        entry = klayer(x.class_name, x.name, **(_extra(x.class_name) | x.config()))
         tensors = [_tensor("input_layer" if n == "input" else n, shapes[n]) for n in info.inputs]
         args = [tensors] if len(tensors) > 1 else tensors
         entry["inbound_nodes"] = [{"args": args, "kwargs": {}}]
@@ -233,9 +232,6 @@ def test_keras_functional_files_give_keras_outputs(
 ) -> None:
     if FUNCTIONAL is None:
         pytest.skip("keras-functional not found: set CNNLAB_DATA to a folder holding it")
-    missing = set(INDEX[name]["layers"]) - set(L.LAYERS) - {"Sequential"}
-    if missing:  # TEMPORARY: the kinds are being added on their own branches
-        pytest.skip(f"layer kinds not merged yet: {sorted(missing)}")
     path = FUNCTIONAL / f"{name}.keras"
     run = tmp_path / name
     assert cli.main(["import-keras", str(path), "--out", str(run)]) == 0, capsys.readouterr().err

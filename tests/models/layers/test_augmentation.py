@@ -383,12 +383,7 @@ def test_keras_nested_augmentation_model() -> None:
     if not found:
         pytest.skip("keras-functional not found: set CNNLAB_DATA to a folder holding it")
     folder = (found[0] / NESTED).parent
-    try:
-        km = read_keras(found[0] / NESTED)
-    except CnnlabError as exc:
-        if "layer class SeparableConv2D is not supported" not in str(exc):
-            raise
-        pytest.skip("SeparableConv2D is not registered on this branch")
+    km = read_keras(found[0] / NESTED)
     model = build_module(km.description)
     model.load_state_dict(km.state_dict)
     x = torch.from_numpy(np.load(folder / "nested_augment.inputs.npy")).movedim(-1, 1)

@@ -276,14 +276,6 @@ def test_hand_written_keras_config_imports(tmp_path: Path) -> None:
         read_keras(keras_file(tmp_path / "bad.keras", [*refused, *HEAD], [7, 6, 3], arrays))
 
 
-def relu_takes_max_value() -> bool:
-    try:
-        parse_compact("Input(4,1) ReLU(max_value=6)")
-    except L.DescriptionError:
-        return False
-    return True
-
-
 def reproduces_keras(name: str) -> None:
     """``NAME.keras`` imports and gives Keras' outputs on its inputs, to 1e-5."""
     if not (KERAS_FUNCTIONAL / f"{name}.keras").is_file():
@@ -298,6 +290,4 @@ def reproduces_keras(name: str) -> None:
 
 
 def test_keras_mobilenet_block_outputs() -> None:
-    if not relu_takes_max_value():
-        pytest.skip("mobilenet_block needs ReLU(max_value=6), which ReLU does not take yet")
     reproduces_keras("mobilenet_block")
