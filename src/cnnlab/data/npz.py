@@ -157,7 +157,8 @@ def check_members(path: Path, members: dict[str, Member]) -> None:
 def as_inputs(x: np.ndarray, name: str) -> tuple[np.ndarray, str]:
     """Channels-last inputs and what the rank made of them; floats checked, as float32."""
     if x.dtype.kind == "f":
-        x = x.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # what overflows float32 is refused just below
+            x = x.astype(np.float32, copy=False)
         for start in range(0, len(x), CHUNK_ROWS):  # a bounded temporary, not a full mask
             finite = np.isfinite(x[start : start + CHUNK_ROWS])
             if not finite.all():
