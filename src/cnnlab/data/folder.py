@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.data import folder_cache as fc
 from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source, warn
 from cnnlab.data.folder_scan import Listing, scan
@@ -162,6 +163,48 @@ def _skipped(manifest: dict[str, Any], options: DataOptions, root: Path) -> dict
     return {"count": len(skipped), "first": [rel for rel, _ in skipped[:10]]}
 
 
+def draw_rows(
+    labels: np.ndarray, parts: np.ndarray, layout: str, options: DataOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """File rows of train, validation and test (sorted: the cache is read in order)."""
+    good = labels >= 0
+    if layout == "train/test":
+        pool, test = np.flatnonzero(good & (parts == 0)), np.flatnonzero(good & (parts == 1))
+    else:
+        every = np.flatnonzero(good)
+        kept, held = split_indices(
+            labels[every], options.seed, options.test_fraction, what="image", one_per_class=True
+        )
+        pool, test = every[kept], every[held]
+    kept, held = split_indices(
+        labels[pool], options.seed, options.val_fraction, what="training", one_per_class=True
+    )
+    return np.sort(pool[kept]), np.sort(pool[held]), np.sort(test)
+
+
+def split_rows(
+    folder: Path, labels: np.ndarray, parts: np.ndarray, layout: str, options: DataOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`draw_rows`, kept beside the cache: a second load needs no draw (and no
+    scikit-learn import, a second of a fresh process)."""
+    path = folder / f"split-{options.seed}-{options.test_fraction!r}-{options.val_fraction!r}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            rows = (saved["train"], saved["val"], saved["test"])
+        every = np.concatenate(rows)
+        if every.dtype.kind == "i" and len(np.unique(every)) == len(every):
+            if every.size and every.min() >= 0 and (labels[every] >= 0).all():
+                return rows
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    rows = draw_rows(labels, parts, layout, options)
+    try:
+        fileio.atomic_write(path, lambda f: np.savez(f, train=rows[0], val=rows[1], test=rows[2]))
+    except CnnlabError:
+        pass  # a read-only cache: drawn again next time
+    return rows
+
+
 def make_splits(
     folder: Path, listing: Listing, options: DataOptions
 ) -> tuple[Splits, dict[str, Any]]:
@@ -174,23 +217,12 @@ def make_splits(
     for k in sorted(set(range(len(listing.classes))) - set(labels[good & (parts == 0)].tolist())):
         raise CnnlabError(f"class {listing.classes[k]!r} has no training image that decodes")
     if listing.layout == "train/test":
-        pool = np.flatnonzero(good & (parts == 0))
-        test = np.flatnonzero(good & (parts == 1))
-        if test.size == 0:
+        if not (good & (parts == 1)).any():
             raise CnnlabError(f"{listing.root}/test holds no image that decodes")
         test_record: dict[str, Any] = {"drawn": False, "from": "test/"}
     else:
-        every = np.flatnonzero(good)
-        kept, held = split_indices(
-            labels[every], options.seed, options.test_fraction, what="image", one_per_class=True
-        )
-        pool, test = every[kept], every[held]
         test_record = {"drawn": True, **split_record(options.seed, options.test_fraction)}
-    kept, held = split_indices(
-        labels[pool], options.seed, options.val_fraction, what="training", one_per_class=True
-    )
-    train, val = np.sort(pool[kept]), np.sort(pool[held])
-    test = np.sort(test)
+    train, val, test = split_rows(folder, labels, parts, listing.layout, options)
     images = RowView(folder / "images.npy")
     splits = Splits(
         images.take(train),
