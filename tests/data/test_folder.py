@@ -347,3 +347,29 @@ def test_loose_top_level_images_are_left_out_with_a_warning(
     assert "1 image files at the top of" in capsys.readouterr().err
     assert ds.preprocessing["files"]["ignored_outside_classes"] == 1
     assert sum(ds.splits.counts().values()) == 6
+
+
+def test_a_script_without_a_main_guard_decodes_in_parallel(tmp_path: Path) -> None:
+    """Workers must not import the caller's script again (spawn would: it would run the
+    script's top level in every worker, and hang or recurse)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "d"
+    for cls in ("a", "b"):
+        for i in range(20):
+            save(root / cls / f"{i}.png", "L", (6, 6), seed=i)
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from cnnlab.data import DataOptions\n"
+        "from cnnlab.data.datasets import load_dataset\n"
+        f"ds = load_dataset('folder:{root}', DataOptions(workers=2, progress=False,"
+        f" cache_dir=Path({str(tmp_path / 'cache')!r})))\n"
+        "print(sum(ds.splits.counts().values()))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "40"

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -132,9 +133,11 @@ def run_chunks(
                 if stop(result):
                     return
             return
-        context = multiprocessing.get_context(
-            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        )
+        # fork on Linux, as PyTorch's DataLoader: the workers only run Pillow and NumPy
+        # (no OpenMP, no torch), and the caller's script is not imported again, so a
+        # script without an `if __name__ == "__main__":` guard works. Elsewhere fork is
+        # unsafe (macOS frameworks) or absent (Windows): spawn, which needs that guard.
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
         try:
             pending: dict[Future[list[Any]], tuple[int, int]] = {}
