@@ -54,3 +54,46 @@ def test_ucr_uses_the_same_split() -> None:
         c, d = split_indices(y, seed, 0.25)
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
+
+
+def test_index_for_index_scikit_learns_draw() -> None:
+    """Random labels (balanced or not, ints or strings), seeds and fractions: the same
+    indices as ``train_test_split(..., stratify=y, random_state=RandomState(seed))``, or
+    an error where scikit-learn refuses (or leaves a class out of the kept part)."""
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(2024)
+    agreed = refused = 0
+    for case in range(400):
+        n = int(rng.integers(4, 400))
+        k = int(rng.integers(1, 12))
+        y = rng.integers(0, k, n) if case % 3 else rng.choice(k, n, p=rng.dirichlet(np.ones(k)))
+        y = y.astype(str) if case % 7 == 0 else y
+        fraction = float(
+            rng.choice([0.1, 0.2, 0.25, 0.3, 1 / 3, 0.5, float(rng.uniform(0.01, 0.9))])
+        )
+        seed = int(rng.integers(0, 2**31))
+        if np.unique(y, return_counts=True)[1].min() < 2:
+            continue  # single-example classes: kept out of the draw (tested above)
+        try:
+            want = train_test_split(
+                np.arange(n),
+                test_size=fraction,
+                stratify=y,
+                random_state=np.random.RandomState(seed),
+            )
+        except ValueError:
+            with pytest.raises(CnnlabError, match="cannot split"):
+                split_indices(y, seed, fraction)
+            refused += 1
+            continue
+        if set(y[want[0]].tolist()) != set(y.tolist()):  # cnnlab's rule: train sees all
+            with pytest.raises(CnnlabError, match="leaves no training example of class"):
+                split_indices(y, seed, fraction)
+            refused += 1
+            continue
+        kept, held = split_indices(y, seed, fraction)
+        np.testing.assert_array_equal(kept, want[0], err_msg=f"case {case}")
+        np.testing.assert_array_equal(held, want[1], err_msg=f"case {case}")
+        agreed += 1
+    assert agreed > 300 and refused >= 3

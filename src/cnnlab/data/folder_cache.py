@@ -82,19 +82,31 @@ def decode_chunk(
     _shape, _dtype, offset = read_npy_header(Path(target))
     row_bytes = int(np.prod(config.shape))
     out: list[tuple[int, int, str]] = []
+    run: list[bytes] = []  # decoded rows waiting to be written, consecutive from run_start
+    run_start = -1
     fd = os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def flush() -> None:
+        data = b"".join(run)
+        if os.pwrite(fd, data, offset + run_start * row_bytes) != len(data):
+            raise OSError(f"short write to {target}")
+        run.clear()
+
     try:
         for row, rel in items:
-            path = Path(root) / rel
             try:
-                pixels = images.decode(images.read_file(path), rel, config)
+                pixels = images.decode(images.read_file(Path(root) / rel), rel, config)
             except images.ImageRejected as exc:
                 out.append((row, *_outcome(exc, settings["strict"], root)))
                 continue
-            data = pixels.tobytes()
-            if os.pwrite(fd, data, offset + row * row_bytes) != len(data):
-                raise OSError(f"short write to {target}")
+            if run and row != run_start + len(run):
+                flush()
+            if not run:
+                run_start = row
+            run.append(pixels.tobytes())
             out.append((row, OK, ""))
+        if run:
+            flush()
     finally:
         os.close(fd)
     return out

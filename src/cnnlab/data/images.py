@@ -22,6 +22,7 @@ image file's bytes into uint8 ``(H, W, C)`` with the run's recorded
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import warnings
@@ -108,7 +109,7 @@ def _loop_message(path: Path) -> str | None:
     try:
         os.stat(path)
     except OSError as exc:
-        if exc.errno == 40 or "symbolic links" in str(exc.strerror):  # ELOOP
+        if exc.errno == errno.ELOOP:
             return f"{path} is a symbolic link loop"
     return None
 
@@ -116,9 +117,12 @@ def _loop_message(path: Path) -> str | None:
 def open_image(source: Any, name: str, max_pixels: int) -> Image.Image:
     """Pillow's lazy image (header read, no pixels yet), its size checked first."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
-            img = Image.open(source, formats=list(FORMATS))
+        if Image.MAX_IMAGE_PIXELS is None:  # decoding workers: no warning to silence
+            img = Image.open(source, formats=FORMATS)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # see below
+                img = Image.open(source, formats=FORMATS)
     except UnidentifiedImageError:
         raise NotAnImage(f"{name} is not a PNG, JPEG, BMP, GIF, WebP or TIFF image") from None
     except Image.DecompressionBombError as exc:  # Pillow's own global limit came first

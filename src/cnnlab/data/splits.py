@@ -2,7 +2,8 @@
 
 It is the chapter's: ``train_test_split(..., stratify=y)`` drawing from a fresh
 ``RandomState(seed)``, which is what ``np.random.seed(seed)`` followed by a call without
-``random_state`` draws (tests/test_data.py checks it against the chapter's own code).
+``random_state`` draws (tests/test_data.py checks it against the chapter's own code, and
+tests/data/test_splits.py against scikit-learn on random labels, seeds and fractions).
 A class with a single example cannot be stratified: it stays in the first (training) part,
 which must see every class.
 """
@@ -22,6 +23,46 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _apportion(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of ``draws`` examples each class gives: its proportional share rounded
+    down, then one more each to the largest remainders, ties broken at random."""
+    share = counts / counts.sum() * draws
+    taken = np.floor(share)
+    left = int(draws - taken.sum())
+    rest = share - taken
+    for value in np.unique(rest)[::-1]:  # the largest remainders first
+        if left <= 0:
+            break
+        tied = np.flatnonzero(rest == value)
+        now = min(len(tied), left)
+        taken[rng.choice(tied, size=now, replace=False)] += 1
+        left -= now
+    return taken.astype(np.int64)
+
+
+def _stratified(
+    y: np.ndarray, n_held: int, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (kept, held) into ``y``: each class shuffled, its share held out."""
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    n_kept = len(y) - n_held
+    if n_held < len(classes) or n_kept < len(classes):
+        raise ValueError(
+            f"holding out {n_held} leaves {n_kept}: both parts need one of each of the "
+            f"{len(classes)} classes"
+        )
+    members = np.split(np.argsort(inverse, kind="mergesort"), np.cumsum(counts)[:-1])
+    kept_per_class = _apportion(counts, n_kept, rng)
+    held_per_class = _apportion(counts - kept_per_class, n_held, rng)
+    kept: list[np.ndarray] = []
+    held: list[np.ndarray] = []
+    for k, (n_k, h_k) in enumerate(zip(kept_per_class, held_per_class, strict=True)):
+        shuffled = members[k][rng.permutation(counts[k])]
+        kept.append(shuffled[:n_k])
+        held.append(shuffled[n_k : n_k + h_k])
+    return rng.permutation(np.concatenate(kept)), rng.permutation(np.concatenate(held))
+
+
 def split_indices(
     y: np.ndarray,
     seed: int,
@@ -37,9 +78,11 @@ def split_indices(
     ``one_per_class``: where the fraction holds out fewer examples than there are classes
     (which a stratified split refuses), hold out one per class instead (small datasets
     of users; the record's counts show it).
-    """
-    from sklearn.model_selection import train_test_split
 
+    The draw is scikit-learn's ``train_test_split(..., stratify=y)`` with
+    ``random_state=RandomState(seed)`` (which the tests check, index for index), computed
+    here in NumPy: importing scikit-learn takes a second of every fresh process.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise CnnlabError(f"val_fraction must be between 0 and 1, not {val_fraction}")
     y = np.asarray(y)
@@ -48,27 +91,22 @@ def split_indices(
     rest = np.flatnonzero(~single) if single.any() else np.arange(len(y))
     if rest.size == 0:
         raise CnnlabError(f"no class has two {what} examples: nothing to hold out")
-    size: float | int = val_fraction
+    n_held = math.ceil(val_fraction * len(rest))  # as scikit-learn rounds a fraction
     classes = len(np.unique(y[rest]))
-    if one_per_class and math.ceil(val_fraction * len(rest)) < classes <= len(rest) - classes:
-        size = classes
+    if one_per_class and n_held < classes <= len(rest) - classes:
+        n_held = classes
     try:
-        kept, held = train_test_split(
-            rest,
-            test_size=size,
-            stratify=y[rest],
-            random_state=np.random.RandomState(seed),  # the chapter's global stream
-        )
+        kept_at, held_at = _stratified(y[rest], n_held, np.random.RandomState(seed))
     except ValueError as exc:
         raise CnnlabError(
             f"cannot split {len(y)} {what} examples of {len(labels)} classes with "
             f"fraction {val_fraction}: {_one_line(exc)}"
         ) from None
-    kept = np.concatenate([np.asarray(kept), np.flatnonzero(single)]).astype(np.int64)
+    kept = np.concatenate([rest[kept_at], np.flatnonzero(single)]).astype(np.int64)
     unseen = sorted(set(y[rest].tolist()) - set(y[kept].tolist()))
     if unseen:
         raise CnnlabError(f"fraction {val_fraction} leaves no {what} example of class {unseen}")
-    return kept, np.asarray(held, dtype=np.int64)
+    return kept, rest[held_at].astype(np.int64)
 
 
 def split_record(seed: int, fraction: float) -> dict[str, Any]:
