@@ -200,18 +200,22 @@ def part_b(work: Path, n: int, side: int) -> None:
         f"made in {time.perf_counter() - t:.0f} s)"
     )
     cache = work / "cache-b"
+    shutil.rmtree(cache, ignore_errors=True)
     out = str(work / "b.json")
     build = run(sys.executable, "--cnnlab-worker", str(folder), str(cache), "none", "--out", out)
     print(
         f"  cache: {build['cache']} (load {build['load']:.1f} s); peak RSS: main process "
         f"{build['rss'] / GB:.2f} GB, a decoding worker {build['rss_workers'] / GB:.2f} GB"
     )
-    lazy = run(sys.executable, "--cnnlab-worker", str(folder), str(cache), "train", "--out", out)
-    verdict = "under" if lazy["rss"] < 1e9 else "OVER"
-    print(
-        f"  RowView epoch over {lazy['n']} training images ({lazy['n'] * side * side * 3 / GB:.2f}"
-        f" GB): {lazy['epoch']:.1f} s, peak RSS {lazy['rss'] / GB:.3f} GB ({verdict} 1 GB)"
-    )
+    for split in ("train", "all"):
+        lazy = run(sys.executable, "--cnnlab-worker", str(folder), str(cache), split, "--out", out)
+        verdict = "under" if lazy["rss"] < 1e9 else "OVER"
+        what = "the training split" if split == "train" else "train, val and test"
+        print(
+            f"  RowView, shuffled batches of 32 over {what} ({lazy['n']} images, "
+            f"{lazy['n'] * side * side * 3 / GB:.2f} GB): {lazy['epoch']:.1f} s, peak RSS "
+            f"{lazy['rss'] / GB:.3f} GB ({verdict} 1 GB)"
+        )
     images = cache / "folders" / lazy["cache_key"] / "images.npy"
     mm = run(sys.executable, "--memmap-worker", str(images), str(lazy["n"]), "--out", out)
     print(

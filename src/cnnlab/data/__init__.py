@@ -16,6 +16,7 @@ from cnnlab.data.base import (
     registered_sources,
     spec_help,
 )
+from cnnlab.data.datasets import load_dataset, scored_inputs
 from cnnlab.data.images import ImageSettings, load_image, load_image_bytes
 from cnnlab.data.mnist import (
     DATA_ENV,
@@ -47,6 +48,7 @@ __all__ = [
     "default_cache_dir",
     "input_scale",
     "iterate_batches",
+    "load_dataset",
     "load_image",
     "load_image_bytes",
     "load_mnist",
@@ -56,6 +58,7 @@ __all__ = [
     "register_source",
     "registered_sources",
     "scale",
+    "scored_inputs",
     "search_dirs",
     "spec_help",
     "split_indices",

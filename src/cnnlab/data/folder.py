@@ -21,6 +21,7 @@ bomb is one error line whatever ``strict`` says.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -125,8 +126,6 @@ def load_cache(listing: Listing, options: DataOptions) -> tuple[Path, dict[str, 
         if manifest is None:
             if (folders / key).exists():
                 warn(f"the cache {folders / key} is damaged: decoding the images again")
-                import shutil
-
                 shutil.rmtree(folders / key, ignore_errors=True)
             try:
                 manifest = fc.build(

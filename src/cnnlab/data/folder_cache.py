@@ -251,6 +251,7 @@ def remove_stale(folders: Path, root: str, files_digest: str, keep: str) -> None
                 continue
             if manifest.get("root") == root and manifest.get("files_digest") != files_digest:
                 shutil.rmtree(entry, ignore_errors=True)
+                (folders / f".{entry.name}.lock").unlink(missing_ok=True)
 
 
 def write_arrays(tmp: Path, listing: Listing, shape: tuple[int, int, int]) -> Path:
