@@ -215,6 +215,8 @@ def test_cache_is_reused_and_invalidated(
     assert len(calls) == 24 and third.preprocessing["cache_key"] != first.preprocessing["cache_key"]
     folders = sorted(p.name for p in (tmp_path / "cache" / "folders").iterdir() if p.is_dir())
     assert folders == [third.preprocessing["cache_key"]]  # the stale cache was removed
+    replayed = load(root, opts.replay(third.record()))  # the decided shape, given now
+    assert len(calls) == 24 and replayed.preprocessing["cache"] == "reused"
     load(root, opts, image_shape=(4, 4, 3))  # other settings: a cache of their own
     assert len(list((tmp_path / "cache" / "folders").glob("[0-9a-f]*"))) == 2
 

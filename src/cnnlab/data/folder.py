@@ -121,6 +121,11 @@ def load_cache(listing: Listing, options: DataOptions) -> tuple[Path, dict[str, 
         "max_pixels": options.max_image_pixels,
     }
     key = fc.cache_key(listing, asked)
+    if options.image_shape is not None:  # a shape decided before (a run replayed) is reused
+        decided = fc.cache_key(listing, {**asked, "shape": None})
+        manifest = fc.read_manifest(folders / decided)
+        if manifest is not None and tuple(manifest["shape"]) == options.image_shape:
+            return folders / decided, {**manifest, "cache": "reused"}, decided
     with fc.locked(folders / f".{key}.lock"):
         manifest = fc.read_manifest(folders / key)
         if manifest is None:
