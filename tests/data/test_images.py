@@ -200,3 +200,20 @@ def test_pillow_global_limit_is_not_what_decides(
     buf = io.BytesIO()
     Image.new("L", (30, 30)).save(buf, format="PNG")
     assert images.load_image_bytes(buf.getvalue(), (3, 3, 1), max_pixels=900).shape == (3, 3, 1)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path: Path) -> None:
+    """Pillow's DCT scaling, then the resize: as Pillow does it, and close to a full decode."""
+    rng = np.random.default_rng(8)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    big = Image.fromarray(small).resize((800, 600), Image.Resampling.BICUBIC)
+    path = tmp_path / "photo.jpg"
+    big.save(path, quality=95)
+    got = images.load_image(path, (30, 40, 3))
+    img = Image.open(path)
+    img.draft("RGB", (80, 80))  # twice the target's longer side
+    assert img.size == (200, 150)  # 1/4 scale: still over twice the target
+    want = np.asarray(img.convert("RGB").resize((40, 30), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(got, want)
+    full = np.asarray(Image.open(path).convert("RGB").resize((40, 30), Image.Resampling.BILINEAR))
+    assert np.abs(got.astype(int) - full).mean() < 2.0

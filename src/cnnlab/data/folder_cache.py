@@ -40,7 +40,7 @@ from cnnlab.data.folder_scan import Listing
 from cnnlab.data.rows import read_npy_header
 from cnnlab.errors import CnnlabError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: large JPEGs decoded at a reduced DCT scale
 OK, SKIP, FATAL = 0, 1, 2
 MAX_SIDE = 128  # a size decided from the data keeps its aspect ratio within this
 
