@@ -161,7 +161,7 @@ def _skipped(manifest: dict[str, Any], options: DataOptions, root: Path) -> dict
         named = "; ".join(why if rel in why else f"{rel}: {why}" for rel, why in skipped[:SHOWN])
         more = f"; and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else ""
         warn(
-            f"skipped {len(skipped)} of {manifest['n']} image files in {root} that do not "
+            f"skipped {len(skipped):,} of {manifest['n']:,} image files in {root} that do not "
             f"decode: {named}{more}"
         )
     return {"count": len(skipped), "first": [rel for rel, _ in skipped[:10]]}

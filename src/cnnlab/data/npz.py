@@ -131,7 +131,8 @@ def check_members(path: Path, members: dict[str, Member]) -> None:
             raise CnnlabError(f"{path}: x_{split} has shape {x.shape}, with nothing in it")
         if y.shape not in ((x.shape[0],), (x.shape[0], 1)):
             one_hot = len(y.shape) == 2 and y.shape[0] == x.shape[0]
-            hint = ": labels are class indices or names, not one-hot rows" if one_hot else ""
+            hint = ": labels are class indices or names, not one-hot rows (y.argmax(1))"
+            hint = hint if one_hot else ""
             raise CnnlabError(
                 f"{path}: y_{split} has shape {y.shape} for {x.shape[0]} inputs{hint}"
             )
