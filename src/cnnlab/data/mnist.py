@@ -14,19 +14,20 @@ a FIFO or a dangling symlink is reported as what it is, not as missing.
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from cnnlab.data import store
+from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
 from cnnlab.data.idx import describe_mode, parse_idx, read_bytes
+from cnnlab.data.splits import split_indices, split_record
+from cnnlab.data.store import DATA_ENV
 from cnnlab.errors import CnnlabError
+
+__all__ = ["DATA_ENV", "MNIST", "Splits", "load_mnist", "prepare", "split_indices"]
 
 MNIST_FILES: dict[str, str] = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -46,37 +47,22 @@ MIRRORS: tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
-DATA_ENV = "CNNLAB_DATA"
+DIGITS = [str(d) for d in range(10)]
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cnnlab" / "mnist"
+    return store.default_cache_dir("mnist")
 
 
 def search_dirs(data_dir: Path | None = None) -> list[Path]:
-    """Folders searched for the MNIST files, most preferred first."""
-    dirs: list[Path] = []
-    if data_dir is not None:
-        dirs.append(Path(data_dir) / "mnist")
-    elif os.environ.get(DATA_ENV):
-        dirs.append(Path(os.environ[DATA_ENV]) / "mnist")
-    dirs.append(default_cache_dir())
-    return dirs
-
-
-def _candidates(folder: Path, name: str) -> list[Path]:
-    return [folder / f"{name}.gz", folder / name]
+    """Folders searched for the MNIST files, most preferred first (:mod:`cnnlab.data.store`)."""
+    return store.search_dirs("mnist", data_dir)
 
 
 def locate(name: str, data_dir: Path | None = None) -> Path | None:
     """The first path for ``name`` (gzipped or raw) in the search folders that exists in any
     form: a directory or a dangling symlink there is found too, and refused when read."""
-    for folder in search_dirs(data_dir):
-        for path in _candidates(folder, name):
-            if os.path.lexists(path):
-                return path
-    return None
+    return store.locate("mnist", [f"{name}.gz", name], data_dir)
 
 
 def path_kind(path: Path) -> str | None:
@@ -120,47 +106,27 @@ def load_verified(path: Path, name: str) -> bytes:
 
 def _fetch(url: str, dest: Path) -> None:
     """Download ``url`` into ``dest``, at most a little over the MNIST file's size."""
-    filename = url.rsplit("/", 1)[-1]
-    size = MNIST_SIZES.get(filename.removesuffix(".gz"), 64 * 1024 * 1024)
-    cap = size + size // 100 + 65536  # gzip never grows data by more than a few bytes per block
-    with urllib.request.urlopen(url, timeout=30) as resp, dest.open("wb") as out:
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        got = 0
-        with tqdm(total=total, unit="B", unit_scale=True, desc=filename) as bar:
-            while chunk := resp.read(1 << 16):
-                got += len(chunk)
-                if got > cap:
-                    raise ValueError(f"more than {cap:,} bytes: not the MNIST file")
-                out.write(chunk)
-                bar.update(len(chunk))
+    size = MNIST_SIZES.get(url.rsplit("/", 1)[-1].removesuffix(".gz"), 64 * 1024 * 1024)
+    # gzip never grows data by more than a few bytes per block
+    store.fetch(url, dest, size + size // 100 + 65536)
 
 
 def download(name: str, cache_dir: Path | None = None) -> Path:
     """Download ``name`` into the cache, verify it, and move it into place atomically."""
     folder = cache_dir or default_cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CnnlabError(f"cannot create the MNIST cache folder {folder}: {exc}") from exc
-    dest = folder / f"{name}.gz"
-    errors: list[str] = []
-    for mirror in MIRRORS:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            _fetch(mirror + f"{name}.gz", tmp)
-            if sha256(read_bytes(tmp, MNIST_SIZES[name])) != MNIST_FILES[name]:
-                raise ValueError("SHA-256 mismatch")
-            os.replace(tmp, dest)
-            return dest
-        except (OSError, ValueError, urllib.error.URLError, CnnlabError) as exc:
-            errors.append(f"{mirror}: {exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
-    raise CnnlabError(
-        f"could not download {name}.gz ({'; '.join(errors)}); "
-        f"put the MNIST files in {folder} or set {DATA_ENV} to a folder holding mnist/"
+
+    def check(tmp: Path) -> None:
+        if sha256(read_bytes(tmp, MNIST_SIZES[name])) != MNIST_FILES[name]:
+            raise ValueError("SHA-256 mismatch")
+
+    return store.download(
+        [mirror + f"{name}.gz" for mirror in MIRRORS],
+        folder / f"{name}.gz",
+        max_bytes=MNIST_SIZES[name] * 2,
+        check=check,
+        what=f"{name}.gz",
+        hint=f"put the MNIST files in {folder} or set {DATA_ENV} to a folder holding mnist/",
+        fetcher=lambda url, dest: _fetch(url, dest),  # looked up now: tests replace _fetch
     )
 
 
@@ -223,42 +189,9 @@ def verify(data_dir: Path | None = None) -> list[tuple[str, Path | None, str]]:
     return report
 
 
-@dataclass(frozen=True)
-class Splits:
-    """Split arrays, channels-last (N, 28, 28, 1): float32 images in [0, 1], or uint8 images
-    (0-255) that the training engine scales batch by batch to the same float32 values."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
 def scale(images: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W) -> float32 (N, H, W, 1) in [0, 1], as the chapter does."""
     return (images.astype(np.float32) / 255)[..., np.newaxis]
-
-
-def split_indices(
-    y: np.ndarray, seed: int, val_fraction: float = 0.25
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation indices, exactly as the chapter's code draws them.
-
-    The chapter calls ``np.random.seed(seed)`` and then ``train_test_split(...,
-    stratify=y, test_size=0.25)`` with no ``random_state``, which draws from NumPy's
-    global RandomState; a fresh ``RandomState(seed)`` is the same stream.
-    """
-    from sklearn.model_selection import train_test_split
-
-    train_idx, val_idx = train_test_split(
-        np.arange(len(y)),
-        stratify=y,
-        test_size=val_fraction,
-        random_state=np.random.RandomState(seed),
-    )
-    return np.asarray(train_idx), np.asarray(val_idx)
 
 
 def prepare(
@@ -282,3 +215,27 @@ def prepare(
         x_test=convert(mnist.x_test),
         y_test=mnist.y_test.astype(np.int64),
     )
+
+
+@register_source("mnist")
+class MnistSource(Source):
+    """The chapter's digits: MNIST's train and t10k files, 28x28x1 uint8."""
+
+    summary = "the chapter's digits"
+    order = 0
+
+    def load(self, options: DataOptions) -> Dataset:
+        import cnnlab.data as data  # the package: tests stand in for its load_mnist
+
+        mnist = data.load_mnist(options.data_dir, allow_download=options.allow_download)
+        splits = data.prepare(mnist, options.seed, options.val_fraction, scaled=False)
+        record = {
+            "source": "mnist",
+            "files": "MNIST IDX files, SHA-256 verified",
+            "val_split": split_record(options.seed, options.val_fraction),
+            "test_split": {"drawn": False, "from": "the t10k files"},
+            "counts": splits.counts(),
+        }
+        return Dataset(
+            self.spec, splits, list(DIGITS), "MNIST digits, 28x28x1", "images", True, record
+        )

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
 from cnnlab.data.mnist import MNIST
 from cnnlab.errors import CnnlabError
 
@@ -190,3 +191,31 @@ def load_moving_mnist(
     val = _clips_of(x_pool, val_pool, n_val, _seed(seed, 2), frames, canvas)
     test = _clips_of(x_test, np.arange(len(x_test)), n_test, _seed(seed, 3), frames, canvas)
     return MovingDigits(*train[:2], *val[:2], *test[:2], list(CLASSES), train[2], val[2], test[2])
+
+
+@register_source("moving-mnist")
+class MovingMnistSource(Source):
+    """Seeded clips of a digit moving left or right, (N, T, H, W, 1) uint8."""
+
+    summary = "clips of a moving digit"
+    order = 50
+
+    def load(self, options: DataOptions) -> Dataset:
+        import cnnlab.data as data  # the package: tests stand in for its load_mnist
+        from cnnlab.data import moving_mnist  # this module: tests stand in for the loader
+
+        mnist = data.load_mnist(options.data_dir, allow_download=options.allow_download)
+        clips = moving_mnist.load_moving_mnist(mnist, options.seed)
+        splits = Splits(
+            clips.x_train, clips.y_train, clips.x_val, clips.y_val, clips.x_test, clips.y_test
+        )
+        shape = "x".join(str(s) for s in clips.x_train.shape[1:])
+        record = {
+            "source": "moving-mnist",
+            "seed": options.seed,
+            "val_split": {"drawn": True, "from": "MNIST training digits, a disjoint pool"},
+            "test_split": {"drawn": True, "from": "MNIST t10k digits", "seed": options.seed},
+            "counts": splits.counts(),
+        }
+        what = f"moving digits, clips of {shape}"
+        return Dataset(self.spec, splits, list(clips.classes), what, "clips", True, record)

@@ -22,17 +22,18 @@ import os
 import re
 import tempfile
 import urllib.error
-import urllib.request
 import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import IO
 
 import numpy as np
-from tqdm import tqdm
 
+from cnnlab.data import store
+from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
+from cnnlab.data.splits import split_indices, split_record
+from cnnlab.data.store import DATA_ENV
 from cnnlab.errors import CnnlabError
 
 # Where sktime and aeon fetch the archive: f"{mirror}{NAME}.zip", .ts files at the zip's top.
@@ -40,7 +41,6 @@ UCR_MIRRORS: tuple[str, ...] = (
     "https://timeseriesclassification.com/aeon-toolkit/",
     "https://github.com/sktime/sktime-datasets/raw/main/TSC/",
 )
-DATA_ENV = "CNNLAB_DATA"
 MAX_TS_BYTES = 1 << 30  # one .ts file, on disk or decompressed out of the zip
 MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
 MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
@@ -95,14 +95,12 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cnnlab" / "ucr"
+    return store.default_cache_dir("ucr")
 
 
 def search_dirs(data_dir: Path | None = None) -> list[Path]:
-    """The ``ucr/`` folders searched, most preferred first."""
-    first = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
-    return ([Path(first) / "ucr"] if first else []) + [default_cache_dir()]
+    """The ``ucr/`` folders searched, most preferred first (:mod:`cnnlab.data.store`)."""
+    return store.search_dirs("ucr", data_dir)
 
 
 def locate(name: str, data_dir: Path | None = None) -> Path | None:
@@ -265,24 +263,9 @@ def _load_folder(folder: Path, name: str) -> TimeSeriesData:
     )
 
 
-def _copy(src: IO[bytes], out: IO[bytes], limit: int, what: str) -> None:
-    total = 0
-    while chunk := src.read(_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise ValueError(f"{what} is over cnnlab's limit of {limit} bytes")
-        out.write(chunk)
-
-
 def _fetch(url: str, dest: Path, max_bytes: int) -> None:
     """Stream ``url`` into ``dest``, refusing more than ``max_bytes``."""
-    with urllib.request.urlopen(url, timeout=60) as resp:
-        declared = int(resp.headers.get("Content-Length") or 0)
-        if declared > max_bytes:
-            raise ValueError(f"{dest.name} is {declared} bytes, over the limit of {max_bytes}")
-        bar = {"total": declared or None, "unit": "B", "unit_scale": True, "desc": dest.name}
-        with tqdm.wrapattr(dest.open("wb"), "write", **bar) as out:
-            _copy(resp, out, max_bytes, dest.name)
+    store.fetch(url, dest, max_bytes)
 
 
 def _extract(archive: Path, name: str, dest: Path) -> None:
@@ -301,7 +284,7 @@ def _extract(archive: Path, name: str, dest: Path) -> None:
                 raise CnnlabError(f"{archive.name} holds no {missing}")
             for fname, info in found.items():
                 with zf.open(info) as src, (dest / fname).open("wb") as out:
-                    _copy(src, out, MAX_TS_BYTES, f"{archive.name}: {fname}")
+                    store.copy_bounded(src, out, MAX_TS_BYTES, f"{archive.name}: {fname}")
     except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
         raise CnnlabError(f"{archive.name} is not a readable zip: {_one_line(exc)}") from None
 
@@ -357,34 +340,11 @@ def ucr_split_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded (train, validation) indices into the TRAIN labels ``y``.
 
-    ``train_test_split(..., stratify=y, random_state=seed)`` over the classes with two or
-    more examples; a class with one example goes to train (it cannot be stratified, and
-    must be seen in training). Refused where a class would be left with no train example.
+    :func:`cnnlab.data.splits.split_indices`: a class with one example goes to train (it
+    cannot be stratified, and must be seen in training); refused where a class would be
+    left with no train example.
     """
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < val_fraction < 1.0:
-        raise CnnlabError(f"val_fraction must be between 0 and 1, not {val_fraction}")
-    y = np.asarray(y)
-    labels, counts = np.unique(y, return_counts=True)
-    single = np.isin(y, labels[counts < 2])
-    rest = np.flatnonzero(~single)
-    if rest.size == 0:
-        raise CnnlabError("no class has two TRAIN examples: nothing to validate on")
-    try:
-        train, val = train_test_split(
-            rest, test_size=val_fraction, stratify=y[rest], random_state=seed
-        )
-    except ValueError as exc:
-        raise CnnlabError(
-            f"cannot split {len(y)} TRAIN examples of {len(labels)} classes with "
-            f"val_fraction {val_fraction}: {_one_line(exc)}"
-        ) from None
-    train = np.concatenate([np.asarray(train), np.flatnonzero(single)])
-    unseen = sorted(set(y[rest].tolist()) - set(y[train].tolist()))
-    if unseen:
-        raise CnnlabError(f"val_fraction {val_fraction} leaves no TRAIN example of class {unseen}")
-    return train, np.asarray(val)
+    return split_indices(y, seed, val_fraction, what="TRAIN")
 
 
 def ucr_splits(
@@ -398,3 +358,37 @@ def ucr_splits(
     train, val = ucr_split_indices(data.y_train, seed, val_fraction)
     x, y = data.x_train, data.y_train
     return x[train], y[train], x[val], y[val], data.x_test, data.y_test
+
+
+@register_source("ucr")
+class UcrSource(Source):
+    """``ucr:NAME``: a UCR/UEA dataset, (N, T, C) float32 series, TEST kept for the score."""
+
+    argument = "NAME"
+    summary = "a UCR/UEA time-series dataset"
+    order = 40
+
+    @classmethod
+    def parse(cls, spec: str, argument: str | None) -> Source:
+        if argument is None or not _NAME.fullmatch(argument):
+            raise CnnlabError(
+                f"invalid UCR dataset name {argument!r}: letters, digits, '_' and '-' only"
+            )
+        return cls(spec, argument)
+
+    def load(self, options: DataOptions) -> Dataset:
+        assert self.arg is not None
+        ts = load_ucr(self.arg, options.data_dir, allow_download=options.allow_download)
+        splits = Splits(*ucr_splits(ts, options.seed, options.val_fraction))
+        t, c = ts.x_train.shape[1:]
+        what = f"UCR/UEA {ts.name}: {c} channel(s), length {t}, {ts.n_classes} classes"
+        record = {
+            "source": "ucr",
+            "name": ts.name,
+            "padding": "zeros at the end, to the longest series of TRAIN and TEST",
+            "length": int(t),
+            "val_split": split_record(options.seed, options.val_fraction),
+            "test_split": {"drawn": False, "from": f"{ts.name}_TEST.ts"},
+            "counts": splits.counts(),
+        }
+        return Dataset(self.spec, splits, list(ts.classes), what, "series", False, record)
