@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from test_fastpath import fast_losses, plain_losses
 from torch import nn
 
+from cnnlab.data.scaling import input_scale
 from cnnlab.engine import native
 from cnnlab.engine.blocks import NativeStep, kernel_inputs, runs_natively
 from cnnlab.engine.fastpath import fast_logits, make_step
@@ -149,11 +150,14 @@ def images(n: int, shape: tuple[int, ...], seed: int, uint8: bool) -> torch.Tens
     return (x * 255).round().to(torch.uint8) if uint8 else x
 
 
+CHAPTER = input_scale(dataset_pixels=True, network_takes_raw_pixels=False)
+
+
 def as_double(x: torch.Tensor) -> torch.Tensor:
     return x.double().div(255) if x.dtype == torch.uint8 else x.double()
 
 
-# (n, H, W, Cin, Cout, kh, kw, pooled rows/columns kept (None: all), uint8)
+# (n, H, W, Cin, Cout, kh, kw, pooled rows/columns kept (None: all), pixel values)
 CONV_SHAPES = [
     (3, 9, 11, 1, 5, 3, 3, None, True),
     (2, 13, 12, 1, 33, 5, 5, None, False),
@@ -172,6 +176,8 @@ def test_conv_pool_relu_matches_float64_autograd(shape: tuple) -> None:
     n, h, w, cin, cout, kh, kw, keep, uint8 = shape
     g = torch.Generator().manual_seed(h * w + cout)
     x = images(n, (h, w, cin), seed=cin, uint8=uint8)
+    # pixel images (flat regions, ties) reach the kernels as float inputs, scaled in Python
+    x = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x
     weight = torch.randn(cout, cin, kh, kw, generator=g) * 0.3
     bias = torch.randn(cout, generator=g) * 0.1  # some positive: flat regions pass the ReLU
     ph, pw = keep or ((h - kh + 1) // 2, (w - kw + 1) // 2)
@@ -232,7 +238,7 @@ def test_net_gradients_match_float64_autograd(name: str, n: int) -> None:
     grads = [torch.full_like(q, float("nan")) for q in weights]  # every element is written
     denom = n + 3  # a data-parallel shard averages over the global batch
     state = [s.detach() for s in model.buffers()]  # BatchNormalization's moving statistics
-    inputs = kernel_inputs(x, p)
+    inputs = kernel_inputs(x, CHAPTER)  # uint8 pixels divided by 255, as the chapter
     ref_loss, ref_logits, ref_grads, ref = reference(model, x, y, cf, denom)
     loss, hits = torch.ops.cnnlab.net_gradients(
         inputs, y, p.code(), weights, grads, masks, state, denom

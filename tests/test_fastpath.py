@@ -18,14 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.data import Splits
+from cnnlab.data.scaling import input_scale
 from cnnlab.engine.fastpath import (
-    as_float_images,
     conv_single_channel,
     fast_forward,
     fast_logits,
     make_step,
     run_epoch,
 )
+from cnnlab.engine.tensors import as_inputs
 from cnnlab.models import create_model
 from cnnlab.train import runs
 from cnnlab.train.loop import TrainConfig, fit, make_optimizer
@@ -134,7 +135,12 @@ def test_uint8_images_scale_exactly_like_the_data_module() -> None:
 
     raw = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     expected = torch.from_numpy(scale(raw))[..., 0]
-    assert torch.equal(as_float_images(torch.from_numpy(raw)), expected)
+    chapter = input_scale(dataset_pixels=True, network_takes_raw_pixels=False)
+    assert torch.equal(as_inputs(torch.from_numpy(raw), chapter), expected)
+    raw_pixels = input_scale(dataset_pixels=True, network_takes_raw_pixels=True)
+    assert torch.equal(as_inputs(torch.from_numpy(raw), raw_pixels), torch.from_numpy(raw).float())
+    with pytest.raises(TypeError, match="input scale"):  # nothing guesses
+        as_inputs(torch.from_numpy(raw), None)
 
 
 def test_run_epoch_sums_every_sample_once() -> None:

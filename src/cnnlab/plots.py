@@ -44,20 +44,34 @@ def plot_curves(rows: History, out_png: Path, title: str = "") -> None:
     save_figure(fig, out_png)
 
 
-def plot_confusion(cm: np.ndarray, out_png: Path, title: str = "") -> None:
-    """A 10x10 confusion matrix (rows: true digit, columns: predicted), counts in the cells."""
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+def plot_confusion(
+    cm: np.ndarray, out_png: Path, title: str = "", classes: list[str] | None = None
+) -> None:
+    """A confusion matrix (rows: true class, columns: predicted), counts in the cells; the
+    axes name the classes (digits by default)."""
+    k = cm.shape[0]
+    side = min(6.5 + max(0, k - 10) * 0.35, 24.0)
+    fig, ax = plt.subplots(figsize=(side, side * 0.85))
     # Log colour scale so the few errors stay visible next to the large diagonal.
     im = ax.imshow(np.log1p(cm), cmap="Blues")
-    k = cm.shape[0]
-    for i in range(k):
-        for j in range(k):
-            colour = "white" if cm[i, j] > cm.max() / 3 else "black"
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
+    if k <= 40:  # beyond that, numbers in the cells are unreadable
+        for i in range(k):
+            for j in range(k):
+                colour = "white" if cm[i, j] > cm.max() / 3 else "black"
+                ax.text(
+                    j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7, color=colour
+                )
+    names = classes if classes is not None and len(classes) == k else [str(i) for i in range(k)]
+    digits = names == [str(i) for i in range(k)]
+    ax.set_xticks(
+        range(k),
+        [n[:14] for n in names],
+        rotation=0 if digits else 60,
+        fontsize=7 if k > 12 else None,
+    )
+    ax.set_yticks(range(k), [n[:14] for n in names], fontsize=7 if k > 12 else None)
+    ax.set_xlabel("predicted " + ("digit" if digits and k == 10 else "class"))
+    ax.set_ylabel("true " + ("digit" if digits and k == 10 else "class"))
     ax.set_title(title or "confusion matrix (test set)")
     fig.colorbar(im, ax=ax, label="log(1 + count)")
     save_figure(fig, out_png)

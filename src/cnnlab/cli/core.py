@@ -7,6 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab import data
+from cnnlab.cli.datasets import (
+    add_data_dir_arg,
+    add_dataset_arg,
+    add_image_args,
+    fraction,
+    options,
+    run_dataset,
+)
 from cnnlab.data.datasets import check_spec, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.train import checkpoint, distributed, runs
@@ -33,6 +41,16 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -72,14 +90,6 @@ def model_description(args: argparse.Namespace) -> Any:
     return resolve(model_spec(args))
 
 
-def data_description(spec: str, dataset: Any) -> Any:
-    """The network ``spec`` for ``dataset``: a template (``fcn1d``, ``moving3d``, ...) built
-    for its input shape and classes, any other network as :func:`~cnnlab.models.resolve`."""
-    from cnnlab.models.registry import resolve_for
-
-    return resolve_for(spec, dataset.input_shape, len(dataset.classes))
-
-
 def is_template(spec: str) -> bool:
     """Whether ``spec`` names a registry template, which needs the data to be built."""
     from cnnlab.models.registry import is_template
@@ -95,24 +105,9 @@ def make_config(cls: Any, **kwargs: Any) -> Any:
         raise CnnlabError(str(exc)) from None
 
 
-def add_dataset_arg(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
-    from cnnlab.data.datasets import SPEC_HELP
-
-    p.add_argument(
-        "--data",
-        default=default,
-        metavar="DATASET",
-        help=f"{SPEC_HELP} (default: {default or 'the one the run was trained on'})",
-    )
-
-
 def add_data_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder holding mnist/ (default: $CNNLAB_DATA, then ~/.cache/cnnlab)",
-    )
+    """``--data-dir`` (kept under this name for the commands that import it from here)."""
+    add_data_dir_arg(p)
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -145,6 +140,28 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None, help=recipe.format(32))
     p.add_argument("--patience", type=non_negative_int, default=None, help=recipe.format(5))
     p.add_argument("--seed", type=seed_int, default=42)
+    p.add_argument("--lr", type=positive_float, default=None, help=recipe.format("0.001"))
+    p.add_argument(
+        "--monitor",
+        choices=("val_accuracy", "val_loss"),
+        default=None,
+        help="what early stopping watches " + recipe.format("val_accuracy"),
+    )
+    p.add_argument(
+        "--val-split",
+        type=fraction,
+        default=None,
+        metavar="FRACTION",
+        help="of the training data held out for validation, stratified " + recipe.format(0.25),
+    )
+    p.add_argument(
+        "--plateau-factor",
+        type=float,
+        default=None,
+        help="ReduceLROnPlateau on the training loss: the factor (0: off) " + recipe.format(0),
+    )
+    p.add_argument("--plateau-patience", type=positive_int, default=None, help="epochs")
+    p.add_argument("--min-lr", type=positive_float, default=None, help="the plateau's floor")
     p.add_argument(
         "--out",
         type=Path,
@@ -163,6 +180,7 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataset_arg(p)
     add_data_arg(p)
+    add_image_args(p)
     add_device_arg(p)
     p.set_defaults(func=cmd_train)
 
@@ -170,6 +188,7 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", type=Path)
     add_dataset_arg(p, default=None)
     add_data_arg(p)
+    add_image_args(p)
     add_device_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -187,6 +206,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=seed_int, default=42)
     p.add_argument("--out", type=Path, default=None, help="where to write (default: under runs/)")
     add_data_arg(p)
+    add_image_args(p)
     add_device_arg(p)
     p.set_defaults(func=cmd_compare)
 
@@ -201,7 +221,7 @@ def run_config_or_default(run_dir: Path) -> Any:
     return read_run_config(run_dir)[0]
 
 
-def run_dataset(run_dir: Path) -> str:
+def run_spec(run_dir: Path) -> str:
     """The dataset a run was trained on (config.json), mnist for older runs."""
     return str(run_config_or_default(run_dir).data)
 
@@ -238,13 +258,36 @@ def engine_line(desc: ModelDescription) -> str:
     return f"Fast engine, CPU: {', '.join(slow)} as PyTorch operations, the rest in C++ kernels."
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe settings given on the command line (None: the recipe's)."""
+    keys: tuple[str, ...] = ("epochs", "batch_size", "patience", "lr", "monitor")
+    keys += ("plateau_factor", "plateau_patience", "min_lr")
+    given = {k: getattr(args, k, None) for k in keys}
+    given["val_fraction"] = getattr(args, "val_split", None)
+    return given
+
+
+def load_for(
+    args: argparse.Namespace, spec: str, seed: int, val_fraction: float
+) -> tuple[Any, Any]:
+    """(description, dataset): a template built for the data, any other network with the
+    data sized for it (a folder's images resized to its input)."""
+    if is_template(model_spec(args)):  # built for the data: Input(*shape) ... Dense(K)
+        dataset = load_dataset(spec, options(args, seed, val_fraction))
+        from cnnlab.models.registry import resolve_for
+
+        return resolve_for(model_spec(args), dataset.input_shape, len(dataset.classes)), dataset
+    description = model_description(args)
+    dataset = load_dataset(spec, options(args, seed, val_fraction, description.input_shape))
+    return description, dataset
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a new run, or resume one. The run folder is locked while this runs
     (:func:`cnnlab.train.runs.claim`); a new folder that fails before its first checkpoint
     is removed again."""
     from cnnlab.train.config import TrainConfig
 
-    dataset = None
     main_process = distributed.launch_rank() == 0
     if args.resume is not None:
         if distributed.launched() and not main_process:
@@ -255,22 +298,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out is not None:
         runs.check_unlocked(args.out)  # before the data load: a taken folder fails at once
         runs.check_out_dir(args.out)
-    if is_template(model_spec(args)):  # built for the data: Input(*shape) ... Dense(K)
-        dataset = load_dataset(spec, args.data_dir, args.seed, TrainConfig().val_fraction)
-        description = data_description(model_spec(args), dataset)
-    else:
-        description = model_description(args)
-    given = {"epochs": args.epochs, "batch_size": args.batch_size, "patience": args.patience}
+    given = _given(args)
+    val_fraction = given["val_fraction"] or TrainConfig().val_fraction
+    description, dataset = load_for(args, spec, args.seed, val_fraction)
     config = make_config(
         TrainConfig,
         model=model_spec(args),
         data=spec,
         seed=args.seed,
         device=args.device,
-        **settings(spec, **given),
+        **settings(dataset.kind, **given),
     )
-    if dataset is None:
-        dataset = load_dataset(config.data, args.data_dir, config.seed, config.val_fraction)
     if distributed.launched():
         # Every process must name the same folder; rank 0 alone checks, creates and locks it.
         if args.out is None:
@@ -291,7 +329,7 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
         if (out / "best.pt").exists():
             load_model(out, "best")  # read at the end: a damaged one fails now, not then
         read_last(out)  # the whole training state, checked before the data is loaded
-        dataset = load_dataset(config.data, args.data_dir, config.seed, config.val_fraction)
+        dataset = run_dataset(out, args)
     else:
         config, description, dataset = new
     main_process = distributed.launch_rank() == 0
@@ -299,14 +337,16 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
         print(f"training {description.name} on {dataset.description} into {out}")
     metrics = fit(
         config,
-        dataset.splits,
+        dataset,
         out,
         description=description,
         resume=new is None,
         progress=not args.quiet,
     )
     if main_process:
-        print(f"test accuracy {metrics['test_accuracy']:.4f}; outputs in {out}/")
+        test = metrics["test_accuracy"]
+        score = "no test set" if test is None else f"test accuracy {test:.4f}"
+        print(f"{score}; outputs in {out}/")
     return 0
 
 
@@ -319,9 +359,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint.load_model(args.run_dir, "best")  # a damaged file fails before the data load
     if (args.run_dir / METRICS).exists():
         read_metrics(args.run_dir)  # updated afterwards: a damaged one fails now
-    spec = args.data or run_dataset(args.run_dir)
-    config = run_config_or_default(args.run_dir)
-    dataset = load_dataset(spec, args.data_dir, config.seed, config.val_fraction)
+    dataset = run_dataset(args.run_dir, args, args.data)
     metrics = evaluate_run(args.run_dir, dataset, args.device)
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}")
     print(f"wrote {args.run_dir / 'metrics.json'} and {args.run_dir / 'confusion.png'}")
@@ -345,6 +383,7 @@ def _check_finished_run(run_dir: Path) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from cnnlab.models import resolve
+    from cnnlab.models.registry import resolve_for
     from cnnlab.report.compare import compare, run_summary
     from cnnlab.train.config import TrainConfig
     from cnnlab.train.loop import fit
@@ -355,28 +394,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
         run_summary(run_dir)  # every run checked before anything is written
     out = runs.prepare_out_dir(args.out) if args.out else runs.new_run_dir(Path("runs"), "compare")
     if not run_dirs:
-        fixed = [resolve(m) for m in args.models if not is_template(m)]  # fail before the data
-        dataset = load_dataset(check_spec(args.data), args.data_dir, args.seed)
-        built = iter(fixed)
+        fixed = {m: resolve(m) for m in args.models if not is_template(m)}  # fail before the data
+        shapes = {d.input_shape for d in fixed.values()}
+        network = next(iter(shapes)) if len(shapes) == 1 else None
+        spec = check_spec(args.data)
+        val_fraction = TrainConfig().val_fraction
+        dataset = load_dataset(spec, options(args, args.seed, val_fraction, network))
         descriptions = [
-            data_description(m, dataset) if is_template(m) else next(built) for m in args.models
+            fixed[m] if m in fixed else resolve_for(m, dataset.input_shape, len(dataset.classes))
+            for m in args.models
         ]
         names = [d.name for d in descriptions]
         if len(set(names)) != len(names):
             raise CnnlabError(f"--models names a network twice ({', '.join(names)})")
-        splits = dataset.splits
-        for spec, desc in zip(args.models, descriptions, strict=True):
+        for model_spec_, desc in zip(args.models, descriptions, strict=True):
             config = make_config(
                 TrainConfig,
-                model=spec,
+                model=model_spec_,
                 data=dataset.spec,
                 seed=args.seed,
                 device=args.device,
-                **settings(dataset.spec, epochs=args.epochs),
+                **settings(dataset.kind, epochs=args.epochs),
             )
             run_dir = runs.prepare_out_dir(out / desc.name)
             print(f"training {desc.name} into {run_dir}")
-            fit(config, splits, run_dir, description=desc)
+            fit(config, dataset, run_dir, description=desc)
             run_dirs.append(run_dir)
     print(compare(run_dirs, out), end="")
     print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")

@@ -16,10 +16,10 @@ from cnnlab.cli.core import (
     model_description,
     non_negative_int,
     positive_int,
-    run_config_or_default,
-    run_dataset,
+    run_spec,
     seed_int,
 )
+from cnnlab.cli.datasets import run_dataset
 from cnnlab.errors import CnnlabError
 
 DEFAULT_BASELINES = Path("runs/baselines/baselines.json")
@@ -146,15 +146,15 @@ def _shift_config(args: argparse.Namespace) -> Any:
 
 def _explain_test_input(args: argparse.Namespace, desc: Any, model: Any) -> int:
     """explain for a 1-D (time series) or 3-D (clip) network: a test input of its dataset."""
-    from cnnlab.data.datasets import load_dataset, scored_inputs
+    from cnnlab.data.scaling import to_inputs
+    from cnnlab.train.schemas import read_run_data
 
     if args.image is not None:
         rank = f"{desc.rank}-D"
         raise CnnlabError(f"--image is for image networks; {desc.name} is {rank}: give --index")
-    spec = args.data or run_dataset(args.run_dir)
-    config = run_config_or_default(args.run_dir)
-    dataset = load_dataset(spec, args.data_dir, config.seed, config.val_fraction)
-    x, y = scored_inputs(dataset)
+    dataset = run_dataset(args.run_dir, args, args.data)
+    scale = read_run_data(args.run_dir).scale
+    x, y = to_inputs(dataset.splits.x_test, scale), dataset.splits.y_test
     if args.index >= len(x):
         raise CnnlabError(f"--index must be below {len(x)}, got {args.index}")
     label = dataset.classes[int(y[args.index])]
@@ -282,7 +282,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.figures is not None and args.figures.exists() and not args.figures.is_dir():
         raise CnnlabError(f"--figures {args.figures} is a file; give a folder for the figures")
     for run_dir in args.run_dirs:
-        spec = args.data or run_dataset(run_dir)
+        spec = args.data or run_spec(run_dir)
         if spec != "mnist":  # the report's shift and baseline sections are MNIST's
             raise CnnlabError(
                 f"report covers MNIST runs; {run_dir} is on {spec}: use cnnlab explain and "

@@ -5,7 +5,15 @@ cache, and how stored values become network inputs.
 Importing the package registers every source (each module registers itself).
 """
 
-from cnnlab.data import cifar, folder, idx_sets, moving_mnist, npz, ucr  # noqa: F401  (register)
+from cnnlab.data import (  # noqa: F401  (each registers its source)
+    arrays,
+    cifar,
+    folder,
+    idx_sets,
+    moving_mnist,
+    npz,
+    ucr,
+)
 from cnnlab.data.base import (
     DataOptions,
     Dataset,

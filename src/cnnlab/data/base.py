@@ -195,6 +195,7 @@ class Source(ABC):
     argument: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
     order: ClassVar[int] = 100  # place in the list of choices: standard sets first
+    listed: ClassVar[bool] = True  # offered in --data's help (not: what a run records only)
 
     def __init__(self, spec: str, argument: str | None) -> None:
         self.spec = spec
@@ -238,6 +239,8 @@ def spec_help() -> str:
     """The registered specs in one phrase: 'mnist, ucr:NAME (a UCR/UEA ...), ...'."""
     parts = []
     for name, cls in sorted(_REGISTRY.items(), key=lambda kv: kv[1].order):
+        if not cls.listed:
+            continue
         spec = f"{name}:{cls.argument}" if cls.argument else name
         parts.append(f"{spec} ({cls.summary})" if cls.summary else spec)
     return ", ".join(parts[:-1]) + (" or " if len(parts) > 1 else "") + parts[-1]

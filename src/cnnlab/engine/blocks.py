@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.data.scaling import InputScale
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
 from cnnlab.engine.plan import Plan, mixed_kernel, plan
-from cnnlab.engine.tensors import GradHook, as_float_images, dropout_mask
+from cnnlab.engine.tensors import GradHook, as_inputs, dropout_mask
 from cnnlab.models import ModelDescription
 
 
@@ -29,13 +30,10 @@ def channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 2, 3, 1).contiguous() if t.ndim == 4 else t
 
 
-def kernel_inputs(xb: torch.Tensor, p: Plan) -> torch.Tensor:
-    """A batch (N, C, H, W) or (N, C, L) as the kernels read it (:func:`channels_last`),
-    float32; uint8 only where the first block scales it itself (a one-channel
-    conv_pool_relu, padded or not)."""
-    if xb.shape[1] == 1 and p.blocks[0].kind == "conv_pool_relu":
-        return xb.reshape(xb.shape[0], xb.shape[2], xb.shape[3], 1)  # the same memory
-    return channels_last(as_float_images(xb))
+def kernel_inputs(xb: torch.Tensor, scale: InputScale | None) -> torch.Tensor:
+    """A batch (N, C, H, W) or (N, C, L) as the kernels read it (:func:`channels_last`):
+    float32 network inputs (uint8 values scaled by the run's ``scale``)."""
+    return channels_last(as_inputs(xb, scale))
 
 
 def runs_natively(model: nn.Module, use_native: bool | None) -> Plan | None:
@@ -63,8 +61,10 @@ class NativeStep:
         optimizer: torch.optim.Optimizer,
         p: Plan,
         grad_hook: GradHook | None = None,
+        scale: InputScale | None = None,
     ) -> None:
         params = list(model.parameters())
+        self.scale = scale
         self.model = model
         self.plan = p
         self.code = p.code()
@@ -90,12 +90,12 @@ class NativeStep:
     def __call__(
         self, xb: torch.Tensor, yb: torch.Tensor, denom: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update the weights on (xb (N, C, H, W) float32 in [0, 1] or uint8, yb (N,));
+        """Update the weights on (xb (N, C, H, W) float32 inputs or uint8 values, yb (N,));
         returns (sum of losses, hits). ``denom``: the batch the loss is averaged over."""
         n = xb.shape[0]
         masks = self.masks(n)
         loss, hits = torch.ops.cnnlab.net_gradients(
-            kernel_inputs(xb, self.plan), yb, self.code, self.weights, self.grads, masks,
+            kernel_inputs(xb, self.scale), yb, self.code, self.weights, self.grads, masks,
             self.state, denom or n,
         )  # fmt: skip
         if self.grad_hook is not None:
@@ -156,8 +156,10 @@ def kernel_blocks(model: nn.Module, use_native: bool | None) -> dict[int, tuple[
     }
 
 
-def native_logits(model: nn.Module, p: Plan, x: torch.Tensor) -> torch.Tensor:
+def native_logits(
+    model: nn.Module, p: Plan, x: torch.Tensor, scale: InputScale | None = None
+) -> torch.Tensor:
     """Evaluation-mode logits through the kernels: (N, C, H, W) -> (N, classes)."""
     weights = [q.detach() for q in model.parameters()]
     state = [s.detach() for s in model.buffers()]
-    return torch.ops.cnnlab.net_logits(kernel_inputs(x, p), p.code(), weights, state)
+    return torch.ops.cnnlab.net_logits(kernel_inputs(x, scale), p.code(), weights, state)

@@ -29,7 +29,7 @@ over its nonzero gradients only. Any other network uses autograd on :func:`fast_
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.data.scaling import InputScale
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
 from cnnlab.engine.batchnorm import batch_norm
@@ -48,7 +49,7 @@ from cnnlab.engine.blocks import (
     runs_natively,
 )
 from cnnlab.engine.plan import exact
-from cnnlab.engine.tensors import CL, GradHook, as_float_images
+from cnnlab.engine.tensors import CL, GradHook, as_inputs
 from cnnlab.models import Network
 from cnnlab.models import layers as L
 from cnnlab.models.layers import INPUT
@@ -171,8 +172,9 @@ def fast_forward(
 
 
 @torch.inference_mode()
-def fast_logits(model: Network, x: torch.Tensor) -> torch.Tensor:
-    """Logits of ``model`` in evaluation mode (no dropout): (N, C, ...) -> (N, classes).
+def fast_logits(model: Network, x: torch.Tensor, scale: InputScale | None = None) -> torch.Tensor:
+    """Logits of ``model`` in evaluation mode (no dropout): (N, C, ...) -> (N, classes);
+    ``scale``: how uint8 inputs become network inputs.
 
     Works through ``x`` in chunks of ``EVAL_CHUNK`` inputs, small enough for the
     intermediate maps to stay in the CPU's cache (per-input results do not depend on it).
@@ -183,9 +185,9 @@ def fast_logits(model: Network, x: torch.Tensor) -> torch.Tensor:
     for i in range(0, len(x), EVAL_CHUNK):
         chunk = x[i : i + EVAL_CHUNK]
         if plan is None:
-            out.append(fast_forward(model, as_float_images(chunk), blocks))
+            out.append(fast_forward(model, as_inputs(chunk, scale), blocks))
         else:
-            out.append(native_logits(model, plan, chunk))
+            out.append(native_logits(model, plan, chunk, scale))
     return torch.cat(out)
 
 
@@ -202,8 +204,10 @@ class AutogradStep:
         optimizer: torch.optim.Optimizer,
         grad_hook: GradHook | None = None,
         use_native: bool | None = None,
+        scale: InputScale | None = None,
     ) -> None:
         self.model = model
+        self.scale = scale
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.adam = FusedAdam(optimizer, self.params, use_native)
         self.grad_hook = grad_hook
@@ -212,7 +216,7 @@ class AutogradStep:
     def __call__(
         self, xb: torch.Tensor, yb: torch.Tensor, denom: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = fast_forward(self.model, as_float_images(xb), self.blocks)
+        logits = fast_forward(self.model, as_inputs(xb, self.scale), self.blocks)
         loss_sum = F.cross_entropy(logits, yb, reduction="sum")
         for p in self.params:
             p.grad = None
@@ -232,6 +236,7 @@ def make_step(
     optimizer: torch.optim.Optimizer,
     grad_hook: GradHook | None = None,
     use_native: bool | None = None,
+    scale: InputScale | None = None,
 ) -> Step:
     """The fastest faithful step for ``model``, chosen here and only here.
 
@@ -239,14 +244,48 @@ def make_step(
     step in C++ (:class:`NativeStep`); any other, autograd on :func:`fast_forward`.
     ``use_native`` picks cnnlab's C++ kernels (True: required) or PyTorch operations only
     (False); None takes the kernels whenever they run here (:mod:`cnnlab.engine.native`).
+    ``scale``: how uint8 batches become network inputs (the run's, decided once).
     """
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     if use_native and not (on_cpu and native.load()):
         raise ValueError("cnnlab's C++ kernels do not run here (CPU only; see the warning)")
     plan = runs_natively(model, use_native) if on_cpu else None
     if plan is not None:
-        return NativeStep(model, optimizer, plan, grad_hook)
-    return AutogradStep(model, optimizer, grad_hook, use_native)
+        return NativeStep(model, optimizer, plan, grad_hook, scale)
+    return AutogradStep(model, optimizer, grad_hook, use_native, scale)
+
+
+def run_batches(
+    step: Step,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, int]],
+    count: int,
+    device: torch.device,
+    *,
+    on_batch: Callable[[int, EpochSums], Any] | None = None,
+) -> EpochSums:
+    """One pass of ``step`` over ``batches`` ((inputs, labels, global batch size) each, as
+    :meth:`cnnlab.engine.feed.Feed.batches` gives them); ``count``: the samples in the pass.
+
+    ``on_batch(batch_len, sums)`` is called after each step (for a progress bar). Under data
+    parallelism each batch is this process's share of a global batch: the loss is still
+    averaged over the global batch, and the sums returned are this process's, to be
+    all-reduced (``count`` is the global number of samples).
+    """
+    model = getattr(step, "model", None)
+    if isinstance(model, nn.Module):
+        model.train()
+    sums = EpochSums(
+        loss=torch.zeros((), dtype=torch.float64, device=device),
+        hits=torch.zeros((), dtype=torch.int64, device=device),
+        count=count,
+    )
+    for xb, yb, denom in batches:
+        loss, hits = step(xb, yb, denom)
+        sums.loss += loss
+        sums.hits += hits
+        if on_batch is not None:
+            on_batch(denom, sums)
+    return sums
 
 
 def run_epoch(
@@ -259,31 +298,14 @@ def run_epoch(
     on_batch: Callable[[int, EpochSums], Any] | None = None,
     shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EpochSums:
-    """One pass over ``x[order]`` in mini-batches; x: (N, C, *spatial) float32 or uint8
-    (the step scales uint8 batches).
+    """:func:`run_batches` over ``x[order]`` in mini-batches of tensors on one device;
+    x: (N, C, *spatial) float32 or uint8 (the step scales uint8 batches).
+    ``shard(batch_indices)`` picks this process's share of each global batch."""
 
-    ``on_batch(batch_len, sums)`` is called after each step (for a progress bar).
-    ``shard(batch_indices)`` picks this process's share of each global batch (data
-    parallel): the loss is still averaged over the global batch, and the returned sums
-    are this process's, to be all-reduced (``count`` is the global number of samples).
-    """
-    model = getattr(step, "model", None)
-    if isinstance(model, nn.Module):
-        model.train()
-    sums = EpochSums(
-        loss=torch.zeros((), dtype=torch.float64, device=x.device),
-        hits=torch.zeros((), dtype=torch.int64, device=x.device),
-        count=len(order),
-    )
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        denom = len(idx)
-        if shard is not None:
-            idx = shard(idx)
-        xb = x.index_select(0, idx)  # (B, C, *spatial)
-        loss, hits = step(xb, y.index_select(0, idx), denom)
-        sums.loss += loss
-        sums.hits += hits
-        if on_batch is not None:
-            on_batch(denom, sums)
-    return sums
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            mine = shard(idx) if shard is not None else idx
+            yield x.index_select(0, mine), y.index_select(0, mine), len(idx)
+
+    return run_batches(step, batches(), len(order), x.device, on_batch=on_batch)

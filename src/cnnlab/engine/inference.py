@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import numpy as np
@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.data.scaling import InputScale
 from cnnlab.engine.fastpath import fast_logits
-from cnnlab.engine.tensors import as_float_images
+from cnnlab.engine.tensors import as_inputs
 from cnnlab.models import Network
 
 BATCH = 256
@@ -19,17 +20,20 @@ BATCH = 256
 
 @torch.inference_mode()
 def predict_proba(
-    model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = BATCH
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    batch_size: int = BATCH,
+    scale: InputScale | None = None,
 ) -> np.ndarray:
     """Softmax probabilities (N, classes) of ``model`` on channels-first inputs (N, C, ...).
 
     The one batched prediction every consumer (CLI, web page, analysis) calls; the model
-    is put in eval mode and left in it.
+    is put in eval mode and left in it. ``scale``: how uint8 inputs become network inputs.
     """
     model.eval()
     xt = torch.as_tensor(x)
     parts = [
-        torch.softmax(model(as_float_images(xt[i : i + batch_size])), dim=1)
+        torch.softmax(model(as_inputs(xt[i : i + batch_size], scale)), dim=1)
         for i in range(0, len(xt), batch_size)
     ]
     if not parts:
@@ -45,24 +49,45 @@ def evaluate(
     batch_size: int = 1000,
     *,
     fast: bool = True,
+    scale: InputScale | None = None,
 ) -> tuple[float, float, torch.Tensor]:
     """Mean cross-entropy, accuracy and predicted classes of ``model`` on (x, y).
 
     ``fast`` computes the logits with :func:`cnnlab.engine.fastpath.fast_logits` (the same
-    values to float rounding); False calls ``model`` itself.
+    values to float rounding); False calls ``model`` itself. ``scale``: how uint8 inputs
+    become network inputs (:func:`cnnlab.data.scaling.input_scale`).
     """
+    chunks = ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size))
+    return evaluate_chunks(model, chunks, fast=fast, scale=scale)
+
+
+@torch.inference_mode()
+def evaluate_chunks(
+    model: nn.Module,
+    chunks: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    fast: bool = True,
+    scale: InputScale | None = None,
+) -> tuple[float, float, torch.Tensor]:
+    """:func:`evaluate` over (inputs, labels) chunks, as a split read from the disk gives
+    them (:meth:`cnnlab.engine.feed.Feed.chunks`)."""
     was_training = model.training
     model.eval()
     forward: Callable[[torch.Tensor], torch.Tensor] = model
     if fast and isinstance(model, Network):
         forward = partial(fast_logits, model)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    loss_sum: torch.Tensor | None = None
     preds: list[torch.Tensor] = []
-    for i in range(0, len(x), batch_size):
-        logits = forward(as_float_images(x[i : i + batch_size]))
-        loss_sum += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum").double()
-        preds.append(logits.argmax(1))
+    hits, count = 0, 0
+    for xb, yb in chunks:
+        logits = forward(as_inputs(xb, scale))
+        batch = F.cross_entropy(logits, yb, reduction="sum").double()
+        loss_sum = batch if loss_sum is None else loss_sum + batch
+        pred = logits.argmax(1)
+        hits += int((pred == yb).sum())
+        count += len(yb)
+        preds.append(pred.cpu())
     model.train(was_training)
-    pred = torch.cat(preds)
-    acc = (pred == y).double().mean().item()
-    return loss_sum.item() / len(x), acc, pred.cpu()
+    if loss_sum is None or count == 0:
+        return float("nan"), float("nan"), torch.zeros(0, dtype=torch.int64)
+    return loss_sum.item() / count, hits / count, torch.cat(preds)

@@ -1,4 +1,4 @@
-"""Small tensor helpers the fast engine's steps share: layouts, image scaling, dropout masks."""
+"""Small tensor helpers the fast engine's steps share: layouts, input scaling, dropout masks."""
 
 from __future__ import annotations
 
@@ -6,17 +6,28 @@ from collections.abc import Callable
 
 import torch
 
+from cnnlab.data.scaling import InputScale
+
 CL = torch.channels_last
 DROPOUT_KEEP = 0.75  # the chapter's Dropout(0.25)
 GradHook = Callable[[list[torch.Tensor]], None]
 
 
-def as_float_images(x: torch.Tensor) -> torch.Tensor:
-    """Images as float32 in [0, 1]: uint8 ones are scaled here, on the device, batch by batch.
+def as_inputs(x: torch.Tensor, scale: InputScale | None) -> torch.Tensor:
+    """Stored values as float32 network inputs, on the device, batch by batch.
 
-    ``uint8 / 255`` in float32 is the value :func:`cnnlab.data.scale` computes, bit for bit.
+    uint8 pixels are divided by the run's ``scale.divisor`` (:func:`cnnlab.data.scaling.
+    input_scale` decides it: 255 as the chapter does, 1 for a network that begins with a
+    Rescaling layer); the division is :func:`cnnlab.data.scaling.to_inputs`' bit for bit.
+    Float values pass unchanged. A uint8 batch without a scale is an error: nothing here
+    guesses how pixels become inputs.
     """
-    return x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x
+    if x.dtype != torch.uint8:
+        return x
+    if scale is None:
+        raise TypeError("uint8 inputs need the run's input scale (cnnlab.data.scaling)")
+    out = x.to(torch.float32)
+    return out if scale.divisor == 1.0 else out.div_(scale.divisor)
 
 
 def dropout_mask(

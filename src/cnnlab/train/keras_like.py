@@ -16,18 +16,27 @@ and :meth:`History.best_model`, the counterpart of ``keras.models.load_model``.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cnnlab.data import Splits
-from cnnlab.models import ModelDescription, Network, resolve
+from cnnlab.data import Dataset, Splits
+from cnnlab.data.arrays import SPEC as ARRAYS
+from cnnlab.data.arrays import from_arrays
+from cnnlab.errors import CnnlabError
+from cnnlab.models import ModelDescription, Network
+from cnnlab.models.registry import resolve_for
 
 KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class FitError(CnnlabError, ValueError):
+    """A ``fit`` call that cannot run: one line naming the problem (a ValueError too, as a
+    bad argument is in Python)."""
 
 
 @dataclass
@@ -39,11 +48,14 @@ class History:
     metrics: dict[str, Any]  # metrics.json: test_accuracy, test_loss, best_epoch, ...
     run_dir: Path  # config.json, history.csv, best.pt, last.pt, curves.png, metrics.json
     seconds: list[float] = field(default_factory=list)  # per epoch
+    classes: list[str] = field(default_factory=list)  # the class names, label order
 
     @property
-    def test_accuracy(self) -> float:
-        """Test accuracy of the best checkpoint (the epoch with the lowest val_loss)."""
-        return float(self.metrics["test_accuracy"])
+    def test_accuracy(self) -> float | None:
+        """Test accuracy of the best checkpoint (the epoch with the lowest val_loss); None
+        where no test set was given."""
+        value = self.metrics.get("test_accuracy")
+        return None if value is None else float(value)
 
     @property
     def best_epoch(self) -> int:
@@ -57,91 +69,147 @@ class History:
         return model.eval()
 
 
-def _splits(
-    x: Splits | np.ndarray,
-    y: np.ndarray | None,
-    validation_data: tuple[np.ndarray, np.ndarray] | None,
-    test_data: tuple[np.ndarray, np.ndarray] | None,
-) -> Splits:
-    """``x`` if it is a Splits, else the arrays as one (validation and test data needed)."""
-    if isinstance(x, Splits):
-        if y is not None or validation_data is not None or test_data is not None:
-            raise ValueError("pass either a Splits or arrays with validation and test data")
-        return x
-    if y is None or validation_data is None or test_data is None:
-        raise ValueError("arrays need y, validation_data=(x, y) and test_data=(x, y)")
+def _dataset(
+    x: Any,
+    y: Any,
+    validation_data: Any,
+    validation_split: float | None,
+    test_data: Any,
+    class_names: list[str] | None,
+    seed: int,
+) -> Dataset:
+    """The data as a Dataset: given as one (``load_dataset``), as Splits, or as arrays."""
+    arrays_given = any(v is not None for v in (y, validation_data, validation_split, test_data))
+    if isinstance(x, Dataset | Splits):
+        if arrays_given or class_names is not None:
+            raise FitError(
+                f"give a {type(x).__name__} alone, or arrays x, y with validation_data, "
+                "validation_split, test_data and class_names"
+            )
+        if isinstance(x, Dataset):
+            return x
+        k = max(int(v.max(initial=0)) for v in (x.y_train, x.y_val, x.y_test)) + 1
+        names = [str(i) for i in range(k)]
+        shape = "x".join(map(str, x.x_train.shape[1:]))
+        return Dataset(ARRAYS, x, names, f"arrays of {shape} given as Splits", _kind(x), None,
+                       {"source": ARRAYS, "given": "cnnlab.data.Splits"})  # fmt: skip
+    if y is None:
+        raise FitError("arrays x need their labels y (integer class indices or strings)")
+    return from_arrays(
+        x, y, validation_data=validation_data, validation_split=validation_split,
+        test_data=test_data, class_names=class_names, seed=seed,
+    )  # fmt: skip
 
-    def labels(v: np.ndarray) -> np.ndarray:
-        return np.asarray(v, dtype=np.int64)
 
-    return Splits(
-        x_train=np.asarray(x),
-        y_train=labels(y),
-        x_val=np.asarray(validation_data[0]),
-        y_val=labels(validation_data[1]),
-        x_test=np.asarray(test_data[0]),
-        y_test=labels(test_data[1]),
-    )
+def _kind(splits: Splits) -> str:
+    return {3: "series", 4: "images", 5: "clips"}.get(len(splits.x_train.shape), "series")
+
+
+def _config(fields_given: dict[str, Any]) -> Any:
+    """TrainConfig from keyword arguments; an unknown or bad one is one line."""
+    from cnnlab.train.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in fields_given:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known | set(ALIASES)), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise FitError(f"fit() got an unknown keyword {key!r}{hint}")
+    try:
+        return TrainConfig(**fields_given)
+    except ValueError as exc:
+        raise FitError(str(exc)) from None
+
+
+ALIASES = {"learning_rate": "lr"}  # Keras' names for TrainConfig fields
 
 
 def fit(
     model: str | ModelDescription,
-    x: Splits | np.ndarray,
-    y: np.ndarray | None = None,
+    x: Any,
+    y: Any = None,
     *,
-    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-    test_data: tuple[np.ndarray, np.ndarray] | None = None,
-    epochs: int = 200,
-    batch_size: int = 32,
-    patience: int = 5,
+    validation_data: tuple[Any, Any] | None = None,
+    validation_split: float | None = None,
+    test_data: tuple[Any, Any] | None = None,
+    class_names: list[str] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    patience: int | None = None,
     seed: int = 42,
     out_dir: str | Path | None = None,
     verbose: int = 1,
     **config: Any,
 ) -> History:
-    """Train ``model`` with the chapter's recipe and return its :class:`History`.
+    """Train ``model`` with the recipe for the data and return its :class:`History`.
 
-    ``model``: a registry name (``"case1"``), a one-line or file description, or a
-    :class:`~cnnlab.models.ModelDescription`. The data: a :class:`~cnnlab.data.Splits`
-    (:func:`cnnlab.data.prepare`), or channels-last arrays ``x, y`` with
-    ``validation_data=(x_val, y_val)`` and ``test_data=(x_test, y_test)`` (integer
-    labels). ``out_dir``: the run folder (default: a new temporary folder). ``verbose``:
-    0 silent, 1 one line per epoch and a progress bar, 2 one line per epoch. Any other
-    :class:`~cnnlab.train.config.TrainConfig` field (``lr``, ``engine``, ``threads``, ...)
-    may be given by name.
+    ``model``: a registry name (``"case1"``; a template such as ``"smallcnn"`` or
+    ``"fcn1d"`` builds itself for the data's shape and classes), a one-line or file
+    description, or a :class:`~cnnlab.models.ModelDescription`.
+
+    The data: a :class:`~cnnlab.data.Dataset` (``cnnlab.data.load_dataset("folder:photos")``)
+    or arrays as Keras takes them: channels-last ``x`` (uint8 pixels or floats, any rank) and
+    ``y`` (integer class indices or strings; ``class_names`` names integer ones), with
+    ``validation_data=(x_val, y_val)`` or ``validation_split`` (Keras' meaning: the last
+    fraction of ``x``), or neither (the recipe's stratified 25%); ``test_data=(x, y)`` is
+    optional (without it the History has no test score). Bare :class:`~cnnlab.data.Splits`
+    are taken as arrays too. A run on arrays records that it was (``arrays``): later
+    commands ask for ``--data`` to score it again.
+
+    ``epochs``, ``batch_size``, ``patience``: the recipe's for the data where not given
+    (the chapter's for images; the time-series recipe for series). ``learning_rate`` (or
+    ``lr``) and any other :class:`~cnnlab.train.config.TrainConfig` field (``engine``,
+    ``monitor``, ``threads``, ...) by name; an unknown keyword is one line. ``out_dir``:
+    the run folder, created (default: a new temporary folder). ``verbose``: 0 silent, 1 a
+    line per epoch and a progress bar, 2 a line per epoch.
     """
-    from cnnlab.train.config import TrainConfig
     from cnnlab.train.loop import fit as run_recipe
+    from cnnlab.train.recipes import settings
 
     if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-    description = model if isinstance(model, ModelDescription) else resolve(model)
+        raise FitError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    for alias, name in ALIASES.items():
+        if alias in config:
+            if name in config:
+                raise FitError(f"give {alias} or {name}, not both")
+            config[name] = config.pop(alias)
+    dataset = _dataset(x, y, validation_data, validation_split, test_data, class_names, seed)
+    if isinstance(model, ModelDescription):
+        description = model
+    else:
+        description = resolve_for(model, dataset.input_shape, len(dataset.classes))
     name = model if isinstance(model, str) else description.name
-    settings = TrainConfig(
-        model=name, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, **config
-    )
-    splits = _splits(x, y, validation_data, test_data)
+    given = {"epochs": epochs, "batch_size": batch_size, "patience": patience}
+    recipe = settings(dataset.kind, **given) | config
+    run_config = _config({"model": name, "data": dataset.spec, "seed": seed, **recipe})
     run_dir = Path(out_dir) if out_dir is not None else _temporary(description.name)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FitError(f"cannot create out_dir {run_dir}: {exc.strerror or exc}") from None
     rows: list[dict[str, float]] = []
     metrics = run_recipe(
-        settings,
-        splits,
+        run_config,
+        dataset,
         run_dir,
         description=description,
         progress=verbose == 1,
         on_epoch_end=lambda _epoch, row: rows.append(dict(row)),
         log=print if verbose else _silent,
     )
-    return _history(rows, metrics, run_dir)
+    return _history(rows, metrics, run_dir, dataset.classes)
 
 
-def _history(rows: Sequence[dict[str, float]], metrics: dict[str, Any], run_dir: Path) -> History:
+def _history(
+    rows: Sequence[dict[str, float]], metrics: dict[str, Any], run_dir: Path, classes: list[str]
+) -> History:
     return History(
         history={k: [float(r[k]) for r in rows] for k in KEYS},
         epoch=[int(r["epoch"]) for r in rows],
         metrics=dict(metrics),
         run_dir=run_dir,
         seconds=[float(r["seconds"]) for r in rows],
+        classes=list(classes),
     )
 
 

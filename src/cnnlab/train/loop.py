@@ -13,8 +13,9 @@ reference the fast one is tested against.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,13 +27,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cnnlab.data import Splits
-from cnnlab.engine.device import resolve_device, to_tensors
-from cnnlab.engine.fastpath import Step, make_step, run_epoch
-from cnnlab.engine.inference import evaluate
-from cnnlab.engine.tensors import as_float_images
+from cnnlab.data import Dataset, Splits
+from cnnlab.data.scaling import InputScale, input_scale
+from cnnlab.engine.device import resolve_device
+from cnnlab.engine.fastpath import Step, make_step, run_batches
+from cnnlab.engine.feed import Feed
+from cnnlab.engine.inference import evaluate_chunks
+from cnnlab.engine.tensors import as_inputs
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network, build_module, resolve
+from cnnlab.models.layers import INPUT, Rescaling
 from cnnlab.train import distributed, records, runs
 from cnnlab.train.config import ENGINES, TrainConfig
 from cnnlab.train.plateau import Plateau, learning_rate, make_plateau, set_learning_rate
@@ -57,47 +61,68 @@ def train_epoch(
     bar: tqdm | None = None,
     ctx: distributed.DistContext | None = None,
 ) -> tuple[float, float]:
-    """One pass over ``x[order]`` in mini-batches; returns (mean loss, accuracy).
+    """One pass over ``x[order]`` (float inputs on one device) in mini-batches; returns
+    (mean loss, accuracy). :func:`train_batches` over the batches of ``x``."""
+    ctx = ctx or distributed.DistContext()
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            mine = distributed.shard(idx, ctx)
+            yield x[mine], y[mine], len(idx)
+
+    return train_batches(model, optimizer, batches(), len(order), x.device, bar, ctx)
+
+
+def train_batches(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, int]],
+    count: int,
+    device: torch.device,
+    bar: tqdm | None = None,
+    ctx: distributed.DistContext | None = None,
+    scale: InputScale | None = None,
+) -> tuple[float, float]:
+    """The plain reference loop: one pass over (inputs, labels, global batch size) batches;
+    returns (mean loss, accuracy) over the ``count`` samples.
 
     Loss and hits accumulate on the device: nothing waits for the host per step. Under
-    torchrun ``model`` is a DistributedDataParallel and each process takes its share of
-    every global batch; its loss sum is scaled by world size / global batch size, so the
+    torchrun ``model`` is a DistributedDataParallel and each batch is this process's share
+    of a global batch; its loss sum is scaled by world size / global batch size, so the
     gradient DDP averages is the global batch's mean gradient, and the epoch sums are
     all-reduced.
     """
     ctx = ctx or distributed.DistContext()
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    hits = torch.zeros((), dtype=torch.int64, device=x.device)
-    for step, i in enumerate(range(0, len(order), batch_size)):
-        idx = order[i : i + batch_size]
-        denom = len(idx)
-        idx = distributed.shard(idx, ctx)
-        xb, yb = x[idx], y[idx]
-        logits = model(xb)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    hits = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    for step, (xb, yb, denom) in enumerate(batches):
+        logits = model(as_inputs(xb, scale))
         if ctx.enabled:
             batch_sum = F.cross_entropy(logits, yb, reduction="sum")
             loss = batch_sum * (ctx.world_size / denom)
             batch_sum = batch_sum.detach()
         else:
             loss = F.cross_entropy(logits, yb)
-            batch_sum = loss.detach() * len(idx)
+            batch_sum = loss.detach() * len(yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss_sum += batch_sum.double()
         hits += (logits.detach().argmax(1) == yb).sum()
+        seen += denom
         if bar is not None:
             bar.update(denom)
             if step % 100 == 0:  # a host sync, so only now and then
-                seen = min(i + batch_size, len(order)) / ctx.world_size
+                done = seen / ctx.world_size
                 bar.set_postfix(
-                    loss=f"{loss_sum.item() / seen:.4f}", acc=f"{hits.item() / seen:.4f}"
+                    loss=f"{loss_sum.item() / done:.4f}", acc=f"{hits.item() / done:.4f}"
                 )
     distributed.all_reduce_sum(loss_sum, ctx)
     distributed.all_reduce_sum(hits, ctx)
-    n = len(order)
-    return loss_sum.item() / n, hits.item() / n
+    return loss_sum.item() / count, hits.item() / count
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -117,24 +142,75 @@ class Session:
     ctx: distributed.DistContext
     step: Step | None  # the fast engine's step; None runs the plain loop
     ddp_model: nn.Module
+    scale: InputScale  # how the data's stored values become network inputs
     plateau: Plateau | None = None  # ReduceLROnPlateau, when the config turns it on
 
 
-def check_data(description: ModelDescription, splits: Splits) -> None:
-    """The data must have the network's input shape, and labels within its classes."""
-    shape = tuple(splits.x_train.shape[1:])
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def check_data(description: ModelDescription, dataset: Dataset) -> None:
+    """The network and the data must agree: the input shape, and one output per class;
+    CnnlabError naming both where they do not."""
+    shape = dataset.input_shape
+    what = f"the data ({dataset.spec}) has"
     if shape != description.input_shape:
-        want = "x".join(map(str, description.input_shape))
+        hint = ""
+        if dataset.kind == "images" and len(shape) == len(description.input_shape) == 3:
+            hint = (
+                " (for a folder of images, --image-size and --channels set what it is resized to)"
+            )
         raise CnnlabError(
-            f"model {description.name!r} takes inputs of {want}, the data has "
-            f"{'x'.join(map(str, shape))}"
+            f"model {description.name!r} takes inputs of {_fmt(description.input_shape)}, "
+            f"{what} {_fmt(shape)}{hint}"
         )
     classes = description.classes
+    splits = dataset.splits
     top = max(int(splits.y_train.max(initial=0)), int(splits.y_val.max(initial=0)))
-    if top >= classes:
+    # classes that are only label numbers may be fewer than the outputs (a subset of them)
+    numbered = dataset.classes == [str(i) for i in range(len(dataset.classes))]
+    fewer = numbered and len(dataset.classes) <= classes
+    if (classes != len(dataset.classes) and not fewer) or top >= classes:
         raise CnnlabError(
-            f"model {description.name!r} has {classes} classes, the data has labels up to {top}"
+            f"model {description.name!r} has {classes} outputs, {what} "
+            f"{len(dataset.classes)} classes ({', '.join(dataset.classes[:5])}"
+            f"{', ...' if len(dataset.classes) > 5 else ''})"
         )
+
+
+def takes_raw_pixels(description: ModelDescription) -> bool:
+    """Whether the network begins with a Rescaling layer (the only reader of its input):
+    it then scales pixels itself and takes them raw, 0-255, as in Keras."""
+    readers = description.consumers[INPUT]
+    return len(readers) == 1 and isinstance(description.by_name[readers[0]].layer, Rescaling)
+
+
+def data_scale(description: ModelDescription, dataset: Dataset) -> InputScale:
+    """How this data's stored values reach this network (the one rule: cnnlab.data.scaling)."""
+    return input_scale(bool(dataset.pixels), takes_raw_pixels(description))
+
+
+def as_dataset(data: Dataset | Splits, config: TrainConfig) -> Dataset:
+    """``data`` as a Dataset; bare Splits are the dataset ``config.data`` names, already
+    split (the class names are the label numbers)."""
+    if isinstance(data, Dataset):
+        return data
+    labels = [data.y_train, data.y_val, data.y_test]
+    k = max(int(y.max(initial=0)) for y in labels) + 1
+    rank = len(data.x_train.shape) - 2  # spatial axes
+    kind = {1: "series", 2: "images", 3: "clips"}.get(rank, "images")
+    return Dataset(config.data, data, [str(i) for i in range(k)], config.data, kind)
+
+
+def _named_for(description: ModelDescription, dataset: Dataset) -> Dataset:
+    """Classes that are only label numbers, extended to the network's outputs (a subset of
+    the labels may be absent from the data); named classes as they are."""
+    outputs = description.classes
+    if dataset.classes == [str(i) for i in range(len(dataset.classes))]:
+        if outputs > len(dataset.classes):
+            return dataclasses.replace(dataset, classes=[str(i) for i in range(outputs)])
+    return dataset
 
 
 def _start(
@@ -144,6 +220,7 @@ def _start(
     ctx: distributed.DistContext,
     out_dir: Path,
     resume: bool,
+    scale: InputScale,
     log: Callable[[str], None],
 ) -> Session:
     """Build the network and optimiser (or restore them from ``last.pt``)."""
@@ -159,7 +236,7 @@ def _start(
     grad_hook = partial(distributed.all_reduce_grads, ctx=ctx) if ctx.enabled else None
     # After resume: the step reads Adam's restored state.
     use_native = None if config.native else False
-    step = make_step(model, optimizer, grad_hook, use_native) if fast else None
+    step = make_step(model, optimizer, grad_hook, use_native, scale) if fast else None
     # The plain engine trains through DistributedDataParallel, which averages gradients
     # in its backward hooks; the fast engine all-reduces them in its own step (grad_hook).
     ddp_model = DistributedDataParallel(model) if ctx.enabled and not fast else model
@@ -168,16 +245,17 @@ def _start(
         plateau.replay(state.history, config.lr)
     return Session(
         config, description, model, optimizer, shuffle, state, device, ctx, step, ddp_model,
-        plateau,
+        scale, plateau,
     )  # fmt: skip
 
 
-def _train_one_epoch(
-    s: Session, x: torch.Tensor, y: torch.Tensor, epoch: int, progress: bool
-) -> tuple[float, float]:
+def _train_one_epoch(s: Session, feed: Feed, epoch: int, progress: bool) -> tuple[float, float]:
     """One epoch of either engine: (mean training loss, accuracy)."""
-    n = len(x)
-    order = torch.randperm(n, generator=s.shuffle).to(s.device)
+    n = len(feed)
+    order = torch.randperm(n, generator=s.shuffle)
+    order = order if feed.lazy else order.to(s.device)
+    shard = partial(distributed.shard, ctx=s.ctx) if s.ctx.enabled else None
+    batches = feed.batches(order, s.config.batch_size, shard)
     with tqdm(
         total=n,
         desc=f"epoch {epoch}/{s.config.epochs}",
@@ -186,12 +264,11 @@ def _train_one_epoch(
         leave=False,
     ) as bar:
         if s.step is None:
-            return train_epoch(
-                s.ddp_model, s.optimizer, x, y, order, s.config.batch_size, bar, s.ctx
+            return train_batches(
+                s.ddp_model, s.optimizer, batches, n, s.device, bar, s.ctx, s.scale
             )
-        shard = partial(distributed.shard, ctx=s.ctx) if s.ctx.enabled else None
         on_batch = records.progress_callback(bar) if progress else None
-        sums = run_epoch(s.step, x, y, order, s.config.batch_size, on_batch=on_batch, shard=shard)
+        sums = run_batches(s.step, batches, n, s.device, on_batch=on_batch)
         distributed.all_reduce_sum(sums.loss, s.ctx)
         distributed.all_reduce_sum(sums.hits, s.ctx)
         return sums.means()
@@ -199,7 +276,7 @@ def _train_one_epoch(
 
 def fit(
     config: TrainConfig,
-    splits: Splits,
+    data: Dataset | Splits,
     out_dir: Path,
     *,
     description: ModelDescription | None = None,
@@ -208,12 +285,17 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train ``description`` (default: ``config.model`` resolved) on ``splits`` into
-    ``out_dir``; returns the metrics. Under torchrun, every process calls this."""
+    """Train ``description`` (default: ``config.model`` resolved) on ``data`` into
+    ``out_dir``; returns the metrics. ``data``: a :class:`~cnnlab.data.Dataset` (its record
+    is kept in the run), or bare Splits of the dataset ``config.data`` names. Under
+    torchrun, every process calls this."""
+    dataset = as_dataset(data, config)
     device = resolve_device(config.device)
     if description is None:
         description = records.saved_description(out_dir) if resume else resolve(config.model)
-    check_data(description, splits)
+    check_data(description, dataset)
+    dataset = _named_for(description, dataset)
+    scale = data_scale(description, dataset)
     with distributed.process_group(device) as ctx:
         device = distributed.local_device(device, ctx)
         if not ctx.is_main:  # only rank 0 prints and writes files
@@ -222,10 +304,11 @@ def fit(
             torch.set_num_threads(config.threads)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest
-        s = _start(config, description, device, ctx, out_dir, resume, log)
+        log(f"inputs: {scale.reason}")
+        s = _start(config, description, device, ctx, out_dir, resume, scale, log)
         if not resume and ctx.is_main:
-            records.write_run_config(out_dir, config, description, splits, device, ctx)
-        metrics = _loop(s, splits, out_dir, progress, on_epoch_end, log)
+            records.write_run_config(out_dir, config, description, dataset, device, ctx, scale)
+        metrics = _loop(s, dataset.splits, out_dir, progress, on_epoch_end, log)
         distributed.barrier(ctx)
     return metrics
 
@@ -241,16 +324,17 @@ def _loop(
     """Epochs until early stopping or the epoch limit, then the test score (rank 0)."""
     config, state = s.config, s.state
     fast = config.engine == "fast"
-    # The whole dataset moves to the device once; batches are gathered there.
-    x_tr, y_tr = to_tensors(splits.x_train, splits.y_train, s.device)
-    x_va, y_va = to_tensors(splits.x_val, splits.y_val, s.device)
-    if not fast:
-        x_tr = as_float_images(x_tr)  # the reference loop takes float inputs only
+    # Data that fits in memory moves to the device once and batches are gathered there;
+    # a split that stays on the disk is read batch by batch (cnnlab.engine.feed).
+    train = Feed(splits.x_train, splits.y_train, s.device)
+    val = Feed(splits.x_val, splits.y_val, s.device)
     while not state.finished and state.epoch < config.epochs:
         epoch = state.epoch + 1
         start = time.perf_counter()
-        loss, acc = _train_one_epoch(s, x_tr, y_tr, epoch, progress)
-        val_loss, val_acc, _ = evaluate(s.model, x_va, y_va, config.eval_batch_size, fast=fast)
+        loss, acc = _train_one_epoch(s, train, epoch, progress)
+        val_loss, val_acc, _ = evaluate_chunks(
+            s.model, val.chunks(config.eval_batch_size), fast=fast, scale=s.scale
+        )
         seconds = time.perf_counter() - start
         row = {
             "epoch": epoch,
@@ -293,7 +377,7 @@ def _loop(
     log(f"training duration = {state.train_seconds:.3f}")
     if not s.ctx.is_main:
         return {}
-    return finish(out_dir, config, splits, state, s.device, log)
+    return finish(out_dir, config, splits, state, s.device, s.scale, log)
 
 
 def _silent(_message: str) -> None:
@@ -306,6 +390,7 @@ def finish(
     splits: Splits,
     state: TrainState,
     device: torch.device,
+    scale: InputScale,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on the test set; write metrics.json and curves.png."""
@@ -313,15 +398,21 @@ def finish(
 
     model, ckpt = records.load_best(out_dir)
     model.to(device)
-    x_te, y_te = to_tensors(splits.x_test, splits.y_test, device)
-    test_loss, test_acc, _ = evaluate(
-        model, x_te, y_te, config.eval_batch_size, fast=config.engine == "fast"
-    )
+    test_loss: float | None = None
+    test_acc: float | None = None
+    if len(splits.y_test):
+        test = Feed(splits.x_test, splits.y_test, device)
+        test_loss, test_acc, _ = evaluate_chunks(
+            model, test.chunks(config.eval_batch_size), fast=config.engine == "fast", scale=scale
+        )
     metrics = records.write_metrics(out_dir, model, ckpt, state, config, test_loss, test_acc)
     history = runs.read_history(out_dir / "history.csv")
     plot_curves(history, out_dir / "curves.png", title=model.description.name)
-    log(
-        f"Test accuracy of the model with the lowest val_loss (epoch {ckpt['epoch']}) = "
-        f"{test_acc:.4f} (loss {test_loss:.4f})"
-    )
+    if test_acc is None or test_loss is None:
+        log(f"no test set: the best model is the one of epoch {ckpt['epoch']} (lowest val_loss)")
+    else:
+        log(
+            f"Test accuracy of the model with the lowest val_loss (epoch {ckpt['epoch']}) = "
+            f"{test_acc:.4f} (loss {test_loss:.4f})"
+        )
     return metrics

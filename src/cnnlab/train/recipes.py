@@ -52,17 +52,20 @@ TIME_SERIES = Recipe(
 VIDEOS = Recipe({"epochs": 30, "patience": 5}, "clips: the chapter's patience, fewer epochs")
 
 
-def recipe_for(data: str) -> Recipe:
-    """The recipe of dataset spec ``data`` (``mnist``, ``ucr:NAME``, ``moving-mnist``)."""
-    if data.startswith("ucr:"):
+def recipe_for(kind: str) -> Recipe:
+    """The recipe for a kind of data (:attr:`cnnlab.data.Dataset.kind`): ``series`` get the
+    time-series recipe, ``clips`` the clips', ``images`` the chapter's. A dataset spec is
+    read as its kind where it names one (``ucr:NAME`` series, ``moving-mnist`` clips)."""
+    kind = {"moving-mnist": "clips"}.get(kind, "series" if kind.startswith("ucr:") else kind)
+    if kind == "series":
         return TIME_SERIES
-    if data == "moving-mnist":
+    if kind == "clips":
         return VIDEOS
     return CHAPTER
 
 
-def settings(data: str, **given: Any) -> dict[str, Any]:
+def settings(kind: str, **given: Any) -> dict[str, Any]:
     """TrainConfig keyword arguments: the recipe's overrides, then every flag given (not None)."""
-    out = dict(recipe_for(data).overrides)
+    out = dict(recipe_for(kind).overrides)
     out.update({k: v for k, v in given.items() if v is not None})
     return out

@@ -18,7 +18,8 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnlab import fileio
-from cnnlab.data import Splits
+from cnnlab.data import Dataset
+from cnnlab.data.scaling import InputScale
 from cnnlab.engine import native
 from cnnlab.engine.fastpath import EpochSums
 from cnnlab.engine.plan import where
@@ -43,11 +44,15 @@ def write_run_config(
     out_dir: Path,
     config: TrainConfig,
     description: ModelDescription,
-    splits: Splits,
+    dataset: Dataset,
     device: torch.device,
     ctx: distributed.DistContext,
+    scale: InputScale,
 ) -> None:
-    """``model.json`` (the description) and ``config.json`` (the resolved config)."""
+    """``model.json`` (the description) and ``config.json``: the resolved config, the data
+    (its spec, class names and preprocessing, enough to rebuild it) and how its stored
+    values became network inputs."""
+    splits = dataset.splits
     fast = config.engine == "fast"
     kernels = fast and config.native and device.type == "cpu" and native.load()
     blocks = where(description, kernels)
@@ -63,9 +68,15 @@ def write_run_config(
         "n_train": len(splits.x_train),
         "n_val": len(splits.x_val),
         "n_test": len(splits.x_test),
+        "input_scale": scale.to_dict(),
     }
     fileio.write_json(out_dir / MODEL, description.to_dict())
-    run = {"config": asdict(config), "model": description.to_dict(), "resolved": resolved}
+    run = {
+        "config": asdict(config),
+        "model": description.to_dict(),
+        "data": dataset.record(),
+        "resolved": resolved,
+    }
     fileio.write_json(out_dir / CONFIG, run)
 
 
@@ -147,9 +158,10 @@ def write_metrics(
     ckpt: dict[str, Any],
     state: TrainState,
     config: TrainConfig,
-    test_loss: float,
-    test_acc: float,
+    test_loss: float | None,
+    test_acc: float | None,
 ) -> dict[str, Any]:
+    """metrics.json; the test metrics are None for a run without a test set."""
     desc = model.description
     metrics = {
         "model": desc.name,

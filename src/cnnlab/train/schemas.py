@@ -15,13 +15,15 @@ a damaged or hand-edited folder never ends in a traceback.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cnnlab import fileio
+from cnnlab.data.base import KINDS
+from cnnlab.data.scaling import InputScale
 from cnnlab.errors import CnnlabError
 from cnnlab.models import REGISTRY, DescriptionError, ModelDescription, get
 from cnnlab.train.config import TrainConfig
@@ -52,6 +54,76 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, ModelDescription]:
     except CnnlabError as exc:
         raise CnnlabError(f"{path}: field 'config.data': {exc}") from None
     return config, _description(path, data.get("model"), config)
+
+
+MAX_CLASSES = 100_000
+LEGACY_SCALE = InputScale(
+    255.0, "uint8 pixels divided by 255 (a run from before scales were recorded)"
+)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a run says of its data: the dataset record (None for runs from before records,
+    and for imported ones), its class names, and how stored values became its inputs."""
+
+    spec: str | None
+    record: dict[str, Any] | None
+    scale: InputScale
+
+    @property
+    def classes(self) -> list[str] | None:
+        return None if self.record is None else list(self.record["classes"])
+
+
+def read_run_data(run_dir: Path) -> RunData:
+    """config.json's ``data`` record and ``resolved.input_scale``, checked (CnnlabError naming
+    the field). A folder without config.json, or a run from before records, gets the rule
+    runs then followed: uint8 pixels divided by 255."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        return RunData(None, None, LEGACY_SCALE)
+    data = fileio.read_json(path)
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{path} must hold a JSON object, got {_kind(data)}")
+    config = data.get("config")
+    spec = config.get("data") if isinstance(config, dict) else None
+    record = data.get("data")
+    if record is not None:
+        _check_record(path, record)
+    scale = LEGACY_SCALE
+    resolved = data.get("resolved")
+    raw = resolved.get("input_scale") if isinstance(resolved, dict) else None
+    if raw is not None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("reason"), str):
+            raise CnnlabError(
+                f"{path}: field 'resolved.input_scale' must be an object with a reason"
+            )
+        divisor = raw.get("divide_by")
+        if divisor not in (1, 1.0, 255, 255.0) or isinstance(divisor, bool):
+            raise CnnlabError(f"{path}: field 'resolved.input_scale.divide_by' must be 1 or 255")
+        scale = InputScale(float(divisor), raw["reason"][:200])
+    return RunData(spec if isinstance(spec, str) else None, record, scale)
+
+
+def _check_record(path: Path, record: Any) -> None:
+    if not isinstance(record, dict):
+        raise CnnlabError(f"{path}: field 'data' must be an object")
+    if not isinstance(record.get("spec"), str):
+        raise CnnlabError(f"{path}: field 'data.spec' must be a string")
+    classes = record.get("classes")
+    if (
+        not isinstance(classes, list)
+        or not 1 <= len(classes) <= MAX_CLASSES
+        or not all(isinstance(c, str) and len(c) <= 256 for c in classes)
+    ):
+        raise CnnlabError(f"{path}: field 'data.classes' must list the class names")
+    if not isinstance(record.get("pixels"), bool):
+        raise CnnlabError(f"{path}: field 'data.pixels' must be true or false")
+    if record.get("kind") not in KINDS:
+        raise CnnlabError(f"{path}: field 'data.kind' must be one of {', '.join(KINDS)}")
+    if not isinstance(record.get("preprocessing", {}), dict):
+        raise CnnlabError(f"{path}: field 'data.preprocessing' must be an object")
 
 
 def saved_description(run_dir: Path) -> ModelDescription:

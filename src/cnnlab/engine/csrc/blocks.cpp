@@ -24,8 +24,9 @@
 namespace cnnlab {
 namespace {
 
+// Inputs reach the kernels as float32 network inputs: how stored pixels are scaled is decided
+// once, in Python (cnnlab.data.scaling), never here.
 inline float pixel(float v) { return v; }
-inline float pixel(uint8_t v) { return static_cast<float>(v) / 255.0f; }
 
 struct Geom {
   int64_t n, h, w, cin, cout, kh, kw, ph, pw;
@@ -287,8 +288,7 @@ Geom geometry(const at::Tensor& x, const at::Tensor& w, int64_t ph, int64_t pw) 
   TORCH_CHECK(g.kh * g.kw <= kMaxTaps, "conv_pool_relu: kernels up to ", kMaxTaps, " taps");
   TORCH_CHECK(ph >= 1 && pw >= 1 && 2 * ph + g.kh - 1 <= g.h && 2 * pw + g.kw - 1 <= g.w,
               "conv_pool_relu: the pooled size does not fit the input");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || (x.scalar_type() == at::kByte && g.cin == 1),
-              "conv_pool_relu: x must be float32 (or uint8 with one channel)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "conv_pool_relu: x must be float32");
   return g;
 }
 
@@ -308,12 +308,8 @@ PoolOut conv_pool_relu_forward(const at::Tensor& x, const at::Tensor& w, const a
     const at::Tensor wt = w.reshape({g.cout, g.kh * g.kw}).t().contiguous();  // (taps, Cout)
     const float* wp = wt.data_ptr<float>();
     const float* bp = b.data_ptr<float>();
-    if (x.scalar_type() == at::kByte) {
-      CNNLAB_BY_KERNEL(g.kh, g.kw, g.cout % 16 == 0,
-                       direct_forward<KH, KW, F>(g, x.data_ptr<uint8_t>(), wp, bp, a, idx));
-    } else {
-      CNNLAB_BY_KERNEL(g.kh, g.kw, g.cout % 16 == 0, direct_forward<KH, KW, F>(g, x.data_ptr<float>(), wp, bp, a, idx));
-    }
+    CNNLAB_BY_KERNEL(g.kh, g.kw, g.cout % 16 == 0,
+                     direct_forward<KH, KW, F>(g, x.data_ptr<float>(), wp, bp, a, idx));
     return r;
   }
   at::Tensor xin = x;  // only the rows and columns that reach the pooled outputs
@@ -347,13 +343,8 @@ at::Tensor conv_pool_relu_backward(const at::Tensor& g, const PoolOut& out, cons
     TORCH_CHECK(!input_grad, "conv_pool_relu_backward: no input gradient with one channel");
     float* gwp = gw.data_ptr<float>();
     float* gbp = gb.data_ptr<float>();
-    if (x.scalar_type() == at::kByte) {
-      CNNLAB_BY_KERNEL(geo.kh, geo.kw, geo.cout % 16 == 0,
-                       direct_backward<KH, KW, F>(geo, x.data_ptr<uint8_t>(), gr, a, idx, gwp, gbp));
-    } else {
-      CNNLAB_BY_KERNEL(geo.kh, geo.kw, geo.cout % 16 == 0,
-                       direct_backward<KH, KW, F>(geo, x.data_ptr<float>(), gr, a, idx, gwp, gbp));
-    }
+    CNNLAB_BY_KERNEL(geo.kh, geo.kw, geo.cout % 16 == 0,
+                     direct_backward<KH, KW, F>(geo, x.data_ptr<float>(), gr, a, idx, gwp, gbp));
     return gx;
   }
   if (input_grad) gx = at::empty(x.sizes(), x.options());

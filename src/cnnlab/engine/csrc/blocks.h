@@ -26,8 +26,8 @@ constexpr int mutant() { return 0; }
 constexpr int kMaxTaps = 49;
 
 // One "Conv2D('valid', stride 1, bias, relu) + MaxPooling2D(2x2)" block, ReLU after the
-// pooling. x: (N, H, W, Cin) contiguous, channels-last (float32, or uint8 scaled by 1/255
-// when Cin == 1); w: (Cout, Cin, kh, kw); b: (Cout). Only the pooled rows and columns
+// pooling. x: (N, H, W, Cin) contiguous, channels-last float32 network inputs;
+// w: (Cout, Cin, kh, kw); b: (Cout). Only the pooled rows and columns
 // [0, ph) x [0, pw) are computed (a later block may need fewer than pooling gives).
 struct PoolOut {
   at::Tensor a;    // (N, ph, pw, Cout) float32: relu(max over each 2x2 window)
