@@ -131,7 +131,7 @@ def test_failure_after_the_folder_is_made_removes_what_it_made(
     """A network the data does not fit fails inside fit, after the folder was claimed."""
     small = ["train", "--model", "Input(8,8,1) Flatten Dense(10)", "--quiet"]
     assert main([*small, "--out", str(tmp_path / "a" / "run")]) == 2
-    assert "takes inputs of 8x8x1" in _one_error_line(capsys.readouterr().err)
+    assert "takes 8x8x1 inputs" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "a").exists()
     # a folder the user made stays, exactly as it was
     mine = tmp_path / "mine"

@@ -85,8 +85,8 @@ def test_fused_first_block_is_conv_pool_relu_in_float64() -> None:
     out = forward(images)
     x = normalise(images, torch.float64)
     ref = model.double()
-    with torch.no_grad():  # the network normalises inside: it takes images in [0, 1]
-        expected = ref(images.reshape(6, 1, 28, 28).double() / 255)
+    with torch.no_grad():  # the network normalises inside: it takes raw 0-255 pixels
+        expected = ref(images.reshape(6, 1, 28, 28).double())
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
     # gradients of the block's kernel and bias, through PyTorch's layers in float64
     model.float()
@@ -153,7 +153,7 @@ def test_the_trained_model_is_the_registry_network(tiny_mnist: MNIST) -> None:
     assert model.description.to_dict() == get("speedrun").to_dict()
     images = torch.from_numpy(tiny_mnist.x_test[:40])
     with torch.no_grad():
-        expected = model(images.float().div(255).unsqueeze(1))
+        expected = model(images.float().unsqueeze(1))  # raw pixels: it normalises inside
         plain = make_forward(model, cfg)(images)
         torch.testing.assert_close(plain, expected, rtol=1e-5, atol=1e-5)
         if native.load():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,8 @@ def options(
         if shape is None and (size is None or channels is None):
             raise CnnlabError("give --image-size and --channels together for a template network")
         shape = (*size, channels) if size is not None and channels is not None else shape
-    quiet = getattr(args, "quiet", False)
+    # a progress bar on a terminal; never into a log or a pipe (tqdm's own rule, made here)
+    quiet = getattr(args, "quiet", False) or not sys.stderr.isatty()
     return DataOptions(
         data_dir=getattr(args, "data_dir", None),
         seed=seed,

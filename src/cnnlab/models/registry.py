@@ -87,8 +87,10 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the training images, the usual cons
 
 @register_model("speedrun")
 def speedrun(width1: int = 32, width2: int = 64) -> ModelDescription:
-    """The speedrun network (:mod:`cnnlab.train.speedrun`), inputs normalised inside."""
-    scale, offset = 1 / MNIST_STD, -MNIST_MEAN / MNIST_STD
+    """The speedrun network (:mod:`cnnlab.train.speedrun`), raw pixels normalised inside:
+    ``Rescaling(1 / (255 std), -mean / std)`` first, so it takes 0-255 pixels, as a Keras
+    network beginning with Rescaling does (cnnlab.data.scaling)."""
+    scale, offset = 1 / (255 * MNIST_STD), -MNIST_MEAN / MNIST_STD
     return parse_compact(
         f"Input(28,28,1) Rescaling({scale!r},{offset!r},name=normalise) "
         f"ZeroPadding2D(2,name=pad1) Conv2D({width1},5,2,name=conv1) MaxPooling2D(2,name=pool1) "

@@ -162,7 +162,7 @@ def check_data(description: ModelDescription, dataset: Dataset) -> None:
                 " (for a folder of images, --image-size and --channels set what it is resized to)"
             )
         raise CnnlabError(
-            f"model {description.name!r} takes inputs of {_fmt(description.input_shape)}, "
+            f"model {description.name!r} takes {_fmt(description.input_shape)} inputs, "
             f"{what} {_fmt(shape)}{hint}"
         )
     classes = description.classes

@@ -144,7 +144,7 @@ def make_forward(model: Network, config: SpeedrunConfig) -> Callable[[torch.Tens
         return fused
 
     def plain(xb: torch.Tensor) -> torch.Tensor:
-        x = xb.reshape(len(xb), 1, 28, 28).float().div_(255)  # the network normalises inside
+        x = xb.reshape(len(xb), 1, 28, 28).float()  # raw 0-255: the network normalises inside
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             return model(x.contiguous(memory_format=torch.channels_last))
 
@@ -278,6 +278,7 @@ def write_run(
 ) -> dict[str, Any]:
     """A run folder for one seed's model, so predict, serve, explain and export work on it."""
     from cnnlab import fileio
+    from cnnlab.data.scaling import input_scale
     from cnnlab.engine.device import to_tensors
     from cnnlab.engine.inference import evaluate
     from cnnlab.train import runs
@@ -287,12 +288,10 @@ def write_run(
     # the trained network, its description the registry's; contiguous weights, as any run's
     net = model.float().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     desc = net.description
-    x, y = to_tensors(
-        mnist.x_test.astype(np.float32)[..., None] / 255,
-        mnist.y_test.astype(np.int64),
-        torch.device("cpu"),
-    )
-    loss, acc, _ = evaluate(net, x, y)
+    # the network begins with Rescaling: it takes raw pixels (the one rule, data.scaling)
+    scale = input_scale(dataset_pixels=True, network_takes_raw_pixels=True)
+    x, y = to_tensors(mnist.x_test[..., None], mnist.y_test.astype(np.int64), torch.device("cpu"))
+    loss, acc, _ = evaluate(net, x, y, scale=scale)
     runs.save_torch(out_dir / "best.pt", make_checkpoint(desc, net, 0))
     fileio.write_json(out_dir / "model.json", desc.to_dict())
     metrics = {
@@ -308,14 +307,22 @@ def write_run(
         "best_epoch": 0,
     }
     fileio.write_json(out_dir / "metrics.json", metrics)
+    digits = [str(d) for d in range(10)]
+    record = {
+        "spec": "mnist", "kind": "images", "classes": digits, "pixels": True,
+        "input_shape": [28, 28, 1], "description": "MNIST digits, 28x28x1",
+        "preprocessing": {"source": "mnist", "note": "all 60,000 training images"},
+    }  # fmt: skip
     run_config = {
         "config": asdict(TrainConfig(model=desc.name, data="mnist", seed=result["seed"])),
         "model": desc.to_dict(),
+        "data": record,
         "speedrun": asdict(config),
         "resolved": {
             "note": "trained by cnnlab speedrun (its own recipe, in 'speedrun'); no history, "
             "no last.pt; best_epoch 0 means the end of training",
             "torch": torch.__version__,
+            "input_scale": scale.to_dict(),
         },
     }
     fileio.write_json(out_dir / "config.json", run_config)
