@@ -52,7 +52,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     series = rng.normal(size=(40, 16, 2)).astype(np.float32)
     labels = np.array(["low", "high"] * 20)
     np.savez(base / "series.npz", x_train=series, y_train=labels)
-    _train(["--model", "fcn1d_small", "--data", f"npz:{base / 'series.npz'}", "--out", str(out["npz"]), "--batch-size", "8"])  # fmt: skip
+    npz = f"npz:{base / 'series.npz'}"
+    _train(["--model", "fcn1d_small", "--data", npz, "--out", str(out["npz"]), "--batch-size", "8"])
     dataset = load_dataset(f"folder:{folder}", DataOptions(image_shape=(12, 12, 1)))
     s = dataset.splits
     keras_fit(LINE, s.x_train, s.y_train, epochs=1, out_dir=out["arrays"], verbose=0)
@@ -80,6 +81,10 @@ def _npz_reshaped(run: Path, data: Path) -> None:
     )
 
 
+def _set(d: dict[str, Any], key: str, value: Any) -> None:
+    d[key] = value
+
+
 def _record(edit: Callable[[dict[str, Any]], Any]) -> Damage:
     def damage(run: Path, data: Path) -> None:
         path = run / "config.json"
@@ -98,10 +103,14 @@ DAMAGES: dict[str, tuple[str, Damage, str]] = {
     "npz reshaped": ("npz", _npz_reshaped, "16x2 inputs, the data"),
     "npz moved away": ("npz", _moved, "cannot be rebuilt"),
     "arrays not kept": ("arrays", lambda r, d: None, "trained on arrays given to cnnlab.train.fit"),
-    "classes a string": ("folder", _record(lambda c: c["data"].__setitem__("classes", "abc")), "data.classes"),
+    "classes a string": ("folder", _record(lambda c: _set(c["data"], "classes", 1)), "classes"),
     "no pixels flag": ("folder", _record(lambda c: c["data"].pop("pixels")), "data.pixels"),
-    "unknown kind": ("folder", _record(lambda c: c["data"].__setitem__("kind", "audio")), "data.kind"),
-    "odd input scale": ("folder", _record(lambda c: c["resolved"]["input_scale"].__setitem__("divide_by", 7)), "input_scale.divide_by"),
+    "unknown kind": ("folder", _record(lambda c: _set(c["data"], "kind", "audio")), "data.kind"),
+    "odd input scale": (
+        "folder",
+        _record(lambda c: _set(c["resolved"]["input_scale"], "divide_by", 7)),
+        "input_scale.divide_by",
+    ),
 }  # fmt: skip
 
 COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
