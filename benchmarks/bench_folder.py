@@ -12,8 +12,11 @@
     the cache is built, then a fresh process iterates one shuffled epoch of batches of 32
     over the training split through the lazy RowView; its peak RSS (ru_maxrss) must stay
     under 1 GB. The same epoch through ``np.memmap`` is the control.
+(c) training on (b)'s folder: ``cnnlab train`` (a small CNN, one epoch, the chapter's
+    batch 32, validation and test scored) in a fresh process, which reads its batches from
+    the cache as the training loop does (cnnlab.engine.feed): its peak RSS, and the seconds.
 
-Usage: python benchmarks/bench_folder.py [--part a|b|both] [--n 10000] [--n-big 200000]
+Usage: python benchmarks/bench_folder.py [--part a|b|c|all] [--n 10000] [--n-big 200000]
        [--side 64] [--work DIR]
 """
 
@@ -224,9 +227,40 @@ def part_b(work: Path, n: int, side: int) -> None:
     )
 
 
+TRAIN_NET = "Input({s},{s},3) Conv2D(16,3,2,relu) MaxPooling2D(2) Conv2D(32,3,relu) GlobalAveragePooling2D Dense(10,softmax)"  # noqa: E501
+
+
+def part_c(work: Path, n: int, side: int) -> None:
+    folder = work / f"big-{side}"
+    make_big(folder, n, side)
+    run_dir = work / "train-c"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "cnnlab.cli", "train", "--model", TRAIN_NET.format(s=side)]
+    cmd += ["--data", f"folder:{folder}", "--epochs", "1", "--out", str(run_dir), "--quiet"]
+    cmd += ["--workers", "2"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    out = proc.stdout.read() if proc.stdout else ""
+    if status != 0:
+        raise SystemExit(f"cnnlab train failed:\n{out}")
+    rss = usage.ru_maxrss * 1024  # the training process alone (its decoding workers aside)
+    verdict = "under" if rss < 1e9 else "OVER"
+    size = n * side * side * 3 / GB
+    print(
+        f"(c) cnnlab train, one epoch over {n} images of {side}x{side}x3 ({size:.2f} GB "
+        f"decoded): {seconds:.0f} s with the cache built, peak RSS {rss / GB:.3f} GB "
+        f"({verdict} 1 GB)"
+    )
+    for line in out.splitlines():
+        if line.startswith(("epoch 1", "Test accuracy")):
+            print(f"  {line}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--part", choices=("a", "b", "both"), default="both")
+    p.add_argument("--part", choices=("a", "b", "c", "both", "all"), default="all")
     p.add_argument("--n", type=int, default=10_000, help="MNIST images for (a)")
     p.add_argument("--n-big", type=int, default=200_000, help="images for (b)")
     p.add_argument("--side", type=int, default=64, help="(b)'s image side, a multiple of 8")
@@ -245,10 +279,12 @@ def main() -> None:
         return memmap_worker(Path(args.memmap_worker[0]), int(args.memmap_worker[1]), args.out)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
-    if args.part in ("a", "both"):
+    if args.part in ("a", "both", "all"):
         part_a(args.work, args.n)
-    if args.part in ("b", "both"):
+    if args.part in ("b", "both", "all"):
         part_b(args.work, args.n_big, args.side)
+    if args.part in ("c", "all"):
+        part_c(args.work, args.n_big, args.side)
 
 
 if __name__ == "__main__":

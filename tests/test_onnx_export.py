@@ -76,6 +76,10 @@ def test_graph_interface_and_metadata(exported: dict[str, Path]) -> None:
     assert json.loads(meta["cnnlab_input_shape"]) == [28, 28, 1]
     assert meta["cnnlab_classes"] == "10" and meta["cnnlab_epoch"].isdigit()
     assert ModelDescription.from_dict(json.loads(meta["cnnlab_description"])) == get("case1")
+    # how the run's pixels became inputs, and its classes, as the run recorded them
+    # (the tiny run trained on float images in [0, 1]: they are used as stored)
+    assert json.loads(meta["cnnlab_input_scale"])["divide_by"] == 1
+    assert json.loads(meta["cnnlab_class_names"]) == [str(d) for d in range(10)]
 
 
 def test_existing_file_is_kept_unless_forced(

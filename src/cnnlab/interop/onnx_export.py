@@ -1,9 +1,10 @@
 """Export any description's network to ONNX, with its final softmax, checked in onnxruntime.
 
 The exported graph takes ``image``: float32 (N, C, *spatial), the description's input
-shape moved channels-first as PyTorch's (N, 1, 28, 28 for the chapter's MNIST networks,
-pixels scaled to [0, 1]), any batch size N; it returns ``probabilities``: float32
-(N, classes). The file is produced in memory, checked (ONNX checker, then onnxruntime
+shape moved channels-first as PyTorch's (N, 1, 28, 28 for the chapter's MNIST networks),
+network inputs as the run made them (pixels divided by 255 for the chapter's; raw 0-255
+for a network that begins with Rescaling: the metadata's ``cnnlab_input_scale`` says which),
+any batch size N; it returns ``probabilities``: float32 (N, classes). The file is produced in memory, checked (ONNX checker, then onnxruntime
 against PyTorch on a probe batch) and only then written atomically: a failed export never
 leaves a file behind. Its metadata records the network's name and description.
 """
@@ -29,6 +30,7 @@ from cnnlab.engine.inference import predict_proba
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network
 from cnnlab.train import checkpoint
+from cnnlab.train.schemas import read_run_data
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -201,11 +203,17 @@ def export_model(
 
 
 def export_run(run_dir: Path, path: Path, which: str = "best", force: bool = False) -> ExportResult:
-    """Export the ``which`` checkpoint of a run folder to ONNX at ``path``."""
+    """Export the ``which`` checkpoint of a run folder to ONNX at ``path``. The metadata also
+    say how the run's stored values became its inputs (``cnnlab_input_scale``: pixels
+    divided by 255, or raw for a network that begins with Rescaling) and name its classes."""
     model, ckpt = checkpoint.load_model(Path(run_dir), which)
+    found = read_run_data(Path(run_dir))
     metadata = {
         "cnnlab_model": checkpoint.run_name(ckpt),
         "cnnlab_checkpoint": f"{Path(run_dir).name}/{which}.pt",
         "cnnlab_epoch": str(ckpt["epoch"]),
+        "cnnlab_input_scale": json.dumps(found.scale.to_dict()),
     }
+    if found.classes is not None:
+        metadata["cnnlab_class_names"] = json.dumps(found.classes)
     return export_model(model, path, force=force, metadata=metadata)
