@@ -250,8 +250,8 @@ def part_c(work: Path, n: int, side: int) -> None:
     size = n * side * side * 3 / GB
     print(
         f"(c) cnnlab train, one epoch over {n} images of {side}x{side}x3 ({size:.2f} GB "
-        f"decoded): {seconds:.0f} s with the cache built, peak RSS {rss / GB:.3f} GB "
-        f"({verdict} 1 GB)"
+        f"decoded): {seconds:.0f} s in all (the cache built, or reused), peak RSS "
+        f"{rss / GB:.3f} GB ({verdict} 1 GB)"
     )
     for line in out.splitlines():
         if line.startswith(("epoch 1", "Test accuracy")):
