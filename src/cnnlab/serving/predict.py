@@ -82,7 +82,9 @@ class Predictor:
     preprocessing); None for a bare network, read as an older run's (pixels / 255).
     """
 
-    def __init__(self, model: Network, name: str | None = None, data: RunData | None = None) -> None:
+    def __init__(
+        self, model: Network, name: str | None = None, data: RunData | None = None
+    ) -> None:
         self.model = model.eval()
         self.description = model.description
         self.name = name or self.description.name
@@ -234,7 +236,7 @@ class Predictor:
                 raise CnnlabError(f"network inputs must be 28x28, got {bad[0]}")
             seen = [Seen(a, a[..., None], None) for a in arrs]
         else:
-            batch = self.as_batch(np.asarray(images)) if len(images) else []
+            batch = self.as_batch(np.asarray(images)) if len(images) else ()
             seen = [Seen(b[..., 0] if b.shape[-1] == 1 else b, b, None) for b in batch]
         return self._predict(seen, [None] * len(seen), feature_maps)
 
