@@ -141,7 +141,9 @@ def test_cli_names_the_classes(
     assert code == 0 and len(lines) == 2
     k = int(want[-1].argmax())
     assert lines[0] == f"{files[1]}  {CLASSES[k]}  p={want[-1][k]:.3f}"
-    assert lines[1] == "    " + "  ".join(f"{c}:{p:.3f}" for c, p in zip(CLASSES, want[-1]))
+    assert lines[1] == "    " + "  ".join(
+        f"{c}:{p:.3f}" for c, p in zip(CLASSES, want[-1], strict=True)
+    )
 
 
 def test_invert_is_for_digit_runs(
@@ -190,7 +192,7 @@ def test_many_classes_list_the_top_three(
     desc = parse_compact("Input(12,10,3) Conv2D(3,3,relu) GlobalAveragePooling2D Dense(12,softmax)")
     runs.save_torch(tmp_path / "best.pt", checkpoint.make_checkpoint(desc, build_module(desc), 0))
     Image.new("RGB", (30, 20), (90, 10, 200)).save(tmp_path / "a.png")
-    code, out, err = run_cli(["predict", str(tmp_path), str(tmp_path / "a.png")], capsys)
+    code, out, _ = run_cli(["predict", str(tmp_path), str(tmp_path / "a.png")], capsys)
     first, spread = out.splitlines()
     assert code == 0 and "  class " in first and spread.startswith("    top 3: "), out
     assert len(spread.split(":")) == 5  # "top 3" and three classes
