@@ -92,8 +92,11 @@ def test_files_give_the_network_on_load_image(
         from_bytes = predictor.predict_image(p.read_bytes())
         np.testing.assert_allclose(from_bytes.probabilities, r.probabilities, atol=1e-6)
     # arrays of any size go through the same decoding (no EXIF in a bare array)
-    (from_array,) = predictor.predict_arrays([np.asarray(Image.open(paths[3]).convert("RGB"))])
-    np.testing.assert_allclose(from_array.probabilities, results[3].probabilities, atol=1e-5)
+    photo = np.asarray(Image.open(paths[3]).convert("RGB"))
+    as_ints, as_floats = photo.astype(np.int64), photo / 255.0  # levels 0-255, or 0-1
+    for arr in (photo, as_ints, as_floats):
+        (from_array,) = predictor.predict_arrays([arr])
+        np.testing.assert_allclose(from_array.probabilities, results[3].probabilities, atol=1e-5)
 
 
 def test_a_grey_28x28_folder_run_is_not_centred(

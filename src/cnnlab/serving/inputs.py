@@ -109,7 +109,8 @@ class Recipe:
         return self._pixels(pixels)
 
     def from_array(self, array: np.ndarray, invert: bool | None = None) -> Seen:
-        """An image array, any size: (H, W) grey or (H, W, 1|3|4); uint8 0-255 or floats 0-1."""
+        """An image array, any size: (H, W) grey or (H, W, 1|3|4); integers 0-255 (uint8),
+        floats 0-1."""
         self.require("predicting on images")
         arr = np.asarray(array)
         if self.mode == DIGITS:
@@ -120,7 +121,9 @@ class Recipe:
             arr = arr[..., 0]
         if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))) or not arr.size:
             raise CnnlabError(f"an image array is (H, W) or (H, W, 1|3|4), not {arr.shape}")
-        if arr.dtype != np.uint8:
+        if arr.dtype.kind in "iu":  # integer levels: 0-255
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        elif arr.dtype != np.uint8:  # floats (and booleans): 0-1
             with np.errstate(invalid="ignore"):
                 arr = np.rint(np.clip(np.nan_to_num(arr.astype(np.float64)), 0, 1) * 255)
             arr = arr.astype(np.uint8)
