@@ -1,18 +1,23 @@
-"""The draw-a-digit page in a real headless Chromium (Debian's chromium + chromium-driver).
+"""The page in a real headless Chromium (Debian's chromium + chromium-driver): drawing digits
+for a network trained on MNIST digits, uploading and dropping image files for a colour
+network trained on a folder.
 
 Selenium is pointed at /usr/bin/chromedriver explicitly, so Selenium Manager never
 downloads a browser or driver. Skipped, with the reason shown, where they are absent.
+With ``CNNLAB_SCREENSHOTS=DIR`` the pages are saved there as PNGs to look at.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from image_runs import CLASSES, encoded, make_folder, picture, train_run
 from PIL import Image, ImageDraw
 
 from cnnlab.data import Splits
@@ -55,6 +60,28 @@ def own_site(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> I
     )
     with background_server(create_app(Predictor.from_run(out))) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def rgb_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rgb")
+    return train_run("rgb", make_folder(root / "photos", "RGB"), root / "run", root / "cache")
+
+
+@pytest.fixture(scope="module")
+def rgb_site(rgb_run: Path) -> Iterator[str]:
+    with background_server(create_app(Predictor.from_run(rgb_run))) as url:
+        yield url
+
+
+def screenshot(driver: Any, name: str) -> None:
+    """The whole page as ``$CNNLAB_SCREENSHOTS/name.png`` (nothing without the variable)."""
+    folder = os.environ.get("CNNLAB_SCREENSHOTS")
+    if folder:
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1280, max(1000, height + 140))
+        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+        driver.set_window_size(1280, 1000)
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +143,11 @@ def draw(driver: Any, points: list[tuple[int, int]], pointer: str = "mouse") -> 
     actions.perform()
 
 
-def wait_for_prediction(driver: Any, layers: tuple[str, ...] = CASE1_MAPS) -> dict[str, Any]:
-    """Wait until the page shows a digit, the 28x28 input and the feature-map grid of each
-    of ``layers``, and has no answer still coming (the page sets aria-busy while one is)."""
+def wait_for_prediction(
+    driver: Any, layers: tuple[str, ...] = CASE1_MAPS, labels: tuple[str, ...] = tuple("0123456789")
+) -> dict[str, Any]:
+    """Wait until the page shows one of ``labels``, the input and the feature-map grid of
+    each of ``layers``, and has no answer still coming (aria-busy while one is)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     script = """
@@ -134,6 +163,7 @@ def wait_for_prediction(driver: Any, layers: tuple[str, ...] = CASE1_MAPS) -> di
         captions: [...document.querySelectorAll('#maps figcaption')].map((e) => e.textContent),
         top: [...document.querySelectorAll('.bar.top')].length,
         values: [...document.querySelectorAll('.bar .val')].map((e) => e.textContent),
+        labels: [...document.querySelectorAll('.bar .label')].map((e) => e.textContent),
         status: document.getElementById('status').textContent,
         busy: document.querySelector('.result').getAttribute('aria-busy'),
       };
@@ -142,8 +172,8 @@ def wait_for_prediction(driver: Any, layers: tuple[str, ...] = CASE1_MAPS) -> di
 
     def shown(d: Any) -> bool:
         state.update(d.execute_script(script, list(layers)))
-        digit = state["digit"]
-        return digit != "" and digit in "0123456789" and state["ready"] and state["busy"] == "false"
+        found = state["digit"] in labels
+        return found and state["ready"] and state["busy"] == "false"
 
     WebDriverWait(driver, 30).until(shown, message=f"no prediction shown: {state}")
     return state
@@ -163,8 +193,10 @@ def test_drawing_shows_prediction_and_feature_maps(driver: Any, site: str) -> No
         driver.execute_script("return document.getElementById('pad').toDataURL('image/png')")[22:]
     )
     answer = httpx.post(f"{site}/api/predict", content=png, params={"maps": "false"}).json()
-    assert state["digit"] == str(answer["digit"])
+    assert state["digit"] == str(answer["digit"]) == answer["label"]
     assert state["values"] == [f"{p:.3f}" for p in answer["probabilities"]]
+    assert state["labels"] == [str(d) for d in range(10)]
+    screenshot(driver, "digit-drawn")
 
     driver.find_element("id", "clear").click()
     assert driver.find_element("id", "digit").text == "–"
@@ -219,3 +251,82 @@ def test_blank_upload_shows_the_servers_message(driver: Any, site: str, tmp_path
         lambda d: "no digit found" in d.find_element("id", "status").text
     )
     assert "error" in driver.find_element("id", "status").get_attribute("class")
+
+
+def test_canvas_only_for_digit_networks(driver: Any, site: str, rgb_site: str) -> None:
+    open_page(driver, site)
+    assert driver.find_elements("id", "pad") and driver.find_elements("id", "clear")
+    assert not driver.find_element("id", "drop").is_displayed()  # drop on the pad instead
+    open_page(driver, rgb_site, model="rgbnet")
+    assert not driver.find_elements("id", "pad") and not driver.find_elements("id", "clear")
+    assert driver.find_element("id", "drop").is_displayed()
+    assert "classify an image" in driver.title
+    text = driver.find_element("id", "model").text
+    assert "3 classes (bar 2, bar 10, ring)" in text and "input 20×24×3" in text
+
+
+def test_upload_on_a_colour_network(driver: Any, rgb_site: str, tmp_path: Path) -> None:
+    """A JPEG photo of a ring: the page names the class, shows the 20x24 colour input, the
+    maps of c1 and c2, and (clicking a unit of c1) the weighted sum over red, green, blue."""
+    path = tmp_path / "ring.jpg"
+    picture("ring", (90, 70), 77).save(path, format="JPEG")
+    open_page(driver, rgb_site, model="rgbnet")
+    driver.find_element("id", "file").send_keys(str(path))
+    state = wait_for_prediction(driver, ("c1", "c2"), tuple(CLASSES))
+    answer = httpx.post(f"{rgb_site}/api/predict", content=path.read_bytes()).json()
+    assert state["digit"] == answer["label"] and state["labels"] == CLASSES
+    assert state["values"] == [f"{p:.3f}" for p in answer["probabilities"]]
+    assert answer["label"] in state["status"]
+    seen = driver.execute_script(
+        "const i = document.getElementById('input'); return [i.naturalWidth, i.naturalHeight,"
+        " i.width, i.height, document.getElementById('original').naturalWidth];"
+    )
+    assert seen == [24, 20, 168, 140, 90]  # the input, enlarged keeping its aspect; the photo
+    click_first_unit(driver, "c1")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(
+        lambda d: (
+            "red" in d.find_element("id", "detail-channels").text
+            and d.find_element("id", "detail").get_attribute("aria-busy") == "false"
+        )
+    )
+    chips = driver.find_element("id", "detail-channels").text
+    assert "3 input channels" in chips and "green" in chips and "blue" in chips
+    assert not driver.find_element("id", "rf").get_attribute("hidden")
+    screenshot(driver, "rgb-upload")
+
+
+def click_first_unit(driver: Any, layer: str) -> None:
+    """Click unit (1, 1) of map 0 in ``layer``'s grid image."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    img = driver.find_element("id", f"map-{layer}")
+    scale = driver.execute_script(
+        "return arguments[0].clientWidth / arguments[0].naturalWidth", img
+    )
+    w, h = img.size["width"], img.size["height"]
+    ActionChains(driver).move_to_element_with_offset(
+        img, int(1.5 * scale - w / 2), int(1.5 * scale - h / 2)
+    ).click().perform()
+
+
+def test_drop_an_image_on_the_page(driver: Any, rgb_site: str) -> None:
+    """A file dropped anywhere on the page is predicted (a DataTransfer made in the page)."""
+    body = base64.b64encode(encoded(picture("bar 10", (40, 60), 3))).decode("ascii")
+    open_page(driver, rgb_site, model="rgbnet")
+    driver.execute_script(
+        """
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+        const target = document.getElementById("maps");
+        target.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true }));
+        target.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
+        """,
+        body,
+    )
+    state = wait_for_prediction(driver, ("c1", "c2"), tuple(CLASSES))
+    answer = httpx.post(f"{rgb_site}/api/predict", content=base64.b64decode(body)).json()
+    assert state["digit"] == answer["label"]
+    assert driver.execute_script("return document.getElementById('original').naturalWidth") == 40

@@ -187,10 +187,19 @@ def test_cli_table_and_errors(
     bad.write_bytes(b"GIF89a but not really")
     code, out, err = run_cli(["predict", str(tiny_run["case2"]), str(good)], capsys)
     assert code == 0 and "digit" in out and "(inverted)" in out and "9:" in out
+    # a file that does not decode: one line, skipped; the others are predicted
     code, out, err = run_cli(["predict", str(tiny_run["case2"]), str(good), str(bad)], capsys)
-    assert code == 2
-    assert "good.png" in out
-    assert err.count("\n") == 2 and "bad.png" in err and "1 of 2 image(s)" in err
+    assert code == 0 and "good.png" in out and "bad.png" not in out
+    assert err.count("\n") == 1 and err.startswith("cnnlab: warning: skipped:") and "bad.png" in err
+    code, out, err = run_cli(
+        ["predict", str(tiny_run["case2"]), str(good), str(bad), "--strict"], capsys
+    )
+    assert code == 2 and err.startswith("cnnlab: error:") and "bad.png" in err
+    code, out, err = run_cli(["predict", str(tiny_run["case2"]), str(bad), str(bad)], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 3 and "none of the 2 images could be used" in err
+    code, out, err = run_cli(["predict", str(tiny_run["case2"]), str(bad)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "bad.png" in err
     assert "Traceback" not in err
     code, out, err = run_cli(["predict", str(tiny_run["case2"]), str(good), "--no-invert"], capsys)
     assert code == 2 and "no digit found" in err

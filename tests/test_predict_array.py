@@ -120,10 +120,12 @@ def test_cli_array_json_is_softmax_of_the_model(
     assert code == 0, err
     rows = json.loads(out)
     want = reference(array_runs[kind], x)
-    assert [set(r) for r in rows] == [{"probabilities", "class"}] * 6
+    assert [set(r) for r in rows] == [{"label", "class_index", "class", "probabilities"}] * 6
     got = np.array([r["probabilities"] for r in rows])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-    assert [r["class"] for r in rows] == list(want.argmax(axis=1))
+    assert [r["class_index"] for r in rows] == list(want.argmax(axis=1))
+    assert [r["class"] for r in rows] == [r["class_index"] for r in rows]  # the older name
+    assert [r["label"] for r in rows] == [str(k) for k in want.argmax(axis=1)]  # no names
     np.save(tmp_path / "one.npy", x[0])  # a single input, without the batch axis
     code, out, _ = run_cli(
         ["predict", str(array_runs[kind]), "--array", str(tmp_path / "one.npy")], capsys
@@ -233,16 +235,32 @@ def test_cli_needs_exactly_one_source(
         assert code == 2 and phrase in err and err.count("\n") == 1, err
 
 
-def test_images_need_a_28x28x1_network(
+def test_images_need_an_image_network(
     array_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Any H x W x 1|3|4 network reads image files (a run without a record: its input size,
+    bilinear, stretched; pixels / 255); series and clip networks are refused in one line."""
     from PIL import Image
 
-    Image.new("L", (30, 30), 255).save(tmp_path / "a.png")
-    code, _, err = run_cli(["predict", str(array_runs["2d"]), str(tmp_path / "a.png")], capsys)
-    assert code == 2 and err.count("\n") == 1
-    assert "needs a network with 28x28x1 inputs" in err and "12x10x3" in err and "--array" in err
-    with pytest.raises(CnnlabError, match="28x28x1"):
-        Predictor.from_run(array_runs["2d"]).predict_image(tmp_path / "a.png")
+    from cnnlab.data import load_image
+
+    img = Image.new("RGB", (30, 20), (200, 30, 90))
+    img.paste((10, 240, 60), (0, 0, 12, 20))
+    img.save(tmp_path / "a.png")
+    code, out, err = run_cli(
+        ["predict", str(array_runs["2d"]), str(tmp_path / "a.png"), "--json"], capsys
+    )
+    assert code == 0, err
+    x = load_image(tmp_path / "a.png", (12, 10, 3)).astype(np.float32) / 255
+    want = reference(array_runs["2d"], x[None])[0]
+    (row,) = json.loads(out)
+    np.testing.assert_allclose(row["probabilities"], want, atol=1e-5)
+    assert row["class_index"] == int(want.argmax()) and row["label"] == str(want.argmax())
+    for kind, shape in (("1d", "40x3"), ("3d", "6x8x7x2")):
+        code, _, err = run_cli(["predict", str(array_runs[kind]), str(tmp_path / "a.png")], capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "needs a network that takes images" in err and shape in err and "--array" in err
+    with pytest.raises(CnnlabError, match="not images"):
+        Predictor.from_run(array_runs["1d"]).predict_image(tmp_path / "a.png")
     code, _, err = run_cli(["serve", str(array_runs["3d"])], capsys)
     assert code == 2 and err.count("\n") == 1 and "cnnlab serve" in err and "6x8x7x2" in err

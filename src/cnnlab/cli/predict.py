@@ -1,19 +1,14 @@
 """Sub-commands for one's own data: ``predict`` (image files or a .npy array), ``serve``.
 
-``cnnlab predict RUN_DIR --array X.npy`` reads the array without trusting it: regular
-files only (a device or a FIFO is refused before any byte is read), at most
-``MAX_ARRAY_BYTES`` actually read, the header checked against the data's length and
-never a pickled object (``allow_pickle=False``).
+``cnnlab predict RUN_DIR IMAGE...`` reads image files the run's way (any 2-D image network:
+:mod:`cnnlab.serving.inputs`); ``--array X.npy`` reads the array without trusting it
+(:mod:`cnnlab.cli.npy`).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import math
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,14 +17,14 @@ import numpy as np
 
 from cnnlab import fileio
 from cnnlab.cli.core import non_negative_int, positive_int
+from cnnlab.cli.npy import load_npy
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
     from cnnlab.serving.predict import Predictor
 
-MAX_ARRAY_BYTES = 512 * 1024 * 1024
-READ_CHUNK = 1 << 20
 TABLE_CLASSES = 10  # a table row lists every class up to this many, else the top ones
+TOP_CLASSES = 3
 
 
 def port_number(text: str) -> int:
@@ -85,8 +80,8 @@ def add_invert_arg(p: argparse.ArgumentParser) -> None:
         "--invert",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="treat images as dark-on-light (--invert) or light-on-dark (--no-invert); "
-        "default: detect from the border",
+        help="for runs trained on MNIST digits: treat images as dark-on-light (--invert) or "
+        "light-on-dark (--no-invert); default: detect from the border",
     )
 
 
@@ -119,7 +114,8 @@ def add_address_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "predict", help="predict with a trained run: digit image files, or any inputs in a .npy"
+        "predict",
+        help="predict with a trained run: image files (any image network), or inputs in a .npy",
     )
     p.add_argument(
         "run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (its best.pt is used)"
@@ -129,7 +125,8 @@ def register(sub: Any) -> None:
         type=Path,
         nargs="*",
         metavar="IMAGE",
-        help="image files or folders (for a network with 28x28x1 inputs)",
+        help="image files or folders of them (for a network that takes H x W x 1, 3 or 4 "
+        "images), made as the run's own images were",
     )
     p.add_argument(
         "--array",
@@ -137,20 +134,35 @@ def register(sub: Any) -> None:
         default=None,
         metavar="X.npy",
         help="a .npy array of inputs in Keras' channels-last layout, (N, *input_shape) or one "
-        "input, used as it is (no scaling)",
+        "input: uint8 arrays are pixels, scaled as the run's (/255, or raw for a network "
+        "that begins with Rescaling); float arrays are taken as network inputs",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list (label, class_index, probabilities) instead of a table",
+    )
     p.add_argument(
         "--show-input",
         type=Path,
         default=None,
         metavar="DIR",
-        help="write the 28x28 image the network saw for each image into DIR",
+        help="write the image the network saw for each file into DIR (PNG; in colour for "
+        "a colour network)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) at the first image that does not decode (default: skip it "
+        "with one line, and fail only if none decodes)",
     )
     add_invert_arg(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("serve", help="a web page to draw digits and watch the network predict")
+    p = sub.add_parser(
+        "serve",
+        help="a web page: upload or drop an image (or draw a digit) and watch the network predict",
+    )
     p.add_argument(
         "run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (its best.pt is used)"
     )
@@ -202,83 +214,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if args.images
             else "give image files (IMAGE ...) or --array X.npy to predict on"
         )
-    if args.array is not None and (args.show_input is not None or args.invert is not None):
-        raise CnnlabError("--show-input and --invert are for image files, not --array")
+    if args.array is not None and (
+        args.show_input is not None or args.invert is not None or args.strict
+    ):
+        raise CnnlabError("--show-input, --invert and --strict are for image files, not --array")
     predictor = Predictor.from_run(args.run_dir)
     if args.array is not None:
         return _predict_array(predictor, args.array, args.json)
     return _predict_images(predictor, args)
 
 
-def load_npy(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
-    """A numeric array from a .npy file, read defensively; CnnlabError in one line if not."""
-    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise CnnlabError(f"{path} not found") from None
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise CnnlabError(f"{path} is a folder; give a .npy file")
-        if not stat.S_ISREG(mode):
-            raise CnnlabError(f"{path} is not a regular file (a device, FIFO or socket)")
-        chunks: list[bytes] = []
-        total = 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(READ_CHUNK, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if total > max_bytes:
-        raise CnnlabError(f"{path} is larger than the limit of {max_bytes:,} bytes")
-    return _parse_npy(b"".join(chunks), path)
+def _name(predictor: Predictor, k: int) -> str:
+    """Class ``k`` for a table: its name, or "class 3" for a run without names."""
+    return predictor.class_names[k] if predictor.named else f"class {k}"
 
 
-def _parse_npy(data: bytes, path: Path) -> np.ndarray:
-    """The array in ``data``: its header checked first, then numpy.load without pickles."""
-    fmt = np.lib.format
-    buf = io.BytesIO(data)
-    try:
-        version = fmt.read_magic(buf)
-    except ValueError:
-        raise CnnlabError(f"{path} is not a .npy file (as numpy.save writes)") from None
-    try:
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(buf)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(buf)
-        else:
-            raise CnnlabError(f"{path}: .npy format version {version} is not supported")
-    except (ValueError, SyntaxError, TypeError) as exc:
-        raise CnnlabError(f"{path}: malformed .npy header ({_first_line(exc)})") from None
-    if dtype.hasobject:
-        raise CnnlabError(f"{path} holds Python objects (a pickled array): refused, not read")
-    expected = math.prod(shape) * dtype.itemsize
-    if len(data) - buf.tell() != expected:
-        raise CnnlabError(
-            f"{path}: the data ({len(data) - buf.tell():,} bytes) does not match its header "
-            f"({_shape(shape)} of {dtype}, {expected:,} bytes): truncated or damaged"
-        )
-    try:
-        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
-    except (ValueError, OSError, EOFError) as exc:
-        raise CnnlabError(f"{path}: cannot read the array ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape)) if shape else "a scalar"
+def _spread(predictor: Predictor, p: np.ndarray) -> str:
+    """The probabilities line: every class where there are few, else the top three."""
+    if len(p) <= TABLE_CLASSES:
+        order: Any = range(len(p))
+        lead = "    "
+    else:
+        order = np.argsort(-p, kind="stable")[:TOP_CLASSES]
+        lead = f"    top {TOP_CLASSES}: "
+    sep = "  " if predictor.named else " "
+    return lead + sep.join(f"{predictor.class_names[c]}:{p[c]:.3f}" for c in order)
 
 
 def _predict_array(predictor: Predictor, path: Path, as_json: bool) -> int:
@@ -290,24 +250,33 @@ def _predict_array(predictor: Predictor, path: Path, as_json: bool) -> int:
     classes = [int(k) for k in probs.argmax(axis=1)]
     if as_json:
         rows = [
-            {"probabilities": [float(v) for v in p], "class": k}
+            {
+                "label": predictor.class_names[k],
+                "class_index": k,
+                "class": k,
+                "probabilities": [float(v) for v in p],
+            }
             for p, k in zip(probs, classes, strict=True)
         ]
         print(json.dumps(rows, indent=2))
         return 0
     width = len(str(max(len(probs) - 1, 0)))
-    many = probs.shape[1] > TABLE_CLASSES
     for i, (p, k) in enumerate(zip(probs, classes, strict=True)):
-        print(f"input {i:>{width}}  class {k}  p={p[k]:.3f}")
-        order = np.argsort(-p, kind="stable")[:TABLE_CLASSES] if many else range(len(p))
-        print(("    top: " if many else "    ") + " ".join(f"{c}:{p[c]:.3f}" for c in order))
+        print(f"input {i:>{width}}  {_name(predictor, k)}  p={p[k]:.3f}")
+        print(_spread(predictor, p))
     return 0
 
 
 def _predict_images(predictor: Predictor, args: argparse.Namespace) -> int:
-    from cnnlab.data.preprocess import ImageRejected, list_images, to_png
+    from cnnlab.data.preprocess import ImageRejected, list_images
+    from cnnlab.serving.inputs import image_png
 
     predictor.require_images("predicting image files")
+    if args.invert is not None and not predictor.digits:
+        raise CnnlabError(
+            "--invert and --no-invert are for runs trained on MNIST digits; this run reads "
+            f"images as it was trained ({predictor.recipe.describe()})"
+        )
     paths = list_images(args.images)
     if args.show_input is not None:
         try:
@@ -315,30 +284,34 @@ def _predict_images(predictor: Predictor, args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CnnlabError(f"cannot create {args.show_input}: {exc.strerror or exc}") from exc
     results: list[dict[str, Any]] = []
-    failed = 0
     used_names: set[str] = set()
     for path in paths:
         try:
             (pred,) = predictor.predict_files([path], invert=args.invert)
         except ImageRejected as exc:
-            print(f"cnnlab: error: {exc}", file=sys.stderr)
-            failed += 1
+            if args.strict or len(paths) == 1:
+                raise
+            print(f"cnnlab: warning: skipped: {exc}", file=sys.stderr)
             continue
         results.append(pred.to_dict())
         if args.show_input is not None:
             name = _unique(f"{path.stem}.input.png", used_names)
-            fileio.write_bytes(args.show_input / name, to_png(pred.input))
-        if not args.json:
-            probs = " ".join(f"{d}:{p:.3f}" for d, p in enumerate(pred.probabilities))
+            fileio.write_bytes(args.show_input / name, image_png(pred.input))
+        if args.json:
+            continue
+        p, k = pred.probabilities, pred.class_index
+        if predictor.digits:
             flag = "  (inverted)" if pred.inverted else ""
-            print(f"{path}  digit {pred.digit}  p={pred.probabilities[pred.digit]:.3f}{flag}")
-            print(f"    {probs}")
+            print(f"{path}  digit {k}  p={p[k]:.3f}{flag}")
+        else:
+            print(f"{path}  {_name(predictor, k)}  p={p[k]:.3f}")
+        print(_spread(predictor, p))
+    if not results:
+        raise CnnlabError(f"none of the {len(paths)} images could be used")
     if args.json:
         print(json.dumps(results, indent=2))
-    if args.show_input is not None and results:
+    if args.show_input is not None:
         print(f"wrote {len(results)} network input(s) to {args.show_input}/", file=sys.stderr)
-    if failed:
-        raise CnnlabError(f"{failed} of {len(paths)} image(s) could not be used")
     return 0
 
 
@@ -359,7 +332,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cnnlab.serving.serve import ServerOptions, serve
 
     predictor = Predictor.from_run(args.run_dir)
-    predictor.require_images("cnnlab serve (the draw-a-digit page)")
+    predictor.require_images("cnnlab serve (a page for image networks)")
     limits = ImageLimits(
         max_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_megapixels * 1_000_000
     )

@@ -1,9 +1,11 @@
-"""The draw-a-digit page's detail view: one feature-map unit, its receptive field and its sum.
+"""The page's detail view: one feature-map unit, its receptive field and its weighted sum.
 
 ``make_router(predictor)`` adds ``POST /api/detail?layer=&channel=&y=&x=``: the body is the
-image, as ``POST /api/predict`` takes it raw. The answer is what CNN Explainer's detail
-view shows, for one's own digit and network: the conv layer's input window (the 28x28
-input for the first conv, the previous layer's maps for later ones, zeros in the padding),
+image, as ``POST /api/predict`` takes it raw, made the run's way (any 2-D image network,
+any size and channel count). The answer is what CNN Explainer's detail view shows, for
+one's own image and network: the conv layer's input window (the network's input for the
+first conv, every input channel of it, the previous layer's maps for later ones, zeros in
+the padding),
 the kernel weights, their products summed per input channel, the bias, the activation and
 the value, plus the unit's receptive field on the input. It is computed with the NumPy
 engine (:mod:`cnnlab.engine.numpy_engine`) from the network's own weights; the field comes
@@ -22,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from cnnlab import ops
 from cnnlab.analysis.layer_walk import MapLayer, feature_map_layers
-from cnnlab.data.preprocess import ImageLimits, ImageRejected, preprocess_file
+from cnnlab.data.preprocess import ImageLimits, ImageRejected
 from cnnlab.engine.numpy_engine import NumpyModel, from_torch
 from cnnlab.errors import CnnlabError
 from cnnlab.models import layers as L
@@ -74,13 +76,16 @@ class DetailResponse(BaseModel):
 
 
 def _conv_layers(predictor: Predictor) -> dict[str, MapLayer]:
-    """The conv layers whose maps the page shows, from the layer walk."""
+    """The 2-D conv layers whose maps the page shows, from the layer walk."""
     walk = feature_map_layers(predictor.description)
     return {
         m.name: m
         for m in walk
         # a plain convolution (a weighted sum over every input channel) with a known field
-        if type(m.layer) is L.Conv and m.field is not None and m.name in predictor.feature_layers
+        if type(m.layer) is L.Conv
+        and len(m.layer.kernel_size) == 2
+        and m.field is not None
+        and m.name in predictor.feature_layers
     }
 
 
@@ -98,7 +103,8 @@ def _field(m: MapLayer, y: int, x: int, shape: tuple[int, ...]) -> ReceptiveFiel
 def unit_detail(
     engine: NumpyModel, m: MapLayer, image: np.ndarray, channel: int, y: int, x: int
 ) -> DetailResponse:
-    """The detail of unit (y, x) of map ``channel`` of conv layer ``m`` on a 28x28 ``image``."""
+    """The detail of unit (y, x) of map ``channel`` of conv layer ``m`` for the network input
+    ``image`` ((H, W, C) or (H, W) for one channel: as the network takes it, scaled)."""
     desc = engine.description
     conv = m.layer
     assert isinstance(conv, L.Conv)
@@ -183,16 +189,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "empty body"},
     413: {"description": "image over the byte or pixel limit"},
     415: {"description": "not an image, or a multipart form"},
-    422: {"description": "no such layer or unit, a damaged image, or no digit in it"},
+    422: {"description": "no such layer or unit, a damaged image, or (digit runs) no digit in it"},
 }
 
 
 def make_router(predictor: Predictor, limits: ImageLimits | None = None) -> APIRouter:
-    """The ``/api/detail`` route for ``predictor``'s network (28x28x1 inputs)."""
+    """The ``/api/detail`` route for ``predictor``'s network (any 2-D image network)."""
     predictor.require_images("the detail view")
     limits = limits or ImageLimits()
     engine = from_torch(predictor.model, "float32")  # the weights, converted once
     layers = _conv_layers(predictor)
+    others = [n for n in predictor.feature_layers if n not in layers]
     limiter = anyio.CapacityLimiter(2)
     router = APIRouter()
 
@@ -216,13 +223,18 @@ def make_router(predictor: Predictor, limits: ImageLimits | None = None) -> APIR
         invert: bool | None = None,
     ) -> DetailResponse:
         """One unit's weighted sum and receptive field, for the image in the body."""
+        if layer in others:
+            kind = predictor.description.by_name[layer].layer.class_name
+            raise HTTPException(
+                422, f"{layer} is a {kind}: the detail view shows plain 2-D convolutions"
+            )
         if layer not in layers:
             raise HTTPException(422, f"no conv layer {layer!r}; the maps are: {', '.join(layers)}")
         data = await _raw_image(request, limits)
 
         def work() -> DetailResponse:
             start = time.perf_counter()
-            image = preprocess_file(data, invert, limits).image
+            image = predictor.load(data, invert=invert, limits=limits).x
             answer = unit_detail(engine, layers[layer], image, channel, y, x)
             answer.milliseconds = round((time.perf_counter() - start) * 1000.0, 3)
             return answer

@@ -1,19 +1,21 @@
-"""A small web application: draw a digit, see what the network sees and predicts.
+"""A small web application: upload, drop or draw an image, see what the network sees and predicts.
 
-``create_app(run_dir_or_predictor, limits, options)`` builds a FastAPI app with the digit
-page (``/``), a JSON API (``POST /api/predict``, ``GET /api/model``, ``GET /api/health``,
+``create_app(run_dir_or_predictor, limits, options)`` builds a FastAPI app with the page
+(``/``), a JSON API (``POST /api/predict``, ``GET /api/model``, ``GET /api/health``,
 ``POST /api/detail`` for one feature-map unit: :mod:`cnnlab.serving.detail`), the
 mechanism page (``/mechanism``, ``GET|POST /api/mechanism``: :mod:`cnnlab.serving.mechanism`)
 and its OpenAPI schema (``/openapi.json``; no ``/docs``, whose pages load from a CDN). The
-digit page needs a network with 28x28x1 inputs (drawn digits) and shows the maps of
-whatever conv layers ``/api/model`` lists.
+page serves any 2-D image network (H x W x 1, 3 or 4): an uploaded or dropped image file
+is made the run's way (:mod:`cnnlab.serving.inputs`) and the answer names the classes; a
+network trained on MNIST digits also gets the drawing pad. It shows the maps of whatever
+conv layers ``/api/model`` lists. Series and clip networks are refused in one line.
 
 Clients are untrusted (:mod:`cnnlab.serving.guards`): every response carries security
 headers, a foreign Host or Origin is refused, a body is read within a byte limit, a
 deadline and a memory budget shared by all uploads, and an image's pixel count is checked
-from its header before it is decoded (:func:`cnnlab.data.preprocess.open_image`).
-Connections are bounded too (:mod:`cnnlab.serving.server`). Every bad request gets a 4xx
-(or a 503 when busy) with a JSON ``detail`` line; the server keeps serving.
+from its header before it is decoded. Connections are bounded too
+(:mod:`cnnlab.serving.server`). Every bad request gets a 4xx (or a 503 when busy) with a
+JSON ``detail`` line; the server keeps serving.
 """
 
 from __future__ import annotations
@@ -34,15 +36,25 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from cnnlab import __version__
-from cnnlab.data.preprocess import ImageLimits, ImageRejected, to_png
+from cnnlab.data.preprocess import ImageLimits, ImageRejected
 from cnnlab.errors import CnnlabError
 from cnnlab.serving import detail, mechanism
 from cnnlab.serving.guards import BodyLimit, ServerOptions, harden
+from cnnlab.serving.inputs import image_png
 from cnnlab.serving.predict import Prediction, Predictor
+from cnnlab.serving.schemas import (
+    ErrorDetail,
+    FeatureLayer,
+    FeatureMapGrid,
+    Health,
+    LayerShape,
+    ModelInfo,
+    PredictResponse,
+    TopClass,
+)
 from cnnlab.serving.server import background_server, bind, raise_fd_limit, run
 
 __all__ = ["BodyLimit", "ServerOptions", "background_server", "create_app", "describe", "serve"]
@@ -50,62 +62,8 @@ __all__ = ["BodyLimit", "ServerOptions", "background_server", "create_app", "des
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around an uploaded file
 GRID_COLUMNS = 8
-
-
-class FeatureMapGrid(BaseModel):
-    layer: str = Field(description="the conv layer's name (its output, after its activation)")
-    activation: str = Field(description="the conv layer's activation (Keras' name)")
-    channels: int
-    height: int = Field(description="height of one map in pixels")
-    width: int = Field(description="width of one map in pixels")
-    columns: int = Field(description="maps per row in the grid image")
-    png: str = Field(description="data URL of a PNG grid of all maps, each scaled to its max")
-
-
-class PredictResponse(BaseModel):
-    digit: int = Field(description="the predicted class (the digit, for MNIST's 10 classes)")
-    probabilities: list[float] = Field(description="softmax probabilities of the classes")
-    inverted: bool = Field(description="whether the image was dark-on-light and was inverted")
-    input_png: str = Field(description="data URL of the 28x28 PNG the network saw")
-    feature_maps: list[FeatureMapGrid]
-    milliseconds: float = Field(
-        description="server time to decode, predict and encode the images (no queueing)"
-    )
-
-
-class Health(BaseModel):
-    status: str
-    model: str = Field(description="the network's name")
-    version: str
-    max_bytes: int
-    max_pixels: int
-
-
-class FeatureLayer(BaseModel):
-    layer: str = Field(description="a conv layer, whose maps /api/predict returns")
-    activation: str
-    channels: int
-    height: int
-    width: int
-
-
-class LayerShape(BaseModel):
-    name: str
-    class_name: str = Field(description="Keras' layer class, e.g. Conv2D")
-    output_shape: list[int] = Field(description="channels last, without the batch axis")
-
-
-class ModelInfo(BaseModel):
-    name: str
-    input_shape: list[int] = Field(description="channels last, without the batch axis")
-    classes: int
-    params: int
-    layers: list[LayerShape]
-    feature_maps: list[FeatureLayer]
-
-
-class ErrorDetail(BaseModel):
-    detail: str
+TOP_K = 5  # classes in an answer's top list
+DRAW_BLOCK = ("<!-- draw -->", "<!-- /draw -->")  # the pad's markup, left out where no drawing
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -114,7 +72,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "empty body or malformed form",
         413: "body over the byte limit, or image over the pixel limit",
         415: "not an image, or a format that is not supported",
-        422: "damaged image, or no digit found in it",
+        422: "damaged image, or (digit runs) no digit found in it",
     }.items()
 }
 
@@ -142,17 +100,19 @@ def create_app(
 ) -> FastAPI:
     """The web app for a run folder (its best checkpoint) or a ready Predictor."""
     predictor = source if isinstance(source, Predictor) else Predictor.from_run(Path(source))
-    predictor.require_images("cnnlab serve (the draw-a-digit page)")
+    predictor.require_images("cnnlab serve (a page for image networks)")
     limits = limits or ImageLimits()
     options = options or ServerOptions()
     model_info = describe(predictor)
-    index_html = (STATIC / "index.html").read_text(encoding="utf-8")
+    index_html = page(predictor)
+    what = "Draw or upload a digit" if predictor.drawing else "Upload an image"
 
     app = FastAPI(
-        title="cnnlab digits",
+        title="cnnlab",
         version=__version__,
-        description=f"Draw or upload a digit; the CNN {predictor.name!r}, trained with cnnlab, "
-        "predicts it.",
+        description=f"{what}; the CNN {predictor.name!r}, trained with cnnlab, predicts its "
+        f"class ({', '.join(predictor.class_names[:10])}"
+        f"{', ...' if predictor.classes > 10 else ''}).",
         docs_url=None,  # Swagger UI and ReDoc load from a CDN: blank offline
         redoc_url=None,
     )
@@ -179,7 +139,8 @@ def create_app(
 
     @app.get("/api/model", response_model=ModelInfo)
     async def model() -> ModelInfo:
-        """The network: input shape, classes, each layer's output shape, the feature maps."""
+        """The network: input shape, class names, whether it takes drawn digits, how images
+        are made its inputs, each layer's output shape, the feature maps."""
         return model_info
 
     @app.post(
@@ -191,18 +152,21 @@ def create_app(
     async def predict(
         request: Request, invert: bool | None = None, maps: bool = True
     ) -> PredictResponse:
-        """Predict the digit in an image.
+        """Predict the class of an image.
 
-        The image is made MNIST-style first (grey, inverted if dark-on-light unless
-        ``invert`` says otherwise, cropped, scaled into 20x20, centred by mass in 28x28).
-        ``maps=false`` leaves out the feature maps.
+        The image is made the run's way (``/api/model``'s ``preprocessing``): for a run
+        trained on MNIST digits, MNIST-style (grey, inverted if dark-on-light unless
+        ``invert`` says otherwise, cropped, scaled into 20x20, centred by mass in 28x28);
+        for any other image network, decoded as its training images were (orientation,
+        channels, fit, resize; ``invert`` is not used). ``maps=false`` leaves out the
+        feature maps.
         """
         data = await _image_bytes(request, limits)
 
         def work() -> PredictResponse:  # in a worker thread: decoding and torch are CPU-bound
             start = time.perf_counter()
             result = predictor.predict_image(data, invert=invert, limits=limits, feature_maps=maps)
-            return _response(result, predictor.activations, start)
+            return _response(predictor, result, start)
 
         try:
             # As many predictions at once as there are cores: more only fight over them.
@@ -225,6 +189,18 @@ def create_app(
     return app
 
 
+def page(predictor: Predictor) -> str:
+    """The page's HTML: with the drawing pad for a digit run, without it otherwise."""
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    if predictor.drawing:
+        return html.replace("__TITLE__", "draw a digit")
+    start, end = DRAW_BLOCK
+    while start in html:
+        head, rest = html.split(start, 1)
+        html = head + rest.split(end, 1)[1]
+    return html.replace("__TITLE__", "classify an image")
+
+
 def describe(predictor: Predictor) -> ModelInfo:
     """What ``/api/model`` reports of the predictor's network."""
     desc = predictor.description
@@ -240,6 +216,10 @@ def describe(predictor: Predictor) -> ModelInfo:
         name=predictor.name,
         input_shape=list(desc.input_shape),
         classes=predictor.classes,
+        class_names=predictor.class_names,
+        drawing=predictor.drawing,
+        preprocessing=predictor.recipe.describe(),
+        input_scale=predictor.recipe.scale.reason,
         params=desc.params,
         layers=layers,
         feature_maps=maps,
@@ -264,14 +244,24 @@ async def _image_bytes(request: Request, limits: ImageLimits) -> bytes:
     return data
 
 
-def _response(result: Prediction, activations: dict[str, str], start: float) -> PredictResponse:
+def _response(predictor: Predictor, result: Prediction, start: float) -> PredictResponse:
     """The JSON answer; ``start`` is when work on the request began (perf_counter)."""
+    activations = predictor.activations
     grids = [_grid(name, m, activations[name]) for name, m in result.feature_maps.items()]
+    p = result.probabilities
+    order = np.argsort(-p, kind="stable")[:TOP_K]
+    top = [
+        TopClass(index=int(k), label=predictor.class_names[k], probability=round(float(p[k]), 6))
+        for k in order
+    ]
     return PredictResponse(
-        digit=result.digit,
-        probabilities=[round(float(p), 6) for p in result.probabilities],
+        label=result.label,
+        class_index=result.class_index,
+        digit=result.class_index,
+        probabilities=[round(float(v), 6) for v in p],
+        top=top,
         inverted=bool(result.inverted),
-        input_png=_data_url(to_png(result.input)),
+        input_png=_data_url(image_png(result.input)),
         feature_maps=grids,
         milliseconds=round((time.perf_counter() - start) * 1000.0, 3),
     )

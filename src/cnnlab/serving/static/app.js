@@ -1,32 +1,47 @@
-// cnnlab draw-a-digit page: pointer drawing (mouse, pen, touch), live predictions.
-// One request is in flight at a time; strokes made meanwhile are sent as soon as it
-// returns, so the prediction follows the pen without flooding the server. The bars (one
-// per class) and the feature-map grids (one per conv layer) follow the network that
-// api/model describes; names only ever go into the page as text.
+// cnnlab page: upload or drop an image (any image network), or draw a digit (networks trained
+// on MNIST digits: the server leaves the pad out of the page otherwise), and watch the
+// network predict. While drawing, one request is in flight at a time; strokes made
+// meanwhile are sent as soon as it returns, so the prediction follows the pen without
+// flooding the server. The bars (the classes, by name) and the feature-map grids (one per
+// conv layer) follow the network that api/model describes; names only ever go into the
+// page as text.
 "use strict";
 
-const pad = document.getElementById("pad");
-const ctx = pad.getContext("2d");
+const pad = document.getElementById("pad"); // null: the network takes no drawn digits
+const ctx = pad ? pad.getContext("2d") : null;
+const dropEl = document.getElementById("drop");
+const original = document.getElementById("original");
 const statusLine = document.getElementById("status");
 const digitEl = document.getElementById("digit");
 const confidenceEl = document.getElementById("confidence");
 const inputImg = document.getElementById("input");
+const inputCaption = document.getElementById("input-caption");
 const barsEl = document.getElementById("bars");
 const resultCard = document.querySelector(".result");
 const mapsEl = document.getElementById("maps");
 const MAP_WIDTH = 440; // px available for a feature-map grid
+const INPUT_SIDE = 168; // px for the longer side of the input as shown
+const MAX_BARS = 10; // more classes than this: the most probable ones, by name
 
-const bars = []; // one per class, made as the model (or the first answer) says
+let model = null; // api/model's answer
+let hint = "";
+
+const bars = []; // one per class shown
 function ensureBars(n) {
   while (bars.length < n) {
     const row = document.createElement("div");
     row.className = "bar";
     row.innerHTML = '<span class="label"></span><div class="track"><div class="fill"></div>' +
       '</div><span class="val">–</span>';
-    row.querySelector(".label").textContent = String(bars.length);
+    row.querySelector(".label").textContent = className(bars.length);
     barsEl.appendChild(row);
-    bars.push({ row, fill: row.querySelector(".fill"), val: row.querySelector(".val") });
+    bars.push({ row, label: row.querySelector(".label"), fill: row.querySelector(".fill"),
+      val: row.querySelector(".val") });
   }
+}
+
+function className(k) {
+  return model && model.class_names[k] !== undefined ? model.class_names[k] : String(k);
 }
 
 const maps = new Map(); // layer name -> {img, cap}, in the network's order
@@ -63,11 +78,12 @@ let seq = 0; // requests are numbered; answers older than the newest shown are d
 let shown = 0;
 let pending = 0; // requests without an answer yet
 
-function updateBusy() { // aria-busy: an answer for the newest strokes is still coming
+function updateBusy() { // aria-busy: an answer for the newest image is still coming
   resultCard.setAttribute("aria-busy", String(dirty || inFlight || pending > 0));
 }
 
 function resetPad() {
+  if (!ctx) return;
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, pad.width, pad.height);
   ctx.strokeStyle = "#000";
@@ -79,6 +95,7 @@ function resetPad() {
 
 function resetResult(message) {
   digitEl.textContent = "–";
+  digitEl.classList.remove("long");
   confidenceEl.textContent = "";
   for (const b of bars) {
     b.fill.style.width = "0";
@@ -101,62 +118,94 @@ function point(e) {
   return { x: (e.clientX - r.left) * (pad.width / r.width), y: (e.clientY - r.top) * (pad.height / r.height) };
 }
 
-pad.addEventListener("pointerdown", (e) => {
-  e.preventDefault();
-  pad.setPointerCapture(e.pointerId);
-  drawing = true;
-  last = point(e);
-  ctx.beginPath();
-  ctx.arc(last.x, last.y, ctx.lineWidth / 2, 0, 2 * Math.PI);
-  ctx.fill();
-  changed();
-});
-
-pad.addEventListener("pointermove", (e) => {
-  if (!drawing) return;
-  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
-  ctx.beginPath();
-  ctx.moveTo(last.x, last.y);
-  for (const ev of events.length ? events : [e]) {
-    last = point(ev);
-    ctx.lineTo(last.x, last.y);
-  }
-  ctx.stroke();
-  changed();
-});
-
-for (const type of ["pointerup", "pointercancel"]) {
-  pad.addEventListener(type, () => {
-    if (drawing) changed();
-    drawing = false;
+if (pad) {
+  pad.addEventListener("pointerdown", (e) => {
+    e.preventDefault();
+    pad.setPointerCapture(e.pointerId);
+    drawing = true;
+    last = point(e);
+    ctx.beginPath();
+    ctx.arc(last.x, last.y, ctx.lineWidth / 2, 0, 2 * Math.PI);
+    ctx.fill();
+    changed();
   });
+
+  pad.addEventListener("pointermove", (e) => {
+    if (!drawing) return;
+    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
+    ctx.beginPath();
+    ctx.moveTo(last.x, last.y);
+    for (const ev of events.length ? events : [e]) {
+      last = point(ev);
+      ctx.lineTo(last.x, last.y);
+    }
+    ctx.stroke();
+    changed();
+  });
+
+  for (const type of ["pointerup", "pointercancel"]) {
+    pad.addEventListener(type, () => {
+      if (drawing) changed();
+      drawing = false;
+    });
+  }
+
+  document.getElementById("clear").addEventListener("click", () => {
+    seq++;
+    shown = seq;
+    dirty = false;
+    updateBusy();
+    resetPad();
+    resetResult(hint);
+  });
+  dropEl.hidden = true; // the pad is the place to drop on
 }
 
-document.getElementById("clear").addEventListener("click", () => {
-  seq++;
-  shown = seq;
+// An image file from the picker or a drop: shown as given, sent to the server as it is.
+async function upload(file) {
   dirty = false;
-  updateBusy();
-  resetPad();
-  resetResult("Draw a digit (0–9) with mouse, pen or finger.");
-});
-
-document.getElementById("file").addEventListener("change", async (e) => {
-  const file = e.target.files[0];
-  e.target.value = "";
-  if (!file) return;
-  dirty = false;
-  resetPad();
-  try { // show it on the pad too, so one can draw over it (formats the browser can show)
-    const bitmap = await createImageBitmap(file);
-    const s = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
-    const w = bitmap.width * s, h = bitmap.height * s;
-    ctx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-  } catch (err) { /* the server may still read it */ }
+  if (pad) {
+    resetPad();
+    try { // on the pad too, so one can draw over it (formats the browser can show)
+      const bitmap = await createImageBitmap(file);
+      const s = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+      const w = bitmap.width * s, h = bitmap.height * s;
+      ctx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    } catch (err) { /* the server may still read it */ }
+  } else {
+    if (original.src) URL.revokeObjectURL(original.src);
+    original.src = URL.createObjectURL(file); // a TIFF the browser cannot show stays blank
+    dropEl.classList.add("filled");
+  }
   const form = new FormData();
   form.append("file", file, file.name);
   setStatus(`uploading ${file.name}…`, false);
   await send(form);
+}
+
+document.getElementById("file").addEventListener("change", async (e) => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (file) await upload(file);
+});
+
+// Dropping works anywhere on the page: a browser would otherwise open the file itself.
+const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+document.addEventListener("dragover", (e) => {
+  if (!hasFiles(e)) return;
+  e.preventDefault();
+  e.dataTransfer.dropEffect = "copy";
+  document.body.classList.add("dragging");
+});
+document.addEventListener("dragleave", (e) => {
+  if (e.relatedTarget === null) document.body.classList.remove("dragging");
+});
+document.addEventListener("drop", async (e) => {
+  document.body.classList.remove("dragging");
+  if (!hasFiles(e)) return;
+  e.preventDefault();
+  const file = e.dataTransfer.files[0];
+  if (file) await upload(file);
 });
 
 function changed() {
@@ -206,15 +255,28 @@ async function send(body, type) {
   show(data, body instanceof FormData ? body.get("file") : body);
 }
 
-function show(r, image) {
-  digitEl.textContent = String(r.digit);
-  confidenceEl.textContent = `${(100 * r.probabilities[r.digit]).toFixed(1)}%`;
-  ensureBars(r.probabilities.length);
-  r.probabilities.forEach((p, d) => {
-    bars[d].fill.style.width = `${(100 * p).toFixed(1)}%`;
-    bars[d].val.textContent = p.toFixed(3);
-    bars[d].row.classList.toggle("top", d === r.digit);
+function showBars(r) {
+  const n = r.probabilities.length;
+  // Few classes: every one, in the classes' order (bars stay put while one draws).
+  // Many: the most probable, most probable first.
+  const order = n <= MAX_BARS ? [...Array(n).keys()]
+    : [...Array(n).keys()].sort((a, b) => r.probabilities[b] - r.probabilities[a]).slice(0, MAX_BARS);
+  ensureBars(order.length);
+  order.forEach((k, i) => {
+    const p = r.probabilities[k];
+    bars[i].label.textContent = className(k);
+    bars[i].label.title = className(k);
+    bars[i].fill.style.width = `${(100 * p).toFixed(1)}%`;
+    bars[i].val.textContent = p.toFixed(3);
+    bars[i].row.classList.toggle("top", k === r.class_index);
   });
+}
+
+function show(r, image) {
+  digitEl.textContent = r.label;
+  digitEl.classList.toggle("long", r.label.length > 3);
+  confidenceEl.textContent = `${(100 * r.probabilities[r.class_index]).toFixed(1)}%`;
+  showBars(r);
   inputImg.src = r.input_png;
   for (const m of r.feature_maps) {
     const { img, cap } = ensureMap(m.layer);
@@ -227,27 +289,42 @@ function show(r, image) {
     cap.textContent = `${m.layer}: ${m.channels} feature maps of ${m.height}×${m.width} ` +
       `(${activationText(m.activation)})`;
   }
-  setStatus(`${r.inverted ? "inverted, " : ""}predicted in ${r.milliseconds.toFixed(1)} ms`, false);
+  setStatus(`${r.inverted ? "inverted, " : ""}predicted ${r.label} in ${r.milliseconds.toFixed(1)} ms`, false);
   // detail.js: the answer and the image it is for (the detail view asks about that image)
   document.dispatchEvent(new CustomEvent("cnnlab:prediction", { detail: { answer: r, image } }));
 }
 
+function describeModel(m, h) {
+  const [ih, iw, ic] = m.input_shape;
+  const side = INPUT_SIDE / Math.max(ih, iw);
+  inputImg.width = Math.round(iw * side);
+  inputImg.height = Math.round(ih * side);
+  inputImg.alt = `the ${ih}×${iw} input the network saw`;
+  inputCaption.textContent = `what the network saw: ${m.preprocessing.replace(/(\d+)x(\d+)/, "$1×$2")}`;
+  ensureBars(Math.min(m.classes, MAX_BARS));
+  for (const f of m.feature_maps) {
+    ensureMap(f.layer).cap.textContent = `${f.layer}: ${f.channels} feature maps of ` +
+      `${f.height}×${f.width} (${activationText(f.activation)})`;
+  }
+  const convs = m.feature_maps.length;
+  const names = m.class_names.slice(0, 5).join(", ") + (m.classes > 5 ? ", …" : "");
+  document.getElementById("model").textContent =
+    `model ${m.name} · ${m.classes} classes (${names}) · input ${ih}×${iw}×${ic} · ` +
+    `${convs} conv layer${convs === 1 ? "" : "s"}, ${m.params.toLocaleString("en")} parameters · ` +
+    `uploads up to ${(h.max_bytes / 1048576).toFixed(0)} MiB, ` +
+    `${(h.max_pixels / 1e6).toFixed(0)} Mpixels`;
+  hint = m.drawing ? "Draw a digit (0–9) with mouse, pen or finger, or drop an image."
+    : "Drop an image anywhere on the page, or choose a file (PNG, JPEG, BMP, GIF, WebP, TIFF).";
+  if (!statusLine.classList.contains("error") && pending === 0 && shown === 0) setStatus(hint, false);
+}
+
 Promise.all(["api/model", "api/health"].map((u) => fetch(u).then((r) => r.json())))
-  .then(([model, h]) => {
-    ensureBars(model.classes);
-    for (const f of model.feature_maps) {
-      ensureMap(f.layer).cap.textContent = `${f.layer}: ${f.channels} feature maps of ` +
-        `${f.height}×${f.width} (${activationText(f.activation)})`;
-    }
-    const convs = model.feature_maps.length;
-    document.getElementById("model").textContent =
-      `model ${model.name} · ${model.classes} classes, ${convs} conv layer` +
-      `${convs === 1 ? "" : "s"}, ${model.params.toLocaleString("en")} parameters · ` +
-      `uploads up to ${(h.max_bytes / 1048576).toFixed(0)} MiB, ` +
-      `${(h.max_pixels / 1e6).toFixed(0)} Mpixels`;
+  .then(([m, h]) => {
+    model = m;
+    describeModel(m, h);
   }).catch(() => {
     document.getElementById("model").textContent = "model information unavailable";
   });
 
 resetPad();
-resetResult("Draw a digit (0–9) with mouse, pen or finger.");
+resetResult("Loading…");

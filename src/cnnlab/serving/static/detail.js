@@ -1,5 +1,6 @@
-// cnnlab draw-a-digit page, the detail view: click a feature-map pixel to see its receptive
-// field on the 28x28 input (a box over it) and the weighted sum behind it, as api/detail
+// cnnlab page, the detail view: click a feature-map pixel to see its receptive field on the
+// input the network saw (a box over it, any size) and the weighted sum behind it (every
+// input channel of it, for a colour input), as api/detail
 // computes it (the NumPy engine, the network's own weights) for the image on show. app.js
 // says what is on show with "cnnlab:prediction" and "cnnlab:cleared" events.
 "use strict";
@@ -104,6 +105,12 @@
     return best;
   }
 
+  // The input's own channels are colours for a colour network; later ones are numbered maps.
+  const COLOURS = ["red", "green", "blue", "alpha"];
+  function channelName(d, c) {
+    return d.source === "input" && d.channels.length >= 3 ? COLOURS[c] : `channel ${c}`;
+  }
+
   function show(d) {
     const f = d.receptive_field;
     $("detail-title").textContent = `${d.layer} · map ${d.channel} · unit (y ${d.y}, x ${d.x})`;
@@ -113,11 +120,12 @@
       `${f.rows[0]}–${f.rows[1]}, columns ${f.cols[0]}–${f.cols[1]}` +
       (clipped ? " (it reaches past the border, into the padding)" : "") +
       " — the yellow box on the input.";
-    const s = inputImg.clientWidth / 28;
-    rf.style.left = `${f.left * s}px`;
-    rf.style.top = `${f.top * s}px`;
-    rf.style.width = `${(f.right - f.left + 1) * s}px`;
-    rf.style.height = `${(f.bottom - f.top + 1) * s}px`;
+    const sx = inputImg.clientWidth / (inputImg.naturalWidth || 28);
+    const sy = inputImg.clientHeight / (inputImg.naturalHeight || 28);
+    rf.style.left = `${f.left * sx}px`;
+    rf.style.top = `${f.top * sy}px`;
+    rf.style.width = `${(f.right - f.left + 1) * sx}px`;
+    rf.style.height = `${(f.bottom - f.top + 1) * sy}px`;
     rf.hidden = false;
     const many = d.channels.length > 1;
     const chips = $("detail-channels");
@@ -132,7 +140,8 @@
         const b = document.createElement("button");
         b.type = "button";
         b.className = `chip${i === chosen ? " on" : ""}`;
-        b.textContent = `${c.channel}: ${fmt(c.sum)}`;
+        const name = channelName(d, c.channel);
+        b.textContent = `${name.startsWith("channel") ? c.channel : name}: ${fmt(c.sum)}`;
         b.addEventListener("click", () => { chosen = i; show(last); });
         chips.appendChild(b);
       });
@@ -140,9 +149,9 @@
     const c = d.channels[chosen];
     const src = d.source === "input" ? "input" : `${d.source}'s output`;
     const where = `rows ${d.rows[0]}–${d.rows.at(-1)}, columns ${d.cols[0]}–${d.cols.at(-1)}`;
-    $("cap-window").textContent = `${src} window${many ? `, channel ${c.channel}` : ""}`;
-    $("cap-weights").textContent = `kernel of map ${d.channel}` +
-      (many ? `, channel ${c.channel}` : "");
+    const cname = channelName(d, c.channel);
+    $("cap-window").textContent = `${src} window${many ? `, ${cname}` : ""}`;
+    $("cap-weights").textContent = `kernel of map ${d.channel}` + (many ? `, ${cname}` : "");
     $("detail-where").textContent = `The window: ${src}, ${where}` +
       (d.pads.some((p) => p[0] || p[1]) ? " (dashed: zero padding)." : ".");
     const [h, w] = d.source_shape;
@@ -151,7 +160,7 @@
     grid("detail-weights", c.weights);
     grid("detail-products", c.products);
     const terms = c.inputs.flatMap((row, a) => row.map((v, b) => `${paren(v)}·${paren(c.weights[a][b])}`));
-    $("detail-partial").textContent = `${many ? `channel ${c.channel}: ` : ""}` +
+    $("detail-partial").textContent = `${many ? `${cname}: ` : ""}` +
       `${terms.join(" + ")} = ${fmt(c.sum)}`;
     const act = d.activation === "linear" ? "" : ` → ${d.activation} → ${fmt(d.value)}`;
     $("detail-sum").textContent = `Σ products${many ? ` over ${d.channels.length} channels` : ""}` +
