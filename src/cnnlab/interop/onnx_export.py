@@ -4,9 +4,10 @@ The exported graph takes ``image``: float32 (N, C, *spatial), the description's 
 shape moved channels-first as PyTorch's (N, 1, 28, 28 for the chapter's MNIST networks),
 network inputs as the run made them (pixels divided by 255 for the chapter's; raw 0-255
 for a network that begins with Rescaling: the metadata's ``cnnlab_input_scale`` says which),
-any batch size N; it returns ``probabilities``: float32 (N, classes). The file is produced in memory, checked (ONNX checker, then onnxruntime
-against PyTorch on a probe batch) and only then written atomically: a failed export never
-leaves a file behind. Its metadata records the network's name and description.
+any batch size N; it returns ``probabilities``: float32 (N, classes). The file is produced
+in memory, checked (ONNX checker, then onnxruntime against PyTorch on a probe batch) and
+only then written atomically: a failed export never leaves a file behind. Its metadata
+records the network's name and description.
 """
 
 from __future__ import annotations
