@@ -39,11 +39,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.data.base import FITS, INTERPOLATIONS
 from cnnlab.data.idx import open_regular
-from cnnlab.data.preprocess import ImageRejected, ImageTooLarge, NotAnImage
+from cnnlab.data.preprocess import IMAGE_SUFFIXES, ImageRejected, ImageTooLarge, NotAnImage
 from cnnlab.errors import CnnlabError
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG opens cameras' MPO files too
-SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SUFFIXES = IMAGE_SUFFIXES
 MAX_PIXELS = 89_478_485  # Pillow's default warning threshold, as cnnlab's own explicit limit
 MAX_FILE_BYTES = 1 << 29  # one image file: 512 MiB
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})

@@ -37,7 +37,8 @@ MIN_CONTRAST = 0.1  # below this (of the full grey range) the image holds no dig
 NOISE_FLOOR = 0.15  # of the digit's contrast: JPEG and sensor noise under it is background
 WORK_SIDE = 1024  # larger images are reduced first: a digit needs no more detail than this
 MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+# the one list of image suffixes (cnnlab.data.images reads it too: a folder: dataset's)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class ImageRejected(CnnlabError):
