@@ -25,6 +25,7 @@ of cnnlab agrees with the PyTorch module the kind builds.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,33 @@ def keras_import(input_shape: tuple[int, ...], *entries: dict[str, Any]) -> Mode
     inp = {"class_name": "InputLayer", "config": {"batch_shape": [None, *input_shape]}}
     config = {"module": "keras", "class_name": "Sequential", "config": {"layers": [inp, *entries]}}
     return translate(config, Path("by_hand.keras"), "by_hand").description
+
+
+def keras_sequential(shape: list[int], *layers: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """A Sequential's config.json as Keras 3.15 writes it (every argument explicit)."""
+    inp = {"class_name": "InputLayer", "config": {"batch_shape": [None, *shape]}}
+    inp["config"] |= {"dtype": "float32", "sparse": False, "ragged": False, "name": "input_layer"}
+    entries = [
+        {"module": "keras.layers", "class_name": cls, "registered_name": None,
+         "config": {"name": f"layer_{i}", "trainable": True, "dtype": _F32, **cfg}}
+        for i, (cls, cfg) in enumerate(layers)
+    ]  # fmt: skip
+    return {"module": "keras", "class_name": "Sequential", "config": {"layers": [inp, *entries]}}
+
+
+def one_line_error(line: str, message: str, kinds: tuple[str, ...]) -> None:
+    """The one-line description ``line`` is refused with one line that names a layer of one
+    of ``kinds`` (its Keras class names) and holds ``message``."""
+    from cnnlab.models import parse_compact
+
+    try:
+        parse_compact(line)
+    except L.DescriptionError as exc:
+        text = str(exc)
+    else:
+        raise AssertionError(f"{line!r} was accepted")
+    assert re.match(rf"^layer \d+ \(({'|'.join(kinds)})", text), text
+    assert message in text and "\n" not in text, text
 
 
 def check_network(

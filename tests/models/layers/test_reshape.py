@@ -17,7 +17,7 @@ from cnnlab.models import ModelDescription, build_module, parse_compact
 from cnnlab.models import layers as L
 from cnnlab.models.layers.reshape import Permute, Reshape
 
-from .helpers import check_network
+from .helpers import check_network, keras_sequential, one_line_error
 
 
 def _module_channels_last(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
@@ -173,12 +173,7 @@ BAD = [
 
 @pytest.mark.parametrize("case", range(len(BAD)))
 def test_bad_arguments_in_one_line_naming_the_layer(case: int) -> None:
-    line, message = BAD[case]
-    with pytest.raises(L.DescriptionError) as info:
-        parse_compact(line)
-    text = str(info.value)
-    assert text.startswith(("layer 1 (Reshape)", "layer 1 (Permute)")), text
-    assert message in text and "\n" not in text
+    one_line_error(*BAD[case], ("Reshape", "Permute"))
 
 
 @pytest.mark.parametrize(
@@ -203,20 +198,6 @@ def test_the_json_form_keeps_the_target_as_given() -> None:
 
 
 # ---------------------------------------------------------------- Keras 3 configs
-
-_F32 = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}}
-
-
-def keras_sequential(shape: list[int], *layers: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    """A Sequential's config.json as Keras 3.15 writes it (every argument explicit)."""
-    inp = {"class_name": "InputLayer", "config": {"batch_shape": [None, *shape]}}
-    inp["config"] |= {"dtype": "float32", "sparse": False, "ragged": False, "name": "input_layer"}
-    entries = [
-        {"module": "keras.layers", "class_name": cls, "registered_name": None,
-         "config": {"name": f"layer_{i}", "trainable": True, "dtype": _F32, **cfg}}
-        for i, (cls, cfg) in enumerate(layers)
-    ]  # fmt: skip
-    return {"module": "keras", "class_name": "Sequential", "config": {"layers": [inp, *entries]}}
 
 
 def test_keras_configs_import() -> None:

@@ -20,7 +20,7 @@ from cnnlab.models import ModelDescription, build_module, parse_compact
 from cnnlab.models import layers as L
 from cnnlab.models.layers.upsampling import UpSampling
 
-from .helpers import check_network
+from .helpers import check_network, keras_sequential, one_line_error
 
 CHAINS = [
     "Input(7,2) Conv1D(3,2) UpSampling1D(3) Conv1D(2,3,2) Flatten Dense(2,softmax)",
@@ -186,11 +186,7 @@ BAD = [
 
 @pytest.mark.parametrize("case", range(len(BAD)))
 def test_bad_arguments_in_one_line_naming_the_layer(case: int) -> None:
-    line, message = BAD[case]
-    with pytest.raises(L.DescriptionError) as info:
-        parse_compact(line)
-    text = str(info.value)
-    assert text.startswith("layer 1 (UpSampling") and message in text and "\n" not in text
+    one_line_error(*BAD[case], ("UpSampling",))
 
 
 def test_keras_lower_cases_the_interpolation_and_the_json_form_reads_back() -> None:
@@ -203,20 +199,6 @@ def test_keras_lower_cases_the_interpolation_and_the_json_form_reads_back() -> N
 
 
 # ---------------------------------------------------------------- Keras 3 configs
-
-_F32 = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}}
-
-
-def keras_sequential(shape: list[int], *layers: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    """A Sequential's config.json as Keras 3.15 writes it (every argument explicit)."""
-    inp = {"class_name": "InputLayer", "config": {"batch_shape": [None, *shape]}}
-    inp["config"] |= {"dtype": "float32", "sparse": False, "ragged": False, "name": "input_layer"}
-    entries = [
-        {"module": "keras.layers", "class_name": cls, "registered_name": None,
-         "config": {"name": f"layer_{i}", "trainable": True, "dtype": _F32, **cfg}}
-        for i, (cls, cfg) in enumerate(layers)
-    ]  # fmt: skip
-    return {"module": "keras", "class_name": "Sequential", "config": {"layers": [inp, *entries]}}
 
 
 _LAST = {"data_format": "channels_last"}
