@@ -236,6 +236,7 @@ def run_shift(
         "case": name,  # the key's name before model descriptions, for older readers
         "grid": grid.as_dict(),
         "layers": [ly.as_dict() for ly in layers],
+        "invariance_images": n_inv,  # the config's, or the whole test set where smaller
         "rtol": RTOL,
     }
     fileio.write_json(cache, result)
@@ -254,7 +255,7 @@ def plot_shift_grids(grids: dict[str, ShiftGrid], path: Path) -> None:
 
     k = len(grids)
     fig, axes = plt.subplots(1, k, figsize=(5.2 * k, 4.9), squeeze=False)
-    lo = min(float(g.accuracy.min()) for g in grids.values())
+    lo = min(min(float(g.accuracy.min()) for g in grids.values()), 0.99)  # a scale, not a point
     for ax, (label, g) in zip(axes[0], grids.items(), strict=True):
         im = ax.imshow(100 * g.accuracy, cmap="viridis", vmin=100 * lo, vmax=100)
         for i in range(len(g.shifts)):

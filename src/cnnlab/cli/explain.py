@@ -219,7 +219,12 @@ def cmd_verify_numpy(args: argparse.Namespace) -> int:
     from cnnlab.analysis.numpy_check import verify_run
 
     desc = _run_description(args.run_dir)
-    x = None if _without_data(args, desc) else _test_set(args, args.run_dir, desc)
+    x = None
+    if not _without_data(args, desc):
+        try:
+            x = _test_set(args, args.run_dir, desc)
+        except CnnlabError as exc:  # the engines agree or not whatever the data: say so
+            raise CnnlabError(f"{exc}; or --random-inputs to check on random inputs") from None
     r = verify_run(
         args.run_dir,
         x,

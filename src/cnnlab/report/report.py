@@ -251,10 +251,15 @@ def build_report(
     extra: dict[str, Path] = {}
     columns = (*SUMMARY_COLUMNS, "data") if with_data else SUMMARY_COLUMNS
     if len(parts) > 1:
-        title = "cnnlab report: " + ", ".join(p.summary["model"] for p in parts)
+        names = [p.summary["model"] for p in parts]
+        labels = {  # two runs of one network (or two inline descriptions) told apart
+            id(p): n if names.count(n) == 1 else f"{n} ({p.run_dir.name})"
+            for p, n in zip(parts, names, strict=True)
+        }
+        title = "cnnlab report: " + ", ".join(labels[id(p)] for p in parts)
         compare_png = out_html.with_name(out_html.stem + "_curves.png")
         histories = {
-            p.summary["model"]: runs.read_history(p.run_dir / "history.csv")
+            labels[id(p)]: runs.read_history(p.run_dir / "history.csv")
             for p in parts
             if (p.run_dir / "history.csv").is_file()
         }
@@ -266,7 +271,7 @@ def build_report(
             plot_compare(histories, compare_png)
             extra["compare_curves.png"] = compare_png
             body.append(figure("Learning curves (validation solid, training dashed)", compare_png))
-        grids = {p.summary["model"]: ShiftGrid.from_dict(p.shift["grid"]) for p in parts if p.shift}
+        grids = {labels[id(p)]: ShiftGrid.from_dict(p.shift["grid"]) for p in parts if p.shift}
         if grids:
             shift_png = out_html.with_name(out_html.stem + "_shift.png")
             plot_shift_grids(grids, shift_png)

@@ -49,7 +49,7 @@ def data_line(p: RunPart) -> str:
     what = f"{t.description} ({t.spec})" if t.description else t.spec
     return (
         f"Data: {what}; {len(t):,} test {t.plural}; {len(t.classes)} classes: {names}; "
-        f"inputs: {t.scale.reason}."
+        f"{t.scale.reason}."
     )
 
 
@@ -122,6 +122,12 @@ def baseline_md(path: Path | None, parts: list[RunPart]) -> str:
     )
 
 
+def _invariance_count(shift: dict[str, Any]) -> int:
+    """Images the per-layer fractions were measured on (caches before it was recorded:
+    the config's count, which MNIST's 10,000 test images always covered)."""
+    return int(shift.get("invariance_images", shift["config"]["invariance_images"]))
+
+
 def _sections(p: RunPart, columns: tuple[str, ...]) -> dict[str, str]:
     """The run's tables as Markdown, keyed by section title."""
     out = {"Summary": summary_table([p.summary], columns)}
@@ -131,7 +137,7 @@ def _sections(p: RunPart, columns: tuple[str, ...]) -> dict[str, str]:
         )
         out["Equivariance and local invariance per layer"] = (
             markdown_layers(p.shift["layers"])
-            + f"\nFractions over {p.shift['config']['invariance_images']} test images; "
+            + f"\nFractions over {_invariance_count(p.shift)} test images; "
             f"unchanged/equal means within {p.shift['rtol']:g} of the layer's largest value.\n"
         )
     out["Receptive fields and parameters (vs a fully connected layer)"] = p.receptive_md
