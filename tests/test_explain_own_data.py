@@ -303,27 +303,57 @@ def test_report_of_runs_on_three_kinds_of_data(
     assert "| conv1d | Conv1D | 24x6 | 3 |" in md
 
 
-@pytest.fixture
-def moved(tmp_path: Path, cache: Path) -> Path:
-    """A run whose data folder was moved away after training."""
+def damaged(tmp_path: Path, how: str) -> Path:
+    """A run whose data folder was moved away, or gained a class, after training."""
     run = train(tmp_path / "run", GREY_NET, f"folder:{grey_folder(tmp_path / 'data')}")
-    (tmp_path / "data").rename(tmp_path / "elsewhere")
+    if how == "moved":
+        (tmp_path / "data").rename(tmp_path / "elsewhere")
+    else:
+        shutil.copytree(tmp_path / "data" / "down", tmp_path / "data" / "diagonal")
     return run
 
 
-def test_a_run_whose_data_moved_gets_one_line_each(
-    moved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("how", "says"), [("moved", "cannot be rebuilt"), ("changed", "has changed: classes")]
+)
+@pytest.mark.usefixtures("cache")
+def test_a_run_whose_data_is_gone_gets_one_line_each(
+    how: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    run = damaged(tmp_path, how)
     for argv in (
-        ["explain", str(moved), "--index", "0"],
-        ["shift", str(moved)],
-        ["verify-numpy", str(moved)],
-        ["report", str(moved), "--out", str(tmp_path / "r.html")],
+        ["explain", str(run), "--index", "0"],
+        ["shift", str(run)],
+        ["verify-numpy", str(run)],
+        ["report", str(run), "--out", str(tmp_path / "r.html")],
     ):
         assert main(argv) == 2, argv
-        _one_error_line(capsys, f"{moved}: its data (folder:", "cannot be rebuilt")
-    assert not (tmp_path / "r.html").exists()
-    assert main(["verify-numpy", str(moved), "--random-inputs"]) == 0
+        _one_error_line(capsys, f"{run}: its data (folder:", says)
+    assert not (tmp_path / "r.html").exists() and not (run / "shift.json").exists()
+    assert main(["verify-numpy", str(run), "--random-inputs"]) == 0
     assert "1,000 random inputs" in capsys.readouterr().out
-    image = tmp_path / "elsewhere" / "down" / "0.png"  # a file needs no data set
-    assert main(["explain", str(moved), "--image", str(image), "--out", str(tmp_path / "e")]) == 0
+    image = next((tmp_path).glob("*/down/0.png"))  # a file needs no data set
+    assert main(["explain", str(run), "--image", str(image), "--out", str(tmp_path / "e")]) == 0
+
+
+def test_verify_numpy_of_a_run_on_arrays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Arrays given to fit in Python are not kept: one line naming --data and --random-inputs;
+    with --random-inputs the engines are compared on random inputs of the network's shape."""
+    from cnnlab.train.keras_like import fit
+
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(0, 256, (40, 10, 10, 3), dtype=np.uint8), np.arange(40) % 2
+    net = "Input(10,10,3) Conv2D(4,3,relu) GlobalAveragePooling2D Dense(2,softmax)"
+    fit(net, x, y, epochs=1, out_dir=tmp_path / "run", verbose=0)
+    assert main(["verify-numpy", str(tmp_path / "run")]) == 2
+    _one_error_line(capsys, "its data (arrays) cannot be rebuilt", "--data", "--random-inputs")
+    assert main(["verify-numpy", str(tmp_path / "run"), "--random-inputs", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["passed"] and r["inputs"].startswith("random inputs") and r["n_images"] == 1000
+    np.savez(tmp_path / "mine.npz", x_train=x, y_train=y, x_test=x[:6], y_test=y[:6])
+    argv = ["verify-numpy", str(tmp_path / "run"), "--data", f"npz:{tmp_path / 'mine.npz'}"]
+    assert main([*argv, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["passed"] and r["inputs"] == "test images" and r["n_images"] == 6
