@@ -147,7 +147,7 @@ class Spy:
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str], *phrases: str) -> str:
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.rpartition("\r")[2]  # after a decoding bar, if any
     assert err.startswith("cnnlab: error:") and err.count("\n") == 1, err
     for phrase in phrases:
         assert phrase in err, err
