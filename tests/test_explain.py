@@ -162,9 +162,10 @@ def test_cli_explain(
     _one_error_line(capsys)
     assert main(["explain", str(tmp_path / "nowhere"), "--index", "0"]) == 2
     _one_error_line(capsys, "no best.pt")
-    series = write_untrained_run(tmp_path / "series", SERIES, "series")
+    series = write_untrained_run(tmp_path / "series", SERIES, "series")  # no data recorded
     assert main(["explain", str(series), "--index", "0"]) == 2
-    _one_error_line(capsys, "series takes 20x3 series, got 28x28x1")
-    colour = write_untrained_run(tmp_path / "colour", COLOUR, "colour")
-    assert main(["explain", str(colour), "--image", str(path)]) == 2
-    _one_error_line(capsys, "--image needs a network with 28x28x1 input; colour takes 16x16x3")
+    _one_error_line(capsys, "the network takes 20x3 inputs, the data (mnist) has 28x28x1")
+    line = COLOUR.replace("Dense(3)", "Dense(3,softmax)")
+    colour = write_untrained_run(tmp_path / "colour", line, "colour")  # any image file
+    assert main(["explain", str(colour), "--image", str(path), "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "overview.png").is_file()

@@ -182,7 +182,7 @@ def test_cli_report_errors(
     series = write_untrained_run(tmp_path / "series", SERIES, "series")
     assert main(["report", str(series)]) == 2
     err = capsys.readouterr().err
-    assert "report needs a network with 28x28x1 input; series takes 20x3" in err
+    assert "series: the network takes 20x3 inputs, the data (mnist) has 28x28x1" in err
     assert err.count("\n") == 1
     (run,) = _copy_runs(tiny_run, tmp_path, ["case3"])
     missing = tmp_path / "none.json"

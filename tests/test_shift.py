@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from test_explain import SERIES, train_user_run, write_untrained_run
 from test_receptive import linearised
 
 from cnnlab import fileio
-from cnnlab.analysis import shift
+from cnnlab.analysis import invariance, shift
 from cnnlab.analysis.layer_walk import feature_map_layers
 from cnnlab.analysis.numpy_check import from_run
+from cnnlab.analysis.run_data import RunTestSet
 from cnnlab.analysis.shift import (
     ShiftConfig,
     ShiftGrid,
@@ -168,8 +170,8 @@ def test_ink_masks_follow_the_window_geometry(name: str, global_random_seed: int
     for i in range(4):
         x[i, rng.integers(0, desc.input_shape[0]), rng.integers(0, desc.input_shape[1]), 0] = 1
     walk = feature_map_layers(lin)
-    ink = shift._ink(lin, walk, x)
-    for m, maps in shift.map_outputs(walk, engine.activations(x)):
+    ink = invariance._ink(lin, walk, x)
+    for m, maps in invariance.map_outputs(walk, engine.activations(x)):
         np.testing.assert_array_equal(ink[m.name], (maps > 0).any(axis=-1), err_msg=m.name)
 
 
@@ -192,34 +194,58 @@ def test_run_shift_caches(
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(user_run, run)
-    x, y = scale(tiny_mnist.x_test), tiny_mnist.y_test.astype(np.int64)
+    test = RunTestSet.of(run, checkpoint.load_model(run, "best")[0].description, tiny_mnist)
     config = ShiftConfig(max_shift=1, n_images=20, invariance_images=5)
-    first = run_shift(run, x, y, config)
+    lines: list[str] = []
+    first = run_shift(run, test, config, log=lines.append)
     assert (run / "shift.png").is_file() and first["grid"]["n_images"] == 20
     assert len(first["grid"]["accuracy"]) == 3 and len(first["layers"]) == 4
     assert first["model"] == first["case"] == "mine"
+    assert re.fullmatch(rf"shift robustness of {run}: 20 test images, about \d+ (s|min)", lines[0])
+    # The grid is the one of the scaled arrays (MNIST's pixels / 255), read batch by batch.
+    x, y = scale(tiny_mnist.x_test), tiny_mnist.y_test.astype(np.int64)
+    model, _ = checkpoint.load_model(run, "best")
+    alone = accuracy_grid(torch_predictor(model), x[:20], y[:20], max_shift=1)
+    np.testing.assert_array_equal(first["grid"]["accuracy"], alone.accuracy)
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("recomputed despite a valid cache")
 
-    monkeypatch.setattr(shift, "accuracy_grid", boom)
-    assert run_shift(run, x, y, config) == first
+    monkeypatch.setattr(shift, "split_grid", boom)
+    assert run_shift(run, test, config, log=lines.append) == first
+    assert lines[-1] == f"shift robustness of {run}: cached in shift.json"
     with pytest.raises(AssertionError, match="recomputed"):
-        run_shift(run, x, y, ShiftConfig(max_shift=2, n_images=20, invariance_images=5))
+        run_shift(run, test, ShiftConfig(max_shift=2, n_images=20, invariance_images=5))
+    other = RunTestSet(test.x[::-1], test.y[::-1], test.classes, test.scale, test.spec)
+    with pytest.raises(AssertionError, match="recomputed"):  # other data: another key
+        run_shift(run, other, config)
+    # A cache from before the data was keyed was made on MNIST's test set: still used there.
+    older = {k: v for k, v in first.items() if k != "data"} | {"format": "cnnlab-shift-2"}
+    fileio.write_json(run / "shift.json", older)
+    assert run_shift(run, test, config) == older
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_shift(run, RunTestSet(test.x, test.y, test.classes, test.scale, "npz:x.npz"), config)
 
 
 def test_other_inputs_are_refused_in_one_line(tmp_path: Path, tiny_mnist: MNIST) -> None:
     run = write_untrained_run(tmp_path / "series", SERIES, "series")
-    x, y = scale(tiny_mnist.x_test), tiny_mnist.y_test.astype(np.int64)
-    with pytest.raises(CnnlabError, match="shift needs a network with 28x28x1 input; series"):
-        run_shift(run, x, y, ShiftConfig(max_shift=1))
+    test = RunTestSet.of_inputs(np.zeros((2, 20, 3), np.float32), np.zeros(2))
+    with pytest.raises(
+        CnnlabError, match=r"shift needs a network of images \(2-D maps\); series takes 20x3 series"
+    ):
+        run_shift(run, test, ShiftConfig(max_shift=1))
     with pytest.raises(CnnlabError, match="need a network of images"):
         layer_invariance(from_run(run), np.zeros((1, 20, 3), np.float32))
 
 
-def test_shift_config_is_checked() -> None:
-    with pytest.raises(CnnlabError, match="max_shift"):
-        ShiftConfig(max_shift=30)
+def test_shift_config_is_checked(user_run: Path, tiny_mnist: MNIST) -> None:
+    with pytest.raises(CnnlabError, match=r"max_shift must be in 0\.\.64"):
+        ShiftConfig(max_shift=65)
+    test = RunTestSet.of(
+        user_run, checkpoint.load_model(user_run, "best")[0].description, tiny_mnist
+    )
+    with pytest.raises(CnnlabError, match=r"max_shift must be below the images' side \(28\)"):
+        run_shift(user_run, test, ShiftConfig(max_shift=28))
     with pytest.raises(CnnlabError, match="n_images"):
         ShiftConfig(n_images=0)
 

@@ -154,8 +154,11 @@ def _limit(splits: Splits, n: int | None) -> Splits:
     )
 
 
-def run_baselines(config: BaselineConfig, splits: Splits, log: Any = print) -> dict[str, Any]:
-    """Train and score both baselines on ``splits``; returns the JSON-ready results."""
+def run_baselines(
+    config: BaselineConfig, splits: Splits, log: Any = print, data: str = "mnist"
+) -> dict[str, Any]:
+    """Train and score both baselines on ``splits`` (of the dataset ``data`` names);
+    returns the JSON-ready results."""
     s = _limit(splits, config.limit_train)
     methods = []
     for fn in (_hog_logreg, _knn_pixels):
@@ -165,6 +168,7 @@ def run_baselines(config: BaselineConfig, splits: Splits, log: Any = print) -> d
     return {
         "format": FORMAT,
         "config": asdict(config),
+        "data": data,
         "n_train": len(s.x_train),
         "n_val": len(s.x_val),
         "n_test": len(s.x_test),
@@ -182,6 +186,13 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(results, dict) or results.get("format") != FORMAT:
         raise CnnlabError(f"{path} is not a cnnlab baselines file")
     return results
+
+
+def data_of(results: dict[str, Any]) -> str:
+    """The dataset the baselines were made on (files from before it was recorded: MNIST,
+    the only data ``cnnlab baselines`` has trained them on)."""
+    data = results.get("data", "mnist")
+    return data if isinstance(data, str) else "mnist"
 
 
 def cached(path: Path, config: BaselineConfig) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@
 The maps are computed by the NumPy engine (:mod:`cnnlab.engine.numpy_engine`), channels-last,
 for one image, at the feature-map layers of :mod:`cnnlab.analysis.layer_walk` (each conv or
 pooling layer's output after the element-wise layers that follow it). Any network with 2-D
-maps works; an image is a test-set index or a file for networks that take 28x28x1 inputs.
+maps works; an image is an example of the run's test set or a file put through the run's
+preprocessing (:mod:`cnnlab.analysis.run_data`).
 Every figure is a PNG grid with a title that says what is shown (layer, map count and
 size, image, prediction).
 """
@@ -48,7 +49,7 @@ class FeatureMap:
 
 
 def load_image_file(path: Path) -> NDArray[np.float32]:
-    """An image file as the (28, 28, 1) input the network sees.
+    """An image file as the (28, 28, 1) input an MNIST network sees (pixels / 255).
 
     The same MNIST-style preprocessing as ``cnnlab predict`` (:mod:`cnnlab.data.preprocess`):
     grey, light digit on black, fitted into 20x20 and centred by mass in 28x28.
@@ -162,10 +163,24 @@ def plot_feature_map_grid(fm: FeatureMap, path: Path, subtitle: str) -> None:
     save_figure(fig, path, dpi=DPI)
 
 
+def displayable(image: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+    """A colour input in [0, 1] for display: as it is when it lies there (pixels / 255), over
+    255 where it runs to 255 (a Rescaling network's raw pixels), else stretched from its
+    minimum to its maximum (floats of any range)."""
+    x = np.asarray(image, dtype=np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and hi <= 1:
+        return x
+    if lo >= 0 and hi <= 255:
+        return x / 255
+    return (x - lo) / (hi - lo or 1.0)
+
+
 def _show_input(ax: Any, image: NDArray[np.floating[Any]]) -> None:
-    """The input image: RGB for 3 channels, otherwise its first channel in grey."""
-    if image.shape[-1] == 3:
-        ax.imshow(np.clip(image, 0, 1))
+    """The input image: in colour for 3 (RGB) or 4 (RGBA) channels, otherwise its first
+    channel in grey."""
+    if image.shape[-1] in (3, 4):
+        ax.imshow(displayable(image), interpolation="nearest")
     else:
         ax.imshow(image[..., 0], cmap="gray", vmin=min(0.0, float(image.min())))
     ax.set_title("input", fontsize=8)
@@ -258,16 +273,21 @@ def plot_kernels(name: str, w: NDArray[np.floating[Any]], path: Path, model_name
 
 
 def explain_image(
-    model: NumpyModel, image: NDArray[np.floating[Any]], out_dir: Path, source: str
+    model: NumpyModel,
+    image: NDArray[np.floating[Any]],
+    out_dir: Path,
+    source: str,
+    classes: list[str] | None = None,
 ) -> list[Path]:
     """Write the overview, one grid per feature-map layer and the kernels of every conv
     into ``out_dir``; their paths.
 
-    ``image`` has the network's input shape (H, W, C); ``source`` names it in the titles
-    ("test image #7 (label 3)", a file name).
+    ``image`` has the network's input shape (H, W, C), scaled as the network takes it;
+    ``source`` names it in the titles ("test image #7 (label cat)", a file name);
+    ``classes`` name the outputs (the prediction is shown by name).
     """
     check_images(model)
-    e = start(model, image, "images", out_dir, source)
+    e = start(model, image, "images", out_dir, source, classes)
     desc, fms, out_dir, subtitle = model.description, e.maps, e.out_dir, e.subtitle
     written = [out_dir / "overview.png"]
     plot_overview(image, fms, written[0], f"Feature maps inside {subtitle}")

@@ -11,15 +11,13 @@ from typing import Any
 from cnnlab import data, fileio
 from cnnlab.cli.core import (
     add_data_arg,
-    add_dataset_arg,
     add_model_args,
     model_description,
     non_negative_int,
     positive_int,
-    run_spec,
     seed_int,
 )
-from cnnlab.cli.datasets import run_dataset
+from cnnlab.cli.datasets import add_dataset_arg, add_image_args, run_dataset
 from cnnlab.errors import CnnlabError
 
 DEFAULT_BASELINES = Path("runs/baselines/baselines.json")
@@ -36,7 +34,7 @@ def _shift_args(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="test images for the accuracy grid (default: all 10,000)",
+        help="test images for the accuracy grid (default: the whole test set)",
     )
     p.add_argument(
         "--invariance-images",
@@ -47,15 +45,26 @@ def _shift_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("explain", help="feature maps and kernels of a run for one image")
-    _run_arg(p)
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--index", type=non_negative_int, help="a test-set image index")
-    which.add_argument("--image", type=Path, help="an image file (a digit, any size)")
-    p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/explain/<image>/")
+def _data_args(p: argparse.ArgumentParser) -> None:
+    """--data (another dataset for the run's network), --data-dir and the image flags."""
     add_dataset_arg(p, default=None)
     add_data_arg(p)
+    add_image_args(p)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("explain", help="feature maps and kernels of a run for one input")
+    _run_arg(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=non_negative_int, help="an example of the run's test set")
+    which.add_argument(
+        "--image",
+        type=Path,
+        help="an image file, put through the run's preprocessing (an MNIST run's: centred "
+        "like a digit)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/explain/<image>/")
+    _data_args(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(
@@ -65,7 +74,13 @@ def register(sub: Any) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--batch-size", type=positive_int, default=1000)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_data_arg(p)
+    p.add_argument(
+        "--random-inputs",
+        action="store_true",
+        help="check on 1,000 seeded random inputs of the network's shape instead of the "
+        "test set (for a run whose data cannot be rebuilt)",
+    )
+    _data_args(p)
     p.set_defaults(func=cmd_verify_numpy)
 
     p = sub.add_parser("export-numpy", help="export a run's best model as NumPy arrays (.npz)")
@@ -76,14 +91,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser("shift", help="accuracy under input shifts; equivariance and invariance")
     _run_arg(p)
     _shift_args(p)
-    add_data_arg(p)
+    _data_args(p)
     p.set_defaults(func=cmd_shift)
 
     p = sub.add_parser("receptive", help="receptive fields and parameters per layer of a network")
     add_model_args(p, required=True)
     p.set_defaults(func=cmd_receptive)
 
-    p = sub.add_parser("baselines", help="HOG + logistic regression and kNN on pixels")
+    p = sub.add_parser("baselines", help="HOG + logistic regression and kNN on MNIST's pixels")
     p.add_argument("--out", type=Path, default=DEFAULT_BASELINES.parent)
     p.add_argument("--seed", type=seed_int, default=42, help="split seed (default: 42)")
     p.add_argument("--knn-k", type=positive_int, default=3)
@@ -101,7 +116,7 @@ def register(sub: Any) -> None:
         help="HTML file (default: RUN_DIR/report.html; for several runs, report.html "
         "in the first run's parent folder)",
     )
-    p.add_argument("--index", type=non_negative_int, default=0, help="test image to explain")
+    p.add_argument("--index", type=non_negative_int, default=0, help="test example to explain")
     p.add_argument(
         "--baselines",
         type=Path,
@@ -111,8 +126,7 @@ def register(sub: Any) -> None:
     p.add_argument("--figures", type=Path, default=None, help="also copy main figures here")
     p.add_argument("--no-verify", action="store_true", help="skip the NumPy engine check")
     _shift_args(p)
-    add_dataset_arg(p, default=None)
-    add_data_arg(p)
+    _data_args(p)
     p.set_defaults(func=cmd_report)
 
 
@@ -129,13 +143,11 @@ def _run_description(run_dir: Path) -> Any:
     return checkpoint.load_model(run_dir, "best")[0].description
 
 
-def _needs_mnist(desc: Any, what: str) -> None:
-    """One line unless the network reads MNIST's 28x28x1 images."""
-    from cnnlab.analysis.numpy_check import takes_mnist
+def _test_set(args: argparse.Namespace, run_dir: Path, desc: Any) -> Any:
+    """The run's test set (its own data rebuilt, or --data), scaled as the run recorded."""
+    from cnnlab.analysis.run_data import RunTestSet
 
-    if not takes_mnist(desc):
-        shape = "x".join(map(str, desc.input_shape))
-        raise CnnlabError(f"{what} needs a network with 28x28x1 input; {desc.name} takes {shape}")
+    return RunTestSet.of(run_dir, desc, run_dataset(run_dir, args, args.data))
 
 
 def _shift_config(args: argparse.Namespace) -> Any:
@@ -144,39 +156,10 @@ def _shift_config(args: argparse.Namespace) -> Any:
     return ShiftConfig(args.max_shift, args.shift_images, args.invariance_images)
 
 
-def _explain_test_input(args: argparse.Namespace, desc: Any, model: Any) -> int:
-    """explain for a 1-D (time series) or 3-D (clip) network: a test input of its dataset."""
-    from cnnlab.data.scaling import to_inputs
-    from cnnlab.train.schemas import read_run_data
-
-    if args.image is not None:
-        rank = f"{desc.rank}-D"
-        raise CnnlabError(f"--image is for image networks; {desc.name} is {rank}: give --index")
-    dataset = run_dataset(args.run_dir, args, args.data)
-    scale = read_run_data(args.run_dir).scale
-    x, y = to_inputs(dataset.splits.x_test, scale), dataset.splits.y_test
-    if args.index >= len(x):
-        raise CnnlabError(f"--index must be below {len(x)}, got {args.index}")
-    label = dataset.classes[int(y[args.index])]
-    what = "series" if desc.rank == 1 else "clip"
-    source = f"test {what} #{args.index} (label {label})"
-    out = args.out if args.out is not None else args.run_dir / "explain" / f"test-{args.index}"
-    if desc.rank == 1:
-        from cnnlab.analysis.explain_series import explain_series
-
-        paths = explain_series(model, x[args.index], out, source, dataset.classes)
-    else:
-        from cnnlab.analysis.explain_video import explain_clip
-
-        paths = explain_clip(model, x[args.index], out, source, dataset.classes)
-    for path in paths:
-        print(f"wrote {path}")
-    return 0
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.explain import check_images, explain_image, load_image_file
+    from cnnlab.analysis.explain import check_images, explain_image
     from cnnlab.analysis.numpy_check import from_run
+    from cnnlab.analysis.run_data import image_file_input, output_names
 
     desc = _run_description(args.run_dir)
     model = from_run(args.run_dir)
@@ -184,28 +167,71 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return _explain_test_input(args, desc, model)
     check_images(model)
     if args.image is not None:
-        _needs_mnist(desc, "--image")
-        image, source, stem = load_image_file(args.image), args.image.name, args.image.stem
+        image = image_file_input(args.run_dir, desc, args.image)
+        source, stem, classes = args.image.name, args.image.stem, output_names(args.run_dir, desc)
     else:
-        _needs_mnist(desc, "--index (an MNIST test image)")
-        mnist = data.load_mnist(args.data_dir)
-        if args.index >= len(mnist.x_test):
-            raise CnnlabError(f"--index must be below {len(mnist.x_test)}, got {args.index}")
-        image = data.scale(mnist.x_test[args.index : args.index + 1])[0]
-        label = int(mnist.y_test[args.index])
+        test = _test_set(args, args.run_dir, desc)
+        if args.index >= len(test):
+            raise CnnlabError(f"--index must be below {len(test)}, got {args.index}")
+        image, classes = test.inputs(args.index, args.index + 1)[0], test.classes
+        label = test.name(int(test.y[args.index]))
         source, stem = f"test image #{args.index} (label {label})", f"test-{args.index}"
     out = args.out if args.out is not None else args.run_dir / "explain" / stem
-    for path in explain_image(model, image, out, source):
+    for path in explain_image(model, image, out, source, classes):
         print(f"wrote {path}")
     return 0
 
 
+def _explain_test_input(args: argparse.Namespace, desc: Any, model: Any) -> int:
+    """explain for a 1-D (time series) or 3-D (clip) network: a test input of its dataset."""
+    if args.image is not None:
+        rank = f"{desc.rank}-D"
+        raise CnnlabError(f"--image is for image networks; {desc.name} is {rank}: give --index")
+    test = _test_set(args, args.run_dir, desc)
+    if args.index >= len(test):
+        raise CnnlabError(f"--index must be below {len(test)}, got {args.index}")
+    x = test.inputs(args.index, args.index + 1)[0]
+    source = f"test {test.what} #{args.index} (label {test.name(int(test.y[args.index]))})"
+    out = args.out if args.out is not None else args.run_dir / "explain" / f"test-{args.index}"
+    if desc.rank == 1:
+        from cnnlab.analysis.explain_series import explain_series
+
+        paths = explain_series(model, x, out, source, test.classes)
+    else:
+        from cnnlab.analysis.explain_video import explain_clip
+
+        paths = explain_clip(model, x, out, source, test.classes)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _without_data(args: argparse.Namespace, desc: Any) -> bool:
+    """verify-numpy on random inputs: asked for, or a bare checkpoint (no config.json, so
+    no data recorded) whose network does not take MNIST's digits."""
+    if args.random_inputs:
+        return True
+    bare = not (args.run_dir / "config.json").exists() and args.data is None
+    return bare and tuple(desc.input_shape) != (28, 28, 1)
+
+
 def cmd_verify_numpy(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.numpy_check import takes_mnist, verify_run
+    from cnnlab.analysis.numpy_check import verify_run
 
     desc = _run_description(args.run_dir)
-    x = data.scale(data.load_mnist(args.data_dir).x_test) if takes_mnist(desc) else None
-    r = verify_run(args.run_dir, x, dtype=args.dtype, batch_size=args.batch_size)
+    x = None
+    if not _without_data(args, desc):
+        try:
+            x = _test_set(args, args.run_dir, desc)
+        except CnnlabError as exc:  # the engines agree or not whatever the data: say so
+            raise CnnlabError(f"{exc}; or --random-inputs to check on random inputs") from None
+    r = verify_run(
+        args.run_dir,
+        x,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        progress=None if not args.json else False,
+    )
     if args.json:
         print(json.dumps(r, indent=2, sort_keys=True))
     else:
@@ -230,14 +256,19 @@ def cmd_export_numpy(args: argparse.Namespace) -> int:
 
 
 def cmd_shift(args: argparse.Namespace) -> int:
-    import numpy as np
+    from cnnlab.analysis.shift import (
+        ShiftGrid,
+        markdown_grid,
+        markdown_layers,
+        require_images,
+        run_shift,
+    )
 
-    from cnnlab.analysis.shift import ShiftGrid, markdown_grid, markdown_layers, run_shift
-
-    _needs_mnist(_run_description(args.run_dir), "shift")
-    mnist = data.load_mnist(args.data_dir)
-    x, y = data.scale(mnist.x_test), mnist.y_test.astype(np.int64)
-    result = run_shift(args.run_dir, x, y, _shift_config(args))
+    config = _shift_config(args)
+    desc = _run_description(args.run_dir)
+    require_images(desc)  # before the data is loaded
+    test = _test_set(args, args.run_dir, desc)
+    result = run_shift(args.run_dir, test, config, log=print, progress=None)
     print(markdown_grid(ShiftGrid.from_dict(result["grid"])))
     print(markdown_layers(result["layers"]))
     print(f"wrote {args.run_dir / 'shift.json'} and {args.run_dir / 'shift.png'}")
@@ -275,20 +306,32 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_data(args: argparse.Namespace, descs: dict[Path, Any]) -> dict[Path, Any]:
+    """Each run's dataset, rebuilt before anything is computed (a run whose data is gone
+    fails now, in one line naming it); runs recorded on the same data share one load."""
+    from cnnlab.train.schemas import read_run_data
+
+    loaded: dict[str, Any] = {}
+    out = {}
+    for run_dir, desc in descs.items():
+        found = read_run_data(run_dir)
+        key = json.dumps([found.record, found.spec, args.data, list(desc.input_shape)])
+        if key not in loaded:
+            loaded[key] = run_dataset(run_dir, args, args.data)
+        out[run_dir] = loaded[key]
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.report.report import ReportConfig, build_report
     from cnnlab.train.schemas import METRICS, read_metrics
 
     if args.figures is not None and args.figures.exists() and not args.figures.is_dir():
         raise CnnlabError(f"--figures {args.figures} is a file; give a folder for the figures")
+    shift = _shift_config(args)
+    descs = {}
     for run_dir in args.run_dirs:
-        spec = args.data or run_spec(run_dir)
-        if spec != "mnist":  # the report's shift and baseline sections are MNIST's
-            raise CnnlabError(
-                f"report covers MNIST runs; {run_dir} is on {spec}: use cnnlab explain and "
-                "cnnlab evaluate for it"
-            )
-        _needs_mnist(_run_description(run_dir), "report")
+        descs[run_dir] = _run_description(run_dir)
         if (run_dir / METRICS).exists():
             read_metrics(run_dir)  # read at the end: a damaged one fails now
     if args.out is not None:
@@ -304,12 +347,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CnnlabError(f"baselines file {base} not found (run cnnlab baselines first)")
     config = ReportConfig(
         index=args.index,
-        shift=_shift_config(args),
+        shift=shift,
         baselines=base,
         verify=not args.no_verify,
         figures_dir=args.figures,
+        log=print,
+        progress=None,
     )
-    for path in build_report(list(args.run_dirs), data.load_mnist(args.data_dir), out, config):
+    for path in build_report(list(args.run_dirs), _report_data(args, descs), out, config):
         print(f"wrote {path}")
     if args.figures is not None:
         print(f"copied the main figures into {args.figures}/")
