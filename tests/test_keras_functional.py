@@ -34,6 +34,7 @@ from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.interop.keras_import import read_keras
 from cnnlab.models import ModelDescription, get, parse_compact
+from cnnlab.train.schemas import read_run_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -252,3 +253,6 @@ def test_keras_functional_files_give_keras_outputs(
     got = np.array([row["probabilities"] for row in json.loads(capsys.readouterr().out)])
     assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5
     assert np.abs(proba(run, x) - want).max() <= 1e-5
+    # a network that begins with Rescaling takes raw 0-255 pixels, as in Keras; others / 255
+    raw = km.description.layers[0].class_name == "Rescaling"
+    assert read_run_data(run).scale.divisor == (1.0 if raw else 255.0)

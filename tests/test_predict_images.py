@@ -23,9 +23,9 @@ from cnnlab.data import load_image
 from cnnlab.data.preprocess import preprocess
 from cnnlab.data.scaling import InputScale
 from cnnlab.models import Network, build_module, parse_compact
-from cnnlab.serving.inputs import DIGITS, IMAGE, is_digit_run, pixel_scale, recipe_for
 from cnnlab.serving.predict import Predictor
 from cnnlab.train import checkpoint, runs
+from cnnlab.train.run_inputs import DIGITS, IMAGE, is_digit_run, pixel_scale, recipe_for
 from cnnlab.train.schemas import LEGACY_SCALE, RunData
 
 DIVISOR = {"rgb": 255.0, "grey": 255.0, "raw": 1.0}

@@ -30,7 +30,7 @@ def evaluate_run(run_dir: Path, data: MNIST | Dataset, device: str = "cpu") -> d
     dataset = as_dataset(data)
     desc = model.description
     check_fits(run_dir, desc, dataset)
-    scale = scale_for(run_dir, dataset)
+    scale = scale_for(run_dir, desc, dataset)
     model.to(dev)
     test = Feed(dataset.splits.x_test, dataset.splits.y_test, dev)
     loss, acc, pred = evaluate_chunks(model, test.chunks(1000), scale=scale)

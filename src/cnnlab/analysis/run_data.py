@@ -26,7 +26,8 @@ from cnnlab.data import MNIST, Dataset, Splits
 from cnnlab.data.scaling import InputScale, to_inputs
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription
-from cnnlab.train.schemas import RunData, read_run_data
+from cnnlab.train.run_inputs import dataset_scale, recipe_for
+from cnnlab.train.schemas import read_run_data
 
 WHAT = {"images": "image", "series": "series", "clips": "clip"}  # one example, in words
 AS_STORED = InputScale(1.0, "inputs given already scaled, used as they are")
@@ -63,22 +64,10 @@ def check_fits(run_dir: Path, desc: ModelDescription, dataset: Dataset) -> None:
         raise CnnlabError(f"{run_dir}: the data ({dataset.spec}) has no test set to score")
 
 
-PREPARED = InputScale(
-    255.0,
-    "uint8 pixels divided by 255: the run was trained on them as floats in [0, 1] "
-    "(the chapter's x / 255, cnnlab.data.prepare)",
-)
-
-
-def scale_for(run_dir: Path, dataset: Dataset) -> InputScale:
-    """How ``dataset``'s stored values become the run's inputs: the run's recorded scale;
-    but where the run was trained on floats (``fit`` on ``cnnlab.data.prepare``'s splits)
-    and the data now comes as uint8 pixels, those floats were the pixels / 255."""
-    found = read_run_data(run_dir)
-    trained_on_floats = found.record is not None and not found.record["pixels"]
-    if dataset.pixels and trained_on_floats and found.scale.divisor == 1.0:
-        return PREPARED
-    return found.scale
+def scale_for(run_dir: Path, desc: ModelDescription, dataset: Dataset) -> InputScale:
+    """How ``dataset``'s stored values become the run's inputs (the one rule:
+    :func:`cnnlab.train.run_inputs.dataset_scale`)."""
+    return dataset_scale(desc, read_run_data(run_dir), bool(dataset.pixels))
 
 
 @dataclass(frozen=True)
@@ -101,7 +90,7 @@ class RunTestSet:
         names = list(dataset.classes)
         names += [str(i) for i in range(len(names), desc.classes)]
         y = np.asarray(dataset.splits.y_test).astype(np.int64, copy=False)
-        scale = scale_for(run_dir, dataset)
+        scale = scale_for(run_dir, desc, dataset)
         return cls(
             dataset.splits.x_test, y, names, scale, dataset.spec, dataset.kind,
             dataset.description,
@@ -168,45 +157,9 @@ def output_names(run_dir: Path, desc: ModelDescription) -> list[str]:
     return names[: desc.classes] + [str(i) for i in range(len(names), desc.classes)]
 
 
-def is_digit_run(found: RunData, desc: ModelDescription) -> bool:
-    """Whether a run reads MNIST's digits: image files then get MNIST's own preprocessing
-    (grey, light on dark, centred by mass). Runs from before data records were MNIST's."""
-    spec = found.record["spec"] if found.record is not None else found.spec or "mnist"
-    return spec == "mnist" and tuple(desc.input_shape) == (28, 28, 1)
-
-
 def image_file_input(run_dir: Path, desc: ModelDescription, path: Path) -> NDArray[np.float32]:
-    """An image file as the run's network input: MNIST's digit preprocessing for an MNIST
-    run, otherwise the run's own (its recorded size, interpolation and fit, as ``folder:``
-    decodes its images), then the run's input scale. One CnnlabError line where it cannot."""
-    from cnnlab.data.images import load_image
-
-    found = read_run_data(run_dir)
-    shape = tuple(desc.input_shape)
-    if desc.rank != 2 or len(shape) != 3 or shape[-1] not in (1, 3, 4):
-        raise CnnlabError(
-            f"--image needs a network of 1-, 3- or 4-channel images; {desc.name} takes "
-            f"{_shape(shape)}"
-        )
-    trained_on_floats = found.record is not None and not found.record["pixels"]
-    if is_digit_run(found, desc):
-        from cnnlab.analysis.explain import load_image_file
-
-        digit = load_image_file(Path(path))  # pixels / 255, as cnnlab.data.prepare's floats
-        if trained_on_floats or found.scale.divisor == 255.0:
-            return digit
-        return digit * np.float32(255.0)  # a Rescaling network's raw 0-255
-    if trained_on_floats:
-        raise CnnlabError(
-            f"--image needs a network trained on pixels; {desc.name} was trained on float "
-            f"values ({found.spec or 'arrays'}): give --index"
-        )
-    pre = (found.record or {}).get("preprocessing") or {}
-    image = pre.get("image") or {}
-    pixels = load_image(
-        path,
-        (int(shape[0]), int(shape[1]), int(shape[2])),
-        str(image.get("interpolation") or "bilinear"),
-        str(image.get("fit") or "stretch"),
-    )
-    return to_inputs(pixels, found.scale)
+    """An image file as the run's network input, as predict and serve read it (the run's own
+    recipe: :func:`cnnlab.train.run_inputs.recipe_for`). One CnnlabError line where it cannot."""
+    recipe = recipe_for(desc, read_run_data(run_dir))
+    recipe.require("--image")
+    return np.asarray(recipe.load(Path(path)).x, dtype=np.float32)

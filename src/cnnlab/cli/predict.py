@@ -1,7 +1,7 @@
 """Sub-commands for one's own data: ``predict`` (image files or a .npy array), ``serve``.
 
 ``cnnlab predict RUN_DIR IMAGE...`` reads image files the run's way (any 2-D image network:
-:mod:`cnnlab.serving.inputs`); ``--array X.npy`` reads the array without trusting it
+:mod:`cnnlab.train.run_inputs`); ``--array X.npy`` reads the array without trusting it
 (:mod:`cnnlab.cli.npy`).
 """
 
@@ -269,7 +269,7 @@ def _predict_array(predictor: Predictor, path: Path, as_json: bool) -> int:
 
 def _predict_images(predictor: Predictor, args: argparse.Namespace) -> int:
     from cnnlab.data.preprocess import ImageRejected, list_images
-    from cnnlab.serving.inputs import image_png
+    from cnnlab.train.run_inputs import image_png
 
     predictor.require_images("predicting image files")
     if args.invert is not None and not predictor.digits:

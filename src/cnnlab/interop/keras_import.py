@@ -26,12 +26,14 @@ from typing import Any
 import torch
 
 from cnnlab import fileio
+from cnnlab.data.scaling import input_scale
 from cnnlab.errors import CnnlabError
 from cnnlab.interop.keras_config import KerasLayer, Translation, show, translate
 from cnnlab.interop.keras_file import Weights, open_weights, read_archive
 from cnnlab.models import CASES, ModelDescription, Network, build_module, case_name, get
 from cnnlab.models.description import LayerInfo
 from cnnlab.train import checkpoint, runs
+from cnnlab.train.run_inputs import takes_raw_pixels
 
 
 @dataclass
@@ -184,6 +186,8 @@ def write_run(km: KerasModel, out_dir: Path) -> dict[str, Any]:
         "resolved": {
             "note": "weights imported from a .keras file; not trained by cnnlab, "
             "so there is no history.csv or last.pt (best_epoch 0 means unknown)",
+            # pixels reach it as they reach any network (a Rescaling first takes them raw)
+            "input_scale": input_scale(True, takes_raw_pixels(desc)).to_dict(),
             "torch": torch.__version__,
             "python": platform.python_version(),
         },

@@ -9,7 +9,7 @@ Everything derives from the run: the network's :class:`~cnnlab.models.ModelDescr
 gives the input shape, the number of classes and the feature-map layers (every conv
 layer, its output after its activation, as Keras defines it); the run's record
 (:func:`cnnlab.train.schemas.read_run_data`) gives the class names, the input scale and how
-its images were decoded (:mod:`cnnlab.serving.inputs`: MNIST-style digits for runs trained
+its images were decoded (:mod:`cnnlab.train.run_inputs`: MNIST-style digits for runs trained
 on MNIST, the folder decoder's steps for every other image network). Feature maps are
 taken with forward hooks on the network's children, kept per thread so that a web server
 may call one predictor from many threads at once.
@@ -34,8 +34,8 @@ from cnnlab.engine.inference import predict_proba
 from cnnlab.errors import CnnlabError
 from cnnlab.models import LayerInfo, Network
 from cnnlab.models import layers as L
-from cnnlab.serving.inputs import DIGIT_SHAPE, DIGITS, Recipe, Seen, fmt_shape, recipe_for
 from cnnlab.train import checkpoint
+from cnnlab.train.run_inputs import DIGIT_SHAPE, DIGITS, Recipe, Seen, fmt_shape, recipe_for
 from cnnlab.train.schemas import LEGACY_SCALE, RunData, read_run_data
 
 BATCH = 256

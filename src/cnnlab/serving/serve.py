@@ -6,7 +6,7 @@
 mechanism page (``/mechanism``, ``GET|POST /api/mechanism``: :mod:`cnnlab.serving.mechanism`)
 and its OpenAPI schema (``/openapi.json``; no ``/docs``, whose pages load from a CDN). The
 page serves any 2-D image network (H x W x 1, 3 or 4): an uploaded or dropped image file
-is made the run's way (:mod:`cnnlab.serving.inputs`) and the answer names the classes; a
+is made the run's way (:mod:`cnnlab.train.run_inputs`) and the answer names the classes; a
 network trained on MNIST digits also gets the drawing pad. It shows the maps of whatever
 conv layers ``/api/model`` lists. Series and clip networks are refused in one line.
 
@@ -43,7 +43,6 @@ from cnnlab.data.preprocess import ImageLimits, ImageRejected
 from cnnlab.errors import CnnlabError
 from cnnlab.serving import detail, mechanism
 from cnnlab.serving.guards import BodyLimit, ServerOptions, harden
-from cnnlab.serving.inputs import image_png
 from cnnlab.serving.predict import Prediction, Predictor
 from cnnlab.serving.schemas import (
     ErrorDetail,
@@ -56,6 +55,7 @@ from cnnlab.serving.schemas import (
     TopClass,
 )
 from cnnlab.serving.server import background_server, bind, raise_fd_limit, run
+from cnnlab.train.run_inputs import image_png
 
 __all__ = ["BodyLimit", "ServerOptions", "background_server", "create_app", "describe", "serve"]
 

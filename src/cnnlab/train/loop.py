@@ -36,10 +36,10 @@ from cnnlab.engine.inference import evaluate_chunks
 from cnnlab.engine.tensors import as_inputs
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network, build_module, resolve
-from cnnlab.models.layers import INPUT, Rescaling
 from cnnlab.train import distributed, records, runs
 from cnnlab.train.config import ENGINES, TrainConfig
 from cnnlab.train.plateau import Plateau, learning_rate, make_plateau, set_learning_rate
+from cnnlab.train.run_inputs import takes_raw_pixels
 from cnnlab.train.stopping import EarlyStopping, TrainState
 
 __all__ = ["ENGINES", "EarlyStopping", "TrainConfig", "fit", "make_optimizer", "train_epoch"]
@@ -177,13 +177,6 @@ def check_data(description: ModelDescription, dataset: Dataset) -> None:
             f"{len(dataset.classes)} classes ({', '.join(dataset.classes[:5])}"
             f"{', ...' if len(dataset.classes) > 5 else ''})"
         )
-
-
-def takes_raw_pixels(description: ModelDescription) -> bool:
-    """Whether the network begins with a Rescaling layer (the only reader of its input):
-    it then scales pixels itself and takes them raw, 0-255, as in Keras."""
-    readers = description.consumers[INPUT]
-    return len(readers) == 1 and isinstance(description.by_name[readers[0]].layer, Rescaling)
 
 
 def data_scale(description: ModelDescription, dataset: Dataset) -> InputScale:

@@ -1,4 +1,6 @@
-"""How a run's network sees an image: the run's own recipe, read from what it recorded.
+"""How a run's network reads its inputs: image files by the run's own recipe, and stored
+pixels by its input scale, read from what the run recorded (serve, predict, explain and
+evaluate all read them here).
 
 Two recipes, chosen from the run (:func:`recipe_for`):
 
@@ -33,7 +35,7 @@ from cnnlab.data.preprocess import ImageLimits, ImageTooLarge, preprocess, prepr
 from cnnlab.data.scaling import InputScale, to_inputs
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription
-from cnnlab.train.loop import takes_raw_pixels
+from cnnlab.models.layers import INPUT, Rescaling
 from cnnlab.train.schemas import RunData
 
 DIGITS, IMAGE = "digits", "image"
@@ -140,6 +142,20 @@ class Recipe:
         if picture.shape[-1] == 1:
             picture = picture[..., 0]
         return Seen(picture, to_inputs(pixels, self.scale), None)
+
+
+def takes_raw_pixels(description: ModelDescription) -> bool:
+    """Whether the network begins with a Rescaling layer (the only reader of its input):
+    it then scales pixels itself and takes them raw, 0-255, as in Keras."""
+    readers = description.consumers[INPUT]
+    return len(readers) == 1 and isinstance(description.by_name[readers[0]].layer, Rescaling)
+
+
+def dataset_scale(description: ModelDescription, data: RunData, pixels: bool) -> InputScale:
+    """How a rebuilt dataset's stored values become the run's inputs: uint8 pixels as
+    :func:`pixel_scale` says (also where the run was trained on them as floats in [0, 1],
+    cnnlab.data.prepare's), float values as the run recorded."""
+    return pixel_scale(description, data) if pixels else data.scale
 
 
 def pixel_scale(description: ModelDescription, data: RunData) -> InputScale:
