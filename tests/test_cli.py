@@ -108,6 +108,19 @@ def test_resume_flag_continues_a_run(tmp_path: Path) -> None:
     assert len((run / "history.csv").read_text().splitlines()) == 4
 
 
+@pytest.mark.usefixtures("synthetic_data")
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bar_only_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tty: bool
+) -> None:
+    """A log or a pipe gets one line per epoch; the bar is for a terminal (as Keras')."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    assert cli.main(["train", "--case", "2", "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    assert ("sample/s" in captured.err) is tty
+    assert "epoch 1: loss" in captured.out + captured.err
+
+
 def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -14,6 +14,7 @@ from cnnlab.cli.datasets import (
     fraction,
     options,
     run_dataset,
+    show_progress,
 )
 from cnnlab.data.datasets import check_spec, load_dataset
 from cnnlab.errors import CnnlabError
@@ -341,7 +342,7 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
         out,
         description=description,
         resume=new is None,
-        progress=not args.quiet,
+        progress=show_progress(args),
     )
     if main_process:
         test = metrics["test_accuracy"]

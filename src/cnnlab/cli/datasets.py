@@ -118,6 +118,12 @@ def _network_image_shape(shape: tuple[int, ...] | None) -> tuple[int, int, int] 
     return None
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal, unless --quiet; never into a log or a pipe (as Keras'
+    bar in a non-interactive run, one line per epoch is all a log gets)."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
 def options(
     args: argparse.Namespace,
     seed: int,
@@ -139,8 +145,6 @@ def options(
         if shape is None and (size is None or channels is None):
             raise CnnlabError("give --image-size and --channels together for a template network")
         shape = (*size, channels) if size is not None and channels is not None else shape
-    # a progress bar on a terminal; never into a log or a pipe (tqdm's own rule, made here)
-    quiet = getattr(args, "quiet", False) or not sys.stderr.isatty()
     return DataOptions(
         data_dir=getattr(args, "data_dir", None),
         seed=seed,
@@ -151,7 +155,7 @@ def options(
         fit=getattr(args, "fit", "stretch"),
         strict=getattr(args, "strict", False),
         workers=getattr(args, "workers", None),
-        progress=not quiet,
+        progress=show_progress(args),
     )
 
 
