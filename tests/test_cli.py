@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
+import io
 import sys
 from pathlib import Path
 
@@ -119,6 +120,15 @@ def test_progress_bar_only_on_a_terminal(
     captured = capsys.readouterr()
     assert ("sample/s" in captured.err) is tty
     assert "epoch 1: loss" in captured.out + captured.err
+
+
+def test_lines_reach_a_log_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redirected stdout is block-buffered by default: a log would show nothing until exit."""
+    log = io.TextIOWrapper(io.BytesIO())
+    monkeypatch.setattr(sys, "stdout", log)
+    assert not log.line_buffering
+    cli.main(["evaluate", str(tmp_path)])
+    assert log.line_buffering
 
 
 def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # into a log or a pipe, as on a terminal:
+        sys.stdout.reconfigure(line_buffering=True)  # each epoch's line when it is written
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -104,6 +104,11 @@ def check_out_dir(path: Path, log: Callable[[str], None] | None = None) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CnnlabError(f"output path {path} exists and is not a folder")
+    # a folder to be created: its nearest existing parent must be one (known before the
+    # data is loaded, not after an hour of decoding)
+    above = next((p for p in path.parents if p.exists()), None)
+    if not path.exists() and above is not None and not above.is_dir():
+        raise CnnlabError(f"cannot create output folder {path}: {above} is not a folder")
     held = [name for name in RUN_FILES if (path / name).exists()]
     if held:
         hint = f", or continue it with --resume {path}" if (path / "last.pt").exists() else ""
