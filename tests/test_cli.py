@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import subprocess
-import io
 import sys
 from pathlib import Path
 
