@@ -257,7 +257,7 @@ def test_search_order_and_not_found(isolated: Path, monkeypatch: pytest.MonkeyPa
 def test_missing_sktime_is_a_clear_error(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sktime.datasets", None)  # import raises ImportError
     write_pair(isolated, VALID)
-    with pytest.raises(CnnlabError, match=r"needs sktime: pip install sktime==1\.2\.0"):
+    with pytest.raises(CnnlabError, match=r"needs the 'timeseries' extra .*cnnlab\[timeseries\]"):
         ucr.load_ucr("Tiny", isolated, allow_download=False)
 
 

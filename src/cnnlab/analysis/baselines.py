@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from cnnlab import fileio
 from cnnlab.data import Splits
 from cnnlab.errors import CnnlabError
+from cnnlab.extras import extra
 
 FORMAT = "cnnlab-baselines-1"
 
@@ -54,7 +55,8 @@ class BaselineConfig:
 
 def hog_features(images: NDArray[Any], config: BaselineConfig) -> NDArray[np.float32]:
     """HOG descriptor of each image: (N, H, W) or (N, H, W, 1) -> (N, F) float32."""
-    from skimage.feature import hog
+    with extra("baselines", "HOG features"):
+        from skimage.feature import hog
 
     imgs = images[..., 0] if images.ndim == 4 else images
     feats = [
@@ -78,9 +80,10 @@ def _accuracy(pred: NDArray[Any], y: NDArray[Any]) -> float:
 
 
 def _hog_logreg(config: BaselineConfig, s: Splits) -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    with extra("baselines", "the HOG + logistic regression baseline"):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
     start = time.perf_counter()
     f_train = hog_features(s.x_train, config)
@@ -114,7 +117,8 @@ def _hog_logreg(config: BaselineConfig, s: Splits) -> dict[str, Any]:
 
 
 def _knn_pixels(config: BaselineConfig, s: Splits) -> dict[str, Any]:
-    from sklearn.neighbors import KNeighborsClassifier
+    with extra("baselines", "the kNN baseline"):
+        from sklearn.neighbors import KNeighborsClassifier
 
     def flat(x: NDArray[np.floating]) -> NDArray[np.float32]:
         return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)  # (N, 784)

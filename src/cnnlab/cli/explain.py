@@ -284,13 +284,15 @@ def cmd_receptive(args: argparse.Namespace) -> int:
 
 def cmd_baselines(args: argparse.Namespace) -> int:
     from cnnlab.analysis import baselines
+    from cnnlab.extras import require
 
     config = baselines.BaselineConfig(
         seed=args.seed, knn_k=args.knn_k, limit_train=args.limit_train
     )
     path = args.out / "baselines.json"
     results = None if args.force else baselines.cached(path, config)
-    if results is None:
+    if results is None:  # (cached results are shown without the extra)
+        require("baselines", "cnnlab baselines")  # before MNIST is loaded
         try:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -48,6 +48,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from cnnlab.extras import require
+
+    require("onnx", "cnnlab export")  # before the run is read
     from cnnlab.interop.onnx_export import PARITY_ATOL, export_run
 
     result = export_run(args.run_dir, args.onnx, args.checkpoint, args.force)
@@ -61,6 +64,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import_keras(args: argparse.Namespace) -> int:
     from cnnlab.errors import CnnlabError
+    from cnnlab.extras import require
+
+    require("keras", "cnnlab import-keras")  # before the file is read
     from cnnlab.interop.keras_import import read_keras, write_run
 
     km = read_keras(args.keras_file, args.case)

@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
 
 def cmd_mechanism(args: argparse.Namespace) -> int:
     """Serve the page until interrupted; print its address once it listens."""
+    from cnnlab.extras import require
+
+    require("serve", "cnnlab mechanism")
     from cnnlab.serving.guards import ServerOptions
     from cnnlab.serving.mechanism import create_app
     from cnnlab.serving.server import bind, raise_fd_limit, run

@@ -66,7 +66,13 @@ def origin_arg(text: str) -> str:
 
 def host_arg(text: str) -> str:
     """A host name the server answers to: name, name:port, [v6]:port, or * (any)."""
-    from cnnlab.serving.guards import bad_hosts
+    from cnnlab.extras import MissingExtra, extra
+
+    try:  # parsed before any command runs: argparse's one line, not a traceback
+        with extra("serve", "--allow-host (cnnlab serve, mechanism)"):
+            from cnnlab.serving.guards import bad_hosts
+    except MissingExtra as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
     if bad_hosts([text]):
         raise argparse.ArgumentTypeError(
@@ -328,6 +334,9 @@ def _unique(name: str, used: set[str]) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from cnnlab.data.preprocess import ImageLimits
+    from cnnlab.extras import require
+
+    require("serve", "cnnlab serve")  # before the run is loaded
     from cnnlab.serving.predict import Predictor
     from cnnlab.serving.serve import ServerOptions, serve
 

@@ -35,6 +35,7 @@ from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_sour
 from cnnlab.data.splits import split_indices, split_record
 from cnnlab.data.store import DATA_ENV
 from cnnlab.errors import CnnlabError
+from cnnlab.extras import extra
 
 # Where sktime and aeon fetch the archive: f"{mirror}{NAME}.zip", .ts files at the zip's top.
 UCR_MIRRORS: tuple[str, ...] = (
@@ -181,10 +182,8 @@ def _read_header(path: Path) -> _Header:
 
 def _parse(path: Path) -> tuple[list[np.ndarray], list[str]]:
     """sktime's reading of the data lines: float64 (T_i, C) cases, lower-cased labels."""
-    try:
+    with extra("timeseries", f"reading {path.name} (UCR/UEA .ts data)"):  # sktime, pandas
         from sktime.datasets import load_from_tsfile_to_dataframe
-    except ImportError as exc:
-        raise CnnlabError("reading .ts files needs sktime: pip install sktime==1.2.0") from exc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.extras import extra
+
+with extra("keras", "reading a .keras file"):
+    import h5py
 
 # Upper bounds, checked before anything is decompressed. The chapter's largest model
 # (case 1) is a 0.8 MB file, the zoo's about 60 kB: these leave room, and refuse a zip bomb.

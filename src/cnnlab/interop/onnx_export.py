@@ -29,6 +29,7 @@ from torch import nn
 from cnnlab import __version__, fileio
 from cnnlab.engine.inference import predict_proba
 from cnnlab.errors import CnnlabError
+from cnnlab.extras import extra, require
 from cnnlab.models import ModelDescription, Network
 from cnnlab.train import checkpoint
 from cnnlab.train.schemas import read_run_data
@@ -94,6 +95,7 @@ def description_metadata(desc: ModelDescription) -> dict[str, str]:
 
 def to_onnx_bytes(model: Network, metadata: dict[str, str] | None = None) -> tuple[bytes, int]:
     """Serialised ONNX model (logits network + softmax) and its opset version."""
+    require("onnx", "ONNX export")  # onnxscript too: torch.onnx's exporter imports it
     import onnx
 
     desc = model.description
@@ -135,7 +137,8 @@ def to_onnx_bytes(model: Network, metadata: dict[str, str] | None = None) -> tup
 
 def onnx_session(model_bytes: bytes) -> Any:
     """An onnxruntime CPU session on the serialised model."""
-    import onnxruntime as ort
+    with extra("onnx", "running an ONNX model"):
+        import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only
