@@ -38,9 +38,9 @@ def _elu(x: Array) -> Array:
 
 
 def _erf(x: Array) -> Array:
-    from scipy.special import erf  # scipy comes with scikit-learn, a cnnlab dependency
-
-    return np.asarray(erf(x), dtype=x.dtype)
+    # torch's erf (a core dependency, CPU, the array's own precision): SciPy is no longer
+    # installed with cnnlab's core, and NumPy has no erf.
+    return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy().astype(x.dtype)
 
 
 def _relu6(x: Array) -> Array:
