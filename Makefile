@@ -12,11 +12,14 @@ export CNNLAB_DATA
 install: $(STAMP)
 
 # The exact versions of requirements.lock (every extra and the test tools), then cnnlab
-# itself, editable, without letting pip resolve anything else.
+# itself, editable, without letting pip resolve anything else. The lock's torch is the CPU
+# build (2.13.0+cpu); where no find-links folder holds it, PyTorch's index does:
+# make install PIP_ARGS='--extra-index-url https://download.pytorch.org/whl/cpu'
+PIP_ARGS ?=
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet $(PIP_ARGS) -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/pip check
 	$(BIN)/python -m cnnlab.engine.native  # compile the C++ kernels now (~40 s), not in the first run
