@@ -18,6 +18,7 @@ ROOT = Path(cnnlab.__file__).parent
 RANKS: dict[str, int] = {
     "errors": 0,
     "fileio": 0,
+    "extras": 0,  # which extra an optional feature needs (imports errors only)
     "ops": 1,
     "plots": 1,
     "data": 2,
