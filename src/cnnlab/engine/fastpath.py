@@ -10,7 +10,7 @@ This module computes the same function and the same gradients another way:
 - BatchNormalization runs as PyTorch's fused kernel, with Keras' moving statistics
   (:mod:`cnnlab.engine.batchnorm`);
 - ReLU runs after max pooling, on a quarter of the values: ``max(relu(a)) == relu(max(a))``
-  exactly, and the gradient reaches the same pixel (shown in ``tests/test_fastpath.py``);
+  exactly, and the gradient reaches the same pixel (shown in ``tests/engine/test_fastpath.py``);
 - a convolution with one input channel (every case's first layer) is one matrix product
   over the nine shifted copies of the image;
 - Adam runs as one fused kernel on the optimiser's own state, so checkpoints and resume

@@ -2,11 +2,12 @@
 
 The layout refactor (issue 11) had to leave these unchanged. They were recorded with the
 code before it (commit 68d1dff, the flat package) and are checked against today's code by
-``tests/test_reference_histories.py``::
+``tests/train/test_reference_histories.py``::
 
     git worktree add /tmp/ref68 68d1dff
     CNNLAB_DATA=../shared/data PYTHONPATH=/tmp/ref68/src \\
-        .venv/bin/python tests/reference/record_histories.py tests/reference/histories_68d1dff.json
+        .venv/bin/python tests/train/reference/record_histories.py \\
+        tests/train/reference/histories_68d1dff.json
 
 Run without PYTHONPATH it records today's code (to compare by hand). It works with both
 package layouts: it only uses ``prepare``, ``TrainConfig`` and ``fit``.

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_explain import SERIES, train_user_run, write_untrained_run
+from analysis.test_explain import SERIES, train_user_run, write_untrained_run
 
 from cnnlab import fileio
 from cnnlab.analysis import baselines

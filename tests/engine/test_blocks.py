@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_fastpath import fast_losses, plain_losses
 from torch import nn
 
 from cnnlab.data.scaling import input_scale
@@ -38,6 +37,8 @@ from cnnlab.engine.plan import plan, where
 from cnnlab.models import ModelDescription, create_model, parse_compact
 from cnnlab.models.torch_module import build_module
 from cnnlab.train.loop import TrainConfig, make_optimizer
+
+from .test_fastpath import fast_losses, plain_losses
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
 
@@ -88,7 +89,7 @@ ZOO = {
     ),
     # 1-D networks as one-row images: fcn1d's blocks on an odd length (without the biases
     # before BatchNormalization, whose gradients are 0 up to rounding and which Adam then
-    # moves by up to lr either way: tests/test_fast1d.py checks fcn1d itself) ...
+    # moves by up to lr either way: tests/engine/test_fast1d.py checks fcn1d itself) ...
     "series_fcn": described(
         "Input(37,3) Conv1D(10,8,padding=same,use_bias=False) BatchNormalization ReLU "
         "Conv1D(12,5,padding=same,use_bias=False) BatchNormalization ReLU "
@@ -382,7 +383,7 @@ def test_broken_kernels_fail_these_tests(tmp_path: Path) -> None:
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(here),
              "-k", "float64_autograd or mixed"],
-            cwd=here.parent.parent, env=env, capture_output=True, text=True, check=False,
+            cwd=here.parents[2], env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if mutant == 0:  # the mutant build itself, unbroken, passes
             assert run.returncode == 0, run.stdout[-2000:]

@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 import torch
 from model_zoo import ZOO
-from test_keras_import import (
+
+from cnnlab import cli
+from cnnlab.errors import CnnlabError
+from cnnlab.interop.keras_import import read_keras
+from cnnlab.models import ModelDescription, get, parse_compact
+from cnnlab.train.schemas import read_run_data
+
+from .test_keras_import import (
     _extra,
     import_cli,
     keras_weights,
@@ -30,13 +37,7 @@ from test_keras_import import (
     write_keras,
 )
 
-from cnnlab import cli
-from cnnlab.errors import CnnlabError
-from cnnlab.interop.keras_import import read_keras
-from cnnlab.models import ModelDescription, get, parse_compact
-from cnnlab.train.schemas import read_run_data
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tensor(source: str, shape: tuple[int, ...]) -> dict[str, Any]:

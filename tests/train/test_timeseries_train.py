@@ -19,7 +19,7 @@ from cnnlab.models import build_module, count_params, resolve
 from cnnlab.models.registry import REGISTRY, TEMPLATES, resolve_for
 from cnnlab.train.recipes import TIME_SERIES, recipe_for, settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def shared_ucr() -> Path | None:

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_fastpath import digits, fast_losses, plain_losses
 
 from cnnlab.engine import native
 from cnnlab.engine.fastpath import fast_logits
 from cnnlab.engine.plan import KERNEL, plan, where
 from cnnlab.models import ModelDescription, build_module
+
+from .test_fastpath import digits, fast_losses, plain_losses
 
 
 def _graph(name: str, layers: list[dict[str, Any]]) -> ModelDescription:

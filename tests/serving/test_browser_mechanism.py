@@ -1,6 +1,6 @@
 """The mechanism page and the digit page's detail view in a real headless Chromium.
 
-As tests/test_browser.py: Debian's chromium + chromium-driver, Selenium pointed at
+As tests/serving/test_browser.py: Debian's chromium + chromium-driver, Selenium pointed at
 /usr/bin/chromedriver; skipped, with the reason shown, where they are absent. The servers
 run behind the same guards as ``cnnlab serve`` (its Content-Security-Policy included), and
 each test fails on any console error (a CSP violation shows up as one). Set

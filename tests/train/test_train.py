@@ -150,7 +150,7 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(
     fit(cfg, tiny_splits, full, **QUIET)
     script = textwrap.dedent(f"""
         import os, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
         from conftest import synthetic_mnist
         from cnnlab.data import prepare
         from cnnlab.train.loop import TrainConfig, fit

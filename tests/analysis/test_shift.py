@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 from model_zoo import ZOO, randomize
-from test_explain import SERIES, train_user_run, write_untrained_run
-from test_receptive import linearised
 
 from cnnlab import fileio
 from cnnlab.analysis import invariance, shift
@@ -36,6 +34,9 @@ from cnnlab.engine.numpy_engine import NumpyModel, from_torch, weight_shapes
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_module, parse_compact
 from cnnlab.train import checkpoint
+
+from .test_explain import SERIES, train_user_run, write_untrained_run
+from .test_receptive import linearised
 
 IMAGES_2D = [n for n, d in ZOO.items() if d.rank == 2]
 

@@ -2,7 +2,7 @@
 
 - ``dropout_mask`` against PyTorch's own dropout draws: the same bits, and the default
   generator left in the same state;
-- the block kernels against float64 autograd: ``tests/test_blocks.py``;
+- the block kernels against float64 autograd: ``tests/engine/test_blocks.py``;
 - the step the fast engine picks: every chapter case through the kernels on a CPU;
 - building: the library lands atomically, a missing compiler gives one warning and the
   PyTorch version of the step.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_timeseries_train import shared_ucr
+from train.test_timeseries_train import shared_ucr
 
 from cnnlab.analysis.explain_series import class_activation_map, explain_series, has_cam
 from cnnlab.cli.main import main

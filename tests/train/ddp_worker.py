@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py, once under torchrun and once as a single process.
+"""Run by tests/train/test_distributed.py, once under torchrun and once as a single process.
 
 Usage: python ddp_worker.py OUT_DIR CASE EPOCHS BATCH_SIZE ENGINE
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for conftest
 
 from conftest import synthetic_mnist
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import synthetic_mnist
-from test_explain_series import random_model
 
 from cnnlab.analysis.receptive import receptive_fields
 from cnnlab.cli.main import main
@@ -16,6 +15,8 @@ from cnnlab.data import moving_mnist
 from cnnlab.engine.numpy_engine import NumpyModel
 from cnnlab.models import build_module, count_params, parse_compact
 from cnnlab.models.registry import resolve_for
+
+from .test_explain_series import random_model
 
 
 def _conv(desc: object, name: str) -> int:

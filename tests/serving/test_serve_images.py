@@ -24,13 +24,14 @@ from image_runs import CLASSES, decoding, encoded, make_folder, picture, train_r
 from image_runs import reference as ref_probs
 from PIL import Image
 from starlette.exceptions import StarletteDeprecationWarning
-from test_serve import bomb_png
 
 from cnnlab.data import load_image_bytes
 from cnnlab.data.preprocess import ImageLimits
 from cnnlab.serving.predict import Predictor
 from cnnlab.serving.serve import create_app
 from cnnlab.train import checkpoint
+
+from .test_serve import bomb_png
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)

@@ -26,7 +26,7 @@ from cnnlab.models import layers as L
 from cnnlab.train import checkpoint
 from cnnlab.train.records import read_run_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # --- a .keras writer for tests: Keras 3's layout, written by hand ---------------------------
 

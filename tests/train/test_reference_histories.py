@@ -1,7 +1,7 @@
 """The chapter's three cases train as they did before the layout refactor (issue 11).
 
-``tests/reference/histories_68d1dff.json`` holds seed-42 histories recorded with the code
-before it (68d1dff; how: ``tests/reference/record_histories.py``) on the first 2,000
+``tests/train/reference/histories_68d1dff.json`` holds seed-42 histories recorded with the code
+before it (68d1dff; how: ``tests/train/reference/record_histories.py``) on the first 2,000
 training and 500 test images of MNIST, both engines. Today's code must give the same
 numbers. On the machine that recorded them they are identical to the last bit. Across CPUs
 the float sums round differently (MKL-DNN picks its kernels by instruction set), and
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference.record_histories import THREADS, record, subset
+
+from .reference.record_histories import THREADS, record, subset
 
 REFERENCE = Path(__file__).parent / "reference" / "histories_68d1dff.json"
 EPOCHS = 2  # of the 3 recorded: enough to carry the state from one epoch into the next

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_blocks import steps_follow_the_plain_loop
 
 from cnnlab.engine import native
 from cnnlab.engine.fastpath import fast_logits
@@ -28,7 +27,9 @@ from cnnlab.engine.plan import plan, where
 from cnnlab.interop.keras_import import read_keras
 from cnnlab.models.torch_module import build_module
 
-REPO = Path(__file__).resolve().parent.parent
+from .test_blocks import steps_follow_the_plain_loop
+
+REPO = Path(__file__).resolve().parents[2]
 ZOO = Path(os.environ.get("CNNLAB_DATA") or REPO.parent / "shared" / "data") / "keras-zoo"
 NAMES = ["conv2d_same_strides", "conv2d_bn_dilated", "conv1d_timeseries"]
 

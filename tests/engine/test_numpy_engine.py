@@ -275,7 +275,7 @@ def test_cli_verify_and_export(
     assert {"max_abs_diff", "numpy_images_per_s", "torch_images_per_s"} <= set(out)
     assert main(["export-numpy", str(run)]) == 0
     assert load_npz(run / "model.npz").name == "case3"
-    from test_explain import SERIES, write_untrained_run
+    from analysis.test_explain import SERIES, write_untrained_run
 
     series = write_untrained_run(tmp_path / "series", SERIES, "series")  # 1-D: random inputs
     capsys.readouterr()

@@ -35,7 +35,7 @@ from cnnlab.ops import padding_amounts
 from cnnlab.train import checkpoint, runs
 
 ATOL = 1e-5  # the tolerance on probabilities
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # The keras-zoo networks, layer for layer and name for name as their config.json.
 KERAS_ZOO = {
