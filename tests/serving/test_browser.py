@@ -36,6 +36,12 @@ OWN = (
     "Dense(10,softmax,name=out)"
 )
 
+# The issue's network: 28x28 maps in the first layer, 12x12 in the second (untrained).
+WIDE = (
+    "Input(28,28,1) Conv2D(32,3,same,relu,name=conv1) MaxPooling2D(2,name=pool1) "
+    "Conv2D(64,3,relu,name=conv2) Flatten(name=flat) Dense(10,softmax,name=out)"
+)
+
 
 @pytest.fixture(scope="module")
 def site(tiny_run: dict[str, Path]) -> Iterator[str]:
@@ -59,6 +65,17 @@ def own_site(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> I
         log=lambda _m: None,
     )
     with background_server(create_app(Predictor.from_run(out))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def wide_site() -> Iterator[str]:
+    import torch
+
+    from cnnlab.models import Network
+
+    torch.manual_seed(0)
+    with background_server(create_app(Predictor(Network(parse_compact(WIDE, "wide"))))) as url:
         yield url
 
 
@@ -185,9 +202,9 @@ def test_drawing_shows_prediction_and_feature_maps(driver: Any, site: str) -> No
     state = wait_for_prediction(driver)
     assert state["top"] == 1
     assert abs(sum(float(v) for v in state["values"]) - 1.0) < 0.01
-    # conv1: 8 columns of 26-pixel maps (215 px), conv2: 8 of 11 (95 px), both enlarged
+    # conv1: 8 columns of 26-pixel maps (215 px), conv2: 8 of 11 (95 px), both enlarged 3x
     assert [m[0] for m in state["maps"]] == [215, 95]
-    assert all(shown_width > natural for natural, shown_width in state["maps"])
+    assert [shown for _, shown in state["maps"]] == [645, 285]
     # What the page shows is the server's answer for what is on the pad.
     png = base64.b64decode(
         driver.execute_script("return document.getElementById('pad').toDataURL('image/png')")[22:]
@@ -221,6 +238,50 @@ def test_own_network_shows_all_its_conv_layers(driver: Any, own_site: str) -> No
     )
     answer = httpx.post(f"{own_site}/api/predict", content=png, params={"maps": "false"}).json()
     assert state["values"] == [f"{p:.3f}" for p in answer["probabilities"]]
+
+
+def map_cells(driver: Any) -> dict[str, Any]:
+    """Per layer: screen pixels per map cell, one map's width, the grid's right edge."""
+    return driver.execute_script(
+        """
+        const out = {page: document.documentElement.clientWidth,
+                     note: document.getElementById('maps-scale')?.textContent};
+        for (const [layer, side] of [['conv1', 28], ['conv2', 12]]) {
+          const img = document.getElementById('map-' + layer), r = img.getBoundingClientRect();
+          const cell = r.width / img.naturalWidth;
+          out[layer] = {cell, map: cell * side, right: r.right,
+                        tall: r.height / img.naturalHeight};
+        }
+        return out;
+        """
+    )
+
+
+def test_maps_share_one_scale(driver: Any, wide_site: str) -> None:
+    """28x28 maps are drawn larger than 12x12 ones: every layer at the same, stated, pixels
+    per map cell, within the page's width, wide or narrow."""
+    open_page(driver, wide_site, model="wide")
+    draw(driver, SEVEN)
+    state = wait_for_prediction(driver, ("conv1", "conv2"))
+    assert [m[0] for m in state["maps"]] == [231, 103]  # 8 columns of 28 and of 12, 1-px gaps
+    seen = map_cells(driver)
+    one, two = seen["conv1"], seen["conv2"]
+    assert one["cell"] == two["cell"] == one["tall"] == two["tall"] >= 2  # whole pixels
+    assert one["map"] >= two["map"] and one["map"] == 28 * one["cell"]
+    assert f"a map cell is {one['cell']:g}×{one['cell']:g} screen pixels" in seen["note"]
+    assert max(one["right"], two["right"]) <= seen["page"]
+    screenshot(driver, "maps-one-scale")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:  # a narrow page: the widest grid fits, every layer shrunk by the same factor
+        driver.set_window_size(480, 1000)
+        WebDriverWait(driver, 10).until(lambda d: map_cells(d)["conv1"]["cell"] < one["cell"])
+        seen = map_cells(driver)
+        one, two = seen["conv1"], seen["conv2"]
+        assert one["cell"] == pytest.approx(two["cell"], abs=0.01) and one["map"] > two["map"]
+        assert max(one["right"], two["right"]) <= seen["page"]
+    finally:
+        driver.set_window_size(1280, 1000)
 
 
 def test_touch_drawing(driver: Any, site: str) -> None:

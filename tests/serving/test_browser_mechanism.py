@@ -199,6 +199,62 @@ def test_mechanism_page_1d_dilation_and_play(driver: Any, mech_site: str) -> Non
     no_console_errors(driver, allow=("status of 422",))  # the answer it shows
 
 
+def test_mechanism_page_symbol_switch_and_padding_look(driver: Any, mech_site: str) -> None:
+    """⋆ by default; switching to ∗ shows the server's convolution and the flipped weights;
+    padding under the window keeps its dashed border and white fill."""
+    driver.get(mech_site + "/mechanism")
+    set_field(driver, "padding", "same")
+    settled(driver, "7×7")
+    symbol = driver.find_element("id", "op-symbol")
+    assert symbol.text == "⋆" and "cross-correlation" in symbol.get_attribute("title")
+    params = dict(input_size=7, kernel_size=3, padding="same", seed=0)
+    api = f"{mech_site}/api/mechanism"
+    corr = httpx.get(api, params=params).json()
+    conv = httpx.get(api, params=params | {"operation": "convolution"}).json()
+    assert corr["output"] != conv["output"]  # the default kernel is not symmetric
+    np.testing.assert_array_equal(grid(driver, "output"), corr["output"])
+    driver.find_element("css selector", '#grid-output .cell[data-cell="0,0"]').click()
+    style = """
+      return [...document.querySelectorAll(arguments[0])].map((c) => {
+        const s = getComputedStyle(c);
+        return [s.borderTopStyle, s.borderLeftStyle, s.backgroundColor];
+      });
+    """
+    pads = driver.execute_script(style, "#grid-input .cell.pad.tap")
+    inside = driver.execute_script(style, "#grid-input .cell.tap:not(.pad)")
+    assert len(pads) == 5 and len(inside) == 4  # the 3x3 window at (0, 0): row 0, column 0
+    assert {tuple(p) for p in pads} == {("dashed", "dashed", "rgb(255, 255, 255)")}
+    assert {tuple(p) for p in inside} == {("solid", "solid", "rgb(47, 111, 222)")}
+    screenshot(driver, "mechanism-correlation")
+
+    set_field(driver, "operation", "convolution")
+    wait(
+        driver,
+        lambda d: (
+            d.find_element("id", "op-symbol").text == "∗"
+            and d.find_element("css selector", ".stage").get_attribute("aria-busy") == "false"
+        ),
+        "the symbol never turned to ∗",
+    )
+    out = grid(driver, "output")
+    np.testing.assert_array_equal(out, conv["output"])
+    np.testing.assert_array_equal(grid(driver, "kernel"), conv["kernel"])  # shown as given
+    driver.find_element("css selector", '#grid-output .cell[data-cell="2,3"]').click()
+    mini = driver.execute_script(
+        "return [...document.getElementById('mini-kernel').children]"
+        ".map((c) => Number(c.textContent.replace('−', '-')));"
+    )
+    np.testing.assert_array_equal(np.reshape(mini, (3, 3)), np.flip(conv["kernel"]))
+    assert driver.find_element("id", "cap-mini-kernel").text == "kernel weights, flipped"
+    text = driver.find_element("id", "cell-sum").text
+    assert text.endswith(f"= {out[2, 3]:g}".replace("-", "−"))
+    assert driver.execute_script(style, "#grid-input .cell.pad.tap") == []  # inside: no pad
+    screenshot(driver, "mechanism-convolution")
+    set_field(driver, "operation", "correlation")
+    wait(driver, lambda d: d.find_element("id", "op-symbol").text == "⋆")
+    no_console_errors(driver)
+
+
 # ------------------------------------------------------------ the digit page's detail view
 
 

@@ -131,6 +131,77 @@ def test_conv_equals_torch(client: TestClient, case: dict[str, Any]) -> None:
         assert np.isclose((padded[np.ix_(*window)] * k).sum(), out[cell], rtol=0, atol=1e-12)
 
 
+def scipy_convolve(x: np.ndarray, k: np.ndarray, s: int, d: int, padding: str) -> np.ndarray:
+    """True convolution by scipy.signal.convolve (1-D) or convolve2d (2-D), float64: the padded
+    input with the dilated kernel in valid mode, then every s-th sample."""
+    pads = [ref_pads(n, kk, s, d, padding) for n, kk in zip(x.shape, k.shape, strict=True)]
+    every = tuple(slice(None, None, d) for _ in k.shape)
+    dilated = np.zeros([(kk - 1) * d + 1 for kk in k.shape])
+    dilated[every] = k
+    xp = np.pad(x, pads)
+    if x.ndim == 1:
+        full = signal.convolve(xp, dilated, mode="valid", method="direct")
+    else:
+        full = signal.convolve2d(xp, dilated, mode="valid")
+    return full[tuple(slice(None, None, s) for _ in k.shape)]
+
+
+CONVOLVE_CASES = [
+    dict(dims=dims, input_size=n, kernel_size=k, padding=p, stride=s, dilation=d)
+    for dims, n, k, p, s, d in itertools.product(
+        (1, 2), (5, 8), (2, 3), ("valid", "same", "full"), (1, 2, 3), (1, 2)
+    )
+]
+
+
+@pytest.mark.parametrize("case", CONVOLVE_CASES, ids=lambda c: "-".join(map(str, c.values())))
+def test_convolution_equals_scipy(client: TestClient, case: dict[str, Any]) -> None:
+    """operation=convolution: scipy's true convolution, the flipped kernel in every window."""
+    s, d, padding = case["stride"], case["dilation"], case["padding"]
+    r = get(client, **case, seed=2, operation="convolution")
+    body = r.json()
+    assert r.status_code == 200, body
+    x, k = mechanism.make_grids(mechanism.MechanismRequest(**case, seed=2))
+    assert not np.array_equal(k, np.flip(k))  # seed 2: no symmetric kernel hides the flip
+    assert body["operation"] == "convolution"
+    np.testing.assert_array_equal(np.array(body["kernel"]), k)  # shown as given
+    np.testing.assert_array_equal(np.array(body["window_kernel"]), np.flip(k))
+    out = np.array(body["output"])
+    np.testing.assert_allclose(out, scipy_convolve(x, k, s, d, padding), rtol=1e-12, atol=1e-12)
+    if (s, d, padding) == (1, 1, "full"):  # scipy's own full mode, no padding of ours at all
+        np.testing.assert_allclose(out, signal.convolve(x, k, mode="full"), atol=1e-12)
+    padded, flipped = np.array(body["padded_input"]), np.array(body["window_kernel"])
+    for cell, window in zip(np.ndindex(*out.shape), body["windows"], strict=True):
+        assert np.isclose((padded[np.ix_(*window)] * flipped).sum(), out[cell], atol=1e-12)
+    # the geometry does not depend on the flip
+    same = get(client, **case, seed=2).json()
+    for key in ("pads", "windows", "formula", "output_shape", "padded_input"):
+        assert body[key] == same[key], key
+    assert same["operation"] == "correlation" and same["window_kernel"] == same["kernel"]
+
+
+def test_convolution_flips_an_asymmetric_kernel(client: TestClient) -> None:
+    """The two operations differ where the kernel is not symmetric (a test that can fail)."""
+    req: dict[str, Any] = dict(dims=1, input=[0, 0, 1, 0, 0], kernel=[1, 2, 3], padding="same")
+    corr = client.post("/api/mechanism", json=req).json()
+    conv = client.post("/api/mechanism", json=req | {"operation": "convolution"}).json()
+    # an impulse: convolution gives back the kernel, correlation the kernel reversed
+    assert corr["output"] == [0, 3, 2, 1, 0] and conv["output"] == [0, 1, 2, 3, 0]
+    assert conv["window_kernel"] == [3, 2, 1]
+
+
+@pytest.mark.parametrize("value", ["conv", "", "CONVOLUTION", "1"])
+def test_bad_operation_is_one_line_422(client: TestClient, value: str) -> None:
+    for r in (
+        get(client, operation=value),
+        client.post("/api/mechanism", json=dict(operation=value)),
+    ):
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"][-1] == "operation" and "\n" not in error["msg"]
+        assert "'correlation' or 'convolution'" in error["msg"]
+
+
 POOL_CASES = list(
     itertools.product(("max", "avg"), (1, 2, 3), (None, 1, 2), ("valid", "same"), (1, 2))
 )
