@@ -228,7 +228,8 @@ def _whole(found: Any) -> bool:
 
 def _stale(found: dict[str, Any], key: dict[str, Any], n: int, n_inv: int) -> str | None:
     """Why a stored result does not answer this request; None where it does."""
-    config = found.get("config") if isinstance(found.get("config"), dict) else {}
+    stored = found.get("config")
+    config: dict[str, Any] = stored if isinstance(stored, dict) else {}
     if found.get("format") != FORMAT:
         return "an older version of cnnlab"
     if found.get("checkpoint_sha256") != key["checkpoint_sha256"]:

@@ -38,7 +38,13 @@ def register(sub: Any) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    """Write the figures and print one path per line."""
-    for path in write_figures(args.out, args.only):
+    """Write the figures (progress per figure: a bar on a terminal, else a line each), then
+    print one path per line."""
+    from cnnlab.cli.progress import Progress
+
+    count = len(set(args.only)) if args.only else len(FIGURES)
+    with Progress.of(args).items("figure", count) as done:
+        paths = write_figures(args.out, args.only, done)
+    for path in paths:
         print(path)
     return 0
