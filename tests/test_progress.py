@@ -20,6 +20,7 @@ from cnnlab.data import MNIST
 from cnnlab.models import get
 
 SMALL = ["--max-shift", "1", "--invariance-images", "4"]
+PATHS = ("padding_valid.png", "padding_valid.gif", "strides.png", "strides.gif", "figures.json")
 SPLIT_GRID = shift.split_grid  # the computation itself, whatever a test patched in
 
 
@@ -194,9 +195,11 @@ def test_damaged_numpy_check_and_baselines(
 def test_figures_and_import_keras_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["figures", "--out", str(tmp_path / "f"), "--only", "padding_valid", "--only", "strides"]
     assert main(args) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("[1/2] figure padding_valid: ") and out[0].endswith(" s")
-    assert out[1].startswith("[2/2] figure strides: ")
+    out, err = capsys.readouterr()
+    assert out.split() == [str(tmp_path / "f" / n) for n in PATHS]  # stdout: the paths alone
+    lines = err.splitlines()
+    assert lines[0].startswith("[1/2] figure padding_valid: ") and lines[0].endswith(" s")
+    assert lines[1].startswith("[2/2] figure strides: ") and len(lines) == 2
     keras_file = save_keras(tmp_path / "m.keras", randomised(get("case2")))
     assert import_cli(keras_file, tmp_path / "run") == 0
     out = capsys.readouterr().out.splitlines()
@@ -205,3 +208,16 @@ def test_figures_and_import_keras_lines(tmp_path: Path, capsys: pytest.CaptureFi
     assert out[1].startswith("reading m.keras: done in ")
     assert out[2].startswith(f"writing {tmp_path / 'run'}/: done in ")
     assert out[3].startswith(f"imported {keras_file} as ")
+
+
+def test_compare_trains_with_a_line_per_case(
+    synthetic_data: MNIST, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    argv = ["compare", "--models", "case2", "case3", "--epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    said, err = capsys.readouterr()
+    assert f"[1/2] training case2 into {out / 'case2'}" in said
+    assert re.search(r"^\[1/2\] case2: done in [\d.]+ s$", said, re.M)
+    assert re.search(r"^\[2/2\] case3: done in [\d.]+ s$", said, re.M)
+    assert "it/s" not in err and "\r" not in err  # no bar into a log

@@ -423,8 +423,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             run_dir = runs.prepare_out_dir(out / desc.name)
             prog.say(f"[{i}/{len(cases)}] training {desc.name} into {run_dir}")
             with prog.step(f"[{i}/{len(cases)}] {desc.name}"):
-                m = fit(config, dataset, run_dir, description=desc, progress=prog.bars)
-                prog.say(f"[{i}/{len(cases)}] {desc.name}: test accuracy {m['test_accuracy']:.4f}")
+                fit(config, dataset, run_dir, description=desc, progress=prog.bars)
             run_dirs.append(run_dir)
     print(compare(run_dirs, out), end="")
     print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
