@@ -214,7 +214,7 @@ def test_run_shift_caches(
 
     monkeypatch.setattr(shift, "split_grid", boom)
     assert run_shift(run, test, config, log=lines.append) == first
-    assert lines[-1] == f"shift robustness of {run}: cached in shift.json"
+    assert lines[-1] == f"shift grid of {run}: reused from shift.json (--recompute to redo it)"
     with pytest.raises(AssertionError, match="recomputed"):
         run_shift(run, test, ShiftConfig(max_shift=2, n_images=20, invariance_images=5))
     other = RunTestSet(test.x[::-1], test.y[::-1], test.classes, test.scale, test.spec)

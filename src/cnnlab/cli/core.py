@@ -16,6 +16,7 @@ from cnnlab.cli.datasets import (
     run_dataset,
     show_progress,
 )
+from cnnlab.cli.progress import Progress
 from cnnlab.data.datasets import check_spec, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.train import checkpoint, distributed, runs
@@ -408,7 +409,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         names = [d.name for d in descriptions]
         if len(set(names)) != len(names):
             raise CnnlabError(f"--models names a network twice ({', '.join(names)})")
-        for model_spec_, desc in zip(args.models, descriptions, strict=True):
+        prog = Progress.of(args)
+        cases = list(zip(args.models, descriptions, strict=True))
+        for i, (model_spec_, desc) in enumerate(cases, 1):
             config = make_config(
                 TrainConfig,
                 model=model_spec_,
@@ -418,8 +421,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 **settings(dataset.kind, epochs=args.epochs),
             )
             run_dir = runs.prepare_out_dir(out / desc.name)
-            print(f"training {desc.name} into {run_dir}")
-            fit(config, dataset, run_dir, description=desc)
+            prog.say(f"[{i}/{len(cases)}] training {desc.name} into {run_dir}")
+            with prog.step(f"[{i}/{len(cases)}] {desc.name}"):
+                fit(config, dataset, run_dir, description=desc, progress=prog.bars)
             run_dirs.append(run_dir)
     print(compare(run_dirs, out), end="")
     print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    """Write the figures and print one path per line."""
-    for path in write_figures(args.out, args.only):
+    """Write the figures (progress per figure: a bar on a terminal, else a line each, on
+    stderr: stdout stays one path per line, for a pipe), then print the paths."""
+    from cnnlab.cli.progress import Progress
+
+    count = len(set(args.only)) if args.only else len(FIGURES)
+    prog = Progress(Progress.of(args).bars, say=lambda line: print(line, file=sys.stderr))
+    with prog.items("figure", count) as done:
+        paths = write_figures(args.out, args.only, done)
+    for path in paths:
         print(path)
     return 0
