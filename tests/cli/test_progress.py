@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_keras_import import import_cli, randomised, save_keras
+from interop.test_keras_import import import_cli, randomised, save_keras
 
 from cnnlab import fileio
 from cnnlab.analysis import baselines, shift
