@@ -24,10 +24,12 @@ from typing import IO
 
 from tqdm import tqdm
 
+from cnnlab.data.preprocess import IMAGE_SUFFIXES
 from cnnlab.errors import CnnlabError
 
 DATA_ENV = "CNNLAB_DATA"
 CHUNK = 1 << 20
+PEEK = 64  # entries looked at per folder when telling a folder of images from a data folder
 
 
 def cache_root() -> Path:
@@ -47,9 +49,62 @@ def search_dirs(name: str, data_dir: Path | None = None) -> list[Path]:
     return ([Path(first) / name] if first else []) + [default_cache_dir(name)]
 
 
+def _holds_images(folder: Path, depth: int) -> bool:
+    """Whether ``folder`` has an image file within ``depth`` levels (a bounded look)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)[:PEEK]
+    except OSError:
+        return False
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+            return True
+        if depth > 0 and entry.is_dir() and _holds_images(Path(entry.path), depth - 1):
+            return True
+    return False
+
+
+def check_data_dir(name: str, data_dir: Path) -> None:
+    """One line when ``--data-dir`` names a folder of images instead of the standard sets'.
+
+    ``--data-dir myimages`` would otherwise look for ``myimages/mnist/``, then download
+    MNIST and train on it, or fail on the download: neither says what the user meant.
+    """
+    if (data_dir / name).exists() or not data_dir.is_dir():
+        return
+    try:
+        classes = [e for e in os.scandir(data_dir) if e.is_dir() and not e.name.startswith(".")]
+    except OSError:
+        return
+    # class folders of images (PATH/cat/*.png), or the splits' (PATH/train/cat/*.png)
+    if classes and any(_holds_images(Path(c.path), 1) for c in classes[:PEEK]):
+        raise CnnlabError(
+            f"--data-dir {data_dir} has no {name}/ but folders of images: --data-dir names the "
+            f"folder holding {name}/ and the other standard sets; for your images use "
+            f"--data folder:{data_dir}"
+        )
+
+
+def missing_hint(name: str, what: str, data_dir: Path | None) -> str:
+    """The end of a failed download's line: where to put ``what`` (the files of ``name``)."""
+    if data_dir is None:
+        folder = default_cache_dir(name)
+        return f"put {what} in {folder} or set {DATA_ENV} to a folder holding {name}/"
+    return (
+        f"--data-dir {data_dir} has no {name}/ (--data-dir names the folder holding {name}/ "
+        f"and the other standard sets): put {what} in {data_dir / name}"
+    )
+
+
 def locate(name: str, candidates: Sequence[str], data_dir: Path | None = None) -> Path | None:
     """The first ``folder/candidate`` that exists in any form (a directory or a dangling
-    symlink too: reading it then says what it is), over the search folders of ``name``."""
+    symlink too: reading it then says what it is), over the search folders of ``name``.
+
+    CnnlabError when ``data_dir`` is a folder of images (:func:`check_data_dir`).
+    """
+    if data_dir is not None:
+        check_data_dir(name, data_dir)
     for folder in search_dirs(name, data_dir):
         for candidate in candidates:
             path = folder / candidate
