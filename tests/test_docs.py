@@ -388,3 +388,42 @@ def test_documented_paths_exist() -> None:
             failures.append(f"{snip.where()}: no such file or folder")
     assert counted > 30
     assert not failures, "paths in the docs that do not exist:\n" + "\n".join(failures)
+
+
+def resolves(name: str) -> bool:
+    """Whether a dotted ``cnnlab.…`` name is a module, or an attribute of one."""
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        for attr in parts[k:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_documented_python_names_exist() -> None:
+    failures = [
+        f"{snip.where()}: no such module or attribute"
+        for path in DOCS
+        for snip in inline_code(path)
+        if (m := re.match(r"(cnnlab(?:\.\w+)+)", snip.text)) and not resolves(m.group(1))
+    ]
+    assert resolves("cnnlab.ops.conv") and not resolves("cnnlab.serving.inputs")
+    assert not failures, "stale names in the docs:\n" + "\n".join(failures)
+
+
+def test_no_paths_of_the_machine_they_were_written_on() -> None:
+    """Examples use placeholders (``/path/to/data``), not a folder that exists only here."""
+    local = re.compile(r"(?<![\w.])(/work/|/root/|/tmp/|/Users/|/home/(?!me/))")
+    failures = [
+        f"{path.relative_to(REPO)}:{number}: {raw.strip()}"
+        for path in DOCS
+        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if local.search(raw) or str(REPO.parent) in raw
+    ]
+    assert not failures, "machine-specific paths in the docs:\n" + "\n".join(failures)
