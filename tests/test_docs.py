@@ -427,3 +427,27 @@ def test_no_paths_of_the_machine_they_were_written_on() -> None:
         if local.search(raw) or str(REPO.parent) in raw
     ]
     assert not failures, "machine-specific paths in the docs:\n" + "\n".join(failures)
+
+
+def test_the_block_kinds_are_listed_where_the_docs_point() -> None:
+    """fastpath.py and native.py point to plan.py for the block kinds, not a copy of them:
+    plan.py's docstring names every kind its code makes, numbered as csrc/net.cpp's."""
+    from cnnlab.engine import plan
+
+    source = Path(plan.__file__).read_text(encoding="utf-8")
+    made = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Block":
+            made |= {
+                c.value
+                for c in ast.walk(node.args[0])
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            }
+    made.discard("average")  # the condition's operand, not a kind
+    assert len(made) == 12, made
+    assert {k for k in made if f"``{k}``" not in (plan.__doc__ or "")} == set()
+    net = (Path(plan.__file__).parent / "csrc" / "net.cpp").read_text(encoding="utf-8")
+    enum = re.search(r"enum Kind : int64_t \{(.*?)\};", net, flags=re.S)
+    assert enum is not None
+    numbers = [int(n) for n in re.findall(r"k\w+ = (\d+)", enum.group(1))]
+    assert numbers == list(range(plan.SCALE + 1)) and plan.CONV == 0
