@@ -50,9 +50,11 @@ def test_a_data_folder_is_left_alone(isolated: Path) -> None:
     (root / "mnist").mkdir()
     (root / "mnist" / "f").write_bytes(b"1")
     assert store.locate("mnist", ["f"], root) == root / "mnist" / "f"
-    # a folder with no images, or no folder at all: searched, then the cache, as before
+    # a folder with no images, photos deeper than folder:'s layouts, or no folder at all:
+    # searched, then the cache, as before
     (isolated / "plain" / "notes").mkdir(parents=True)
     (isolated / "plain" / "notes" / "a.txt").write_text("x")
+    _images(isolated / "plain" / "photos", "cat", "dog")  # plain/photos/cat/0.png
     assert store.locate("mnist", ["f"], isolated / "plain") is None
     assert store.locate("mnist", ["f"], isolated / "missing") is None
 

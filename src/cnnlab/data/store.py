@@ -49,20 +49,22 @@ def search_dirs(name: str, data_dir: Path | None = None) -> list[Path]:
     return ([Path(first) / name] if first else []) + [default_cache_dir(name)]
 
 
-def _holds_images(folder: Path, depth: int) -> bool:
-    """Whether ``folder`` has an image file within ``depth`` levels (a bounded look)."""
+def _subfolders(folder: Path) -> list[Path]:
+    """The first :data:`PEEK` visible subfolders of ``folder`` (none if unreadable)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)[:PEEK]
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir()]
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` itself holds an image file (among its first entries)."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)[:PEEK]
     except OSError:
         return False
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
-            return True
-        if depth > 0 and entry.is_dir() and _holds_images(Path(entry.path), depth - 1):
-            return True
-    return False
+    return any(e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file() for e in entries)
 
 
 def check_data_dir(name: str, data_dir: Path) -> None:
@@ -70,15 +72,15 @@ def check_data_dir(name: str, data_dir: Path) -> None:
 
     ``--data-dir myimages`` would otherwise look for ``myimages/mnist/``, then download
     MNIST and train on it, or fail on the download: neither says what the user meant.
+    Only ``folder:``'s layouts count (``PATH/cat/*.png``, ``PATH/train/cat/*.png``): a data
+    folder that also keeps photos deeper down is left alone.
     """
     if (data_dir / name).exists() or not data_dir.is_dir():
         return
-    try:
-        classes = [e for e in os.scandir(data_dir) if e.is_dir() and not e.name.startswith(".")]
-    except OSError:
-        return
-    # class folders of images (PATH/cat/*.png), or the splits' (PATH/train/cat/*.png)
-    if classes and any(_holds_images(Path(c.path), 1) for c in classes[:PEEK]):
+    classes = []
+    for sub in _subfolders(data_dir):
+        classes += _subfolders(sub) if sub.name in ("train", "test") else [sub]
+    if any(_holds_images(c) for c in classes):
         raise CnnlabError(
             f"--data-dir {data_dir} has no {name}/ but folders of images: --data-dir names the "
             f"folder holding {name}/ and the other standard sets; for your images use "
