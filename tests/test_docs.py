@@ -466,3 +466,24 @@ def test_one_figure_for_the_kernel_build() -> None:
     figures = {name: re.findall(pattern, text) for name, text in sources.items()}
     assert all(len(found) == 1 for found in figures.values()), figures
     assert len({found[0] for found in figures.values()}) == 1, figures
+
+
+def test_documented_pages_are_served() -> None:
+    """Every local URL the docs give (http://127.0.0.1:8000/...) is a route of cnnlab's apps:
+    FastAPI's own /docs page, say, is switched off and must not be promised."""
+    serving = REPO / "src" / "cnnlab" / "serving"
+    source = "\n".join(p.read_text(encoding="utf-8") for p in serving.glob("*.py"))
+    routes = set(re.findall(r'@(?:app|router)\.(?:get|post)\(\s*"([^"]+)"', source))
+    routes.add("/openapi.json")  # FastAPI's schema, left on (docs_url=None, redoc_url=None)
+    assert {"/", "/mechanism", "/api/predict"} <= routes
+    assert "docs_url=None" in source
+    failures = [
+        f"{path.relative_to(REPO)}:{number}: {m.group(0)}: not served"
+        for path in DOCS
+        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for m in re.finditer(r"https?://(?:127\.0\.0\.1|localhost):\d+(/[\w./-]*)", raw)
+        if m.group(1) not in routes
+    ]
+    assert not failures, "pages the docs promise that cnnlab does not serve:\n" + "\n".join(
+        failures
+    )
