@@ -104,7 +104,7 @@ def commands(*, inline: bool = True) -> list[Snippet]:
         found += [
             s
             for s in (inline_code(path) if inline else ())
-            if re.match(r"(cnnlab|make|python benchmarks/)( |$)|python benchmarks/", s.text)
+            if re.match(r"(cnnlab|make)( |$)|(python )?benchmarks/\w+\.py( |$)", s.text)
         ]
     return found
 
@@ -220,12 +220,14 @@ def test_documented_commands_parse(monkeypatch: pytest.MonkeyPatch) -> None:
                 module = argv[argv.index("-m") + 1]
                 if importlib.util.find_spec(module) is None:
                     problem = f"no module {module}"
-            elif argv[0] == "python" and argv[1:2] and argv[1].startswith("benchmarks/"):
-                script = REPO / argv[1]
+            elif (run := argv[1:] if argv[0] == "python" else argv) and run[0].startswith(
+                "benchmarks/"
+            ):
+                script = REPO / run[0]
                 if not script.is_file():
-                    problem = f"no file {argv[1]}"
+                    problem = f"no file {run[0]}"
                 else:
-                    problem = benchmark_parse_error(script, argv[2:], monkeypatch)
+                    problem = benchmark_parse_error(script, run[1:], monkeypatch)
             if problem and not placeholder_only(problem, snip not in blocks):
                 failures.append(f"{snip.where()}: {problem}")
     assert counted > 50, "the docs' commands were not found: has the extraction broken?"
