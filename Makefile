@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/python -m cnnlab.engine.native  # compile the C++ kernels now (~40 s), not in the first run
+	$(BIN)/python -m cnnlab.engine.native  # compile the C++ kernels now (~60 s), not in the first run
 	touch $(STAMP)
 
 demo: $(STAMP)
