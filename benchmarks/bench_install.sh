@@ -5,9 +5,9 @@
 # core venv that `cnnlab train --case 1 --epochs 1` works and that `cnnlab serve` answers
 # with the one line naming the 'serve' extra.
 #
-# usage: benchmarks/bench_install.sh [DATA_DIR]   (DATA_DIR holds mnist/; default
-#        /work/shared/data). Needs the package indexes of pip's configuration; pip's own
-#        download cache is used as pip uses it (a second run downloads nothing).
+# usage: benchmarks/bench_install.sh [DATA_DIR]   (DATA_DIR holds mnist/; default: shared/data
+#        beside the checkout, as in CI). Needs the package indexes of pip's configuration;
+#        pip's own download cache is used as pip uses it (a second run downloads nothing).
 #
 # Both installs take the versions of requirements.lock as constraints (-c): the tested
 # versions, and torch 2.13.0+cpu from pip's find-links, where pip alone would pick PyPI's
@@ -18,7 +18,7 @@ if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
   exit 0
 fi
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-DATA_DIR="${1:-/work/shared/data}"
+DATA_DIR="${1:-$REPO/../shared/data}"
 PYTHON="${PYTHON:-python3}"
 WORK="$(mktemp -d -t cnnlab-install.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT

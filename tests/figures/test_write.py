@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnlab.cli.figures import register
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import build_figure, write_figures
-from cnnlab.figures.command import register
 from cnnlab.figures.writer import atomic_write
 
 from .refs import REQUIRED, SLIDING

@@ -165,10 +165,15 @@ def run_baselines(
     returns the JSON-ready results."""
     s = _limit(splits, config.limit_train)
     methods = []
-    for fn in (_hog_logreg, _knn_pixels):
-        log(f"baseline {fn.__name__.strip('_')} ...")
+    fns = (_hog_logreg, _knn_pixels)
+    for i, fn in enumerate(fns, 1):
+        key = fn.__name__.strip("_")
+        log(f"[{i}/{len(fns)}] baseline {key}: {len(s.x_train):,} training images ...")
+        start = time.perf_counter()
         methods.append(fn(config, s))
-        log(f"  test accuracy {methods[-1]['test_accuracy']:.4f}")
+        took = time.perf_counter() - start
+        log(f"[{i}/{len(fns)}] baseline {key}: test accuracy "
+            f"{methods[-1]['test_accuracy']:.4f}, done in {took:.1f} s")  # fmt: skip
     return {
         "format": FORMAT,
         "config": asdict(config),
@@ -199,11 +204,17 @@ def data_of(results: dict[str, Any]) -> str:
     return data if isinstance(data, str) else "mnist"
 
 
-def cached(path: Path, config: BaselineConfig) -> dict[str, Any] | None:
-    """The cached results at ``path`` if they were made with ``config``, else None."""
+def cached(path: Path, config: BaselineConfig, log: Any = None) -> dict[str, Any] | None:
+    """The cached results at ``path`` if they were made with ``config``, else None; a
+    damaged file is None too, with one warning line to ``log`` (so it is made again)."""
     if not Path(path).is_file():
         return None
-    results = load(path)
+    try:
+        results = load(path)
+    except CnnlabError as exc:
+        if log is not None:
+            log(f"warning: {exc}; training the baselines again")
+        return None
     return results if results.get("config") == asdict(config) else None
 
 

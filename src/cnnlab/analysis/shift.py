@@ -59,6 +59,8 @@ GRID_BATCH = 1000  # test images read, scaled and shifted at a time
 
 
 Predictor = Callable[[NDArray[np.floating]], NDArray[np.integer]]
+Tick = Callable[[int, int], None]  # (done, total) after each chunk of a long loop
+Log = Callable[[str], None]
 
 
 def torch_predictor(model: Any, batch_size: int = 1000) -> Predictor:
@@ -115,23 +117,28 @@ def split_grid(
     max_shift: int = 4,
     n: int | None = None,
     progress: bool | None = False,
+    tick: Tick | None = None,
 ) -> ShiftGrid:
     """:func:`accuracy_grid` on the first ``n`` examples of a run's test set, read and scaled
     one batch at a time (every shift of a batch before the next is read), so memory holds a
     batch and its shifted copy whatever the test set's size. The zero fill is in the
-    network's input space: after scaling."""
+    network's input space: after scaling. ``tick(done, total)``: test images done, after
+    each batch's every shift."""
     from tqdm.auto import tqdm
 
     n = len(test) if n is None else min(n, len(test))
     shifts = list(range(-max_shift, max_shift + 1))
     correct = np.zeros((len(shifts), len(shifts)), dtype=np.int64)
-    total = n * len(shifts) ** 2
+    total, done = n * len(shifts) ** 2, 0
     with tqdm(total=total, unit="img", desc="shift grid", disable=bar_off(progress)) as bar:
         for x, y in test.batches(n, GRID_BATCH):
             for i, dy in enumerate(shifts):
                 for j, dx in enumerate(shifts):
                     correct[i, j] += int(np.sum(predict(shift_images(x, dy, dx)) == y))
                     bar.update(len(x))
+            done += len(x)
+            if tick is not None:
+                tick(done, n)
     return ShiftGrid(shifts, correct / max(n, 1), n)
 
 
@@ -201,19 +208,83 @@ def _mnist_cache(found: dict[str, Any], key: dict[str, Any], test: RunTestSet, n
     return found.get("format") == "cnnlab-shift-2" and test.spec == "mnist" and same and counted
 
 
+LAYER_KEYS = ("name", "what", "jump", "equivariant", "unchanged_1px", "unchanged_1px_all")
+
+
+def _whole(found: Any) -> bool:
+    """Whether a stored result has every part a report reads (a hand-edited or half-copied
+    file is computed again, not shown as a traceback)."""
+    if not isinstance(found, dict) or not isinstance(found.get("layers"), list):
+        return False
+    try:
+        grid = ShiftGrid.from_dict(found["grid"])
+        float(found["rtol"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    k = len(grid.shifts)
+    layers_ok = all(isinstance(ly, dict) and set(LAYER_KEYS) <= set(ly) for ly in found["layers"])
+    return grid.accuracy.shape == (k, k) and isinstance(grid.n_images, int) and layers_ok
+
+
+def _stale(found: dict[str, Any], key: dict[str, Any], n: int, n_inv: int) -> str | None:
+    """Why a stored result does not answer this request; None where it does."""
+    stored = found.get("config")
+    config: dict[str, Any] = stored if isinstance(stored, dict) else {}
+    if found.get("format") != FORMAT:
+        return "an older version of cnnlab"
+    if found.get("checkpoint_sha256") != key["checkpoint_sha256"]:
+        return "another best.pt"
+    # The counts used, not the flags: --shift-images 10000 on 10,000 images is the default.
+    used = (config.get("max_shift"), found["grid"]["n_images"], found.get("invariance_images"))
+    if used != (key["config"]["max_shift"], n, n_inv):
+        return "other settings (--max-shift, --shift-images, --invariance-images)"
+    if found.get("data") != key["data"]:
+        return "other test data"
+    return None
+
+
+def stored_shift(
+    run_dir: Path, key: dict[str, Any], test: RunTestSet, n: int, n_inv: int, log: Log | None
+) -> dict[str, Any] | None:
+    """``run_dir/shift.json`` where it was computed from this best.pt, data and settings;
+    else None, and ``log`` gets one line saying why (a damaged file: a warning)."""
+    cache = Path(run_dir) / "shift.json"
+    if not cache.is_file():
+        return None
+    say = log or (lambda _line: None)
+    try:
+        found = fileio.read_json(cache)
+    except CnnlabError as exc:
+        say(f"warning: {exc}; computing the shift grid again")
+        return None
+    if not _whole(found):
+        say(f"warning: {cache} lacks parts of a shift result; computing the shift grid again")
+        return None
+    if _mnist_cache(found, key, test, n):
+        return dict(found)
+    why = _stale(found, key, n, n_inv)
+    if why is not None:
+        say(f"shift grid of {run_dir}: {cache.name} was made with {why}; computing it again")
+        return None
+    return dict(found)
+
+
 def run_shift(
     run_dir: Path,
     test: RunTestSet,
     config: ShiftConfig,
     *,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
     progress: bool | None = False,
+    tick: Tick | None = None,
+    recompute: bool = False,
 ) -> dict[str, Any]:
-    """Both experiments on a run's best model and its test set; cached in
-    ``run_dir/shift.json``, keyed by the config, the weights and the test inputs used. Also
-    draws ``run_dir/shift.png``. The network must take images (2-D maps). ``log`` gets one
-    line saying what is computed and about how long it takes; ``progress``: bars (None: on
-    a terminal)."""
+    """Both experiments on a run's best model and its test set; stored in
+    ``run_dir/shift.json`` with what they were computed from (the settings, best.pt's
+    SHA-256, the test inputs' digest) and reused while those agree, unless ``recompute``.
+    Also draws ``run_dir/shift.png``. The network must take images (2-D maps). ``log`` gets
+    a line saying what is computed and about how long it takes, or that it is reused;
+    ``progress``: bars (None: on a terminal); ``tick(done, total)``: test images done."""
     run_dir = Path(run_dir)
     model, ckpt = checkpoint.load_model(run_dir, "best")
     name, desc = checkpoint.run_name(ckpt), model.description
@@ -225,26 +296,25 @@ def run_shift(
         )
     n = len(test) if config.n_images is None else min(config.n_images, len(test))
     n_inv = min(config.invariance_images, len(test))
-    cache = run_dir / "shift.json"
+    cache, png = run_dir / "shift.json", run_dir / "shift.png"
     key = {
         "format": FORMAT,
         "config": asdict(config),
         "checkpoint_sha256": checkpoint_digest(run_dir),
         "data": {"spec": test.spec, "sha256": test.digest(max(n, n_inv))},
     }
-    if cache.is_file():
-        found = fileio.read_json(cache)
-        if isinstance(found, dict) and (
-            all(found.get(k) == v for k, v in key.items()) or _mnist_cache(found, key, test, n)
-        ):
-            if log:
-                log(f"shift robustness of {run_dir}: cached in {cache.name}")
-            return found
+    found = None if recompute else stored_shift(run_dir, key, test, n, n_inv, log)
+    if found is not None:
+        if log:
+            log(f"shift grid of {run_dir}: reused from {cache.name} (--recompute to redo it)")
+        if not png.is_file():  # the figure alone was deleted: drawn from the stored grid
+            plot_shift_grids({name: ShiftGrid.from_dict(found["grid"])}, png)
+        return found
     cells = (2 * config.max_shift + 1) ** 2
     if log:
         seconds = estimate_seconds(model, test.inputs(0, min(n, GRID_BATCH)), cells, n, n_inv)
         log(f"shift robustness of {run_dir}: {n:,} test {test.plural}, {about(seconds)}")
-    grid = split_grid(torch_predictor(model), test, config.max_shift, n, progress)
+    grid = split_grid(torch_predictor(model), test, config.max_shift, n, progress, tick)
     layers = layer_invariance(from_torch(model), test.inputs(0, n_inv))
     result = key | {
         "model": name,
@@ -254,8 +324,8 @@ def run_shift(
         "invariance_images": n_inv,  # the config's, or the whole test set where smaller
         "rtol": RTOL,
     }
-    fileio.write_json(cache, result)
-    plot_shift_grids({name: grid}, run_dir / "shift.png")
+    fileio.write_json(cache, result)  # atomic: a crash leaves the old file or the new one
+    plot_shift_grids({name: grid}, png)
     return result
 
 

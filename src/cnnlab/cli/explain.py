@@ -18,6 +18,7 @@ from cnnlab.cli.core import (
     seed_int,
 )
 from cnnlab.cli.datasets import add_dataset_arg, add_image_args, run_dataset
+from cnnlab.cli.progress import Progress
 from cnnlab.errors import CnnlabError
 
 DEFAULT_BASELINES = Path("runs/baselines/baselines.json")
@@ -42,6 +43,13 @@ def _shift_args(p: argparse.ArgumentParser) -> None:
         default=500,
         metavar="N",
         help="test images for the per-layer fractions (default: 500)",
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="compute the run's stored results again (shift.json; for a report also "
+        "confusion.json and numpy_check.json); by default they are reused where they were "
+        "made from the same best.pt, data and settings",
     )
 
 
@@ -268,7 +276,17 @@ def cmd_shift(args: argparse.Namespace) -> int:
     desc = _run_description(args.run_dir)
     require_images(desc)  # before the data is loaded
     test = _test_set(args, args.run_dir, desc)
-    result = run_shift(args.run_dir, test, config, log=print, progress=None)
+    prog = Progress.of(args)
+    with prog.step("shift grid"):
+        result = run_shift(
+            args.run_dir,
+            test,
+            config,
+            log=prog.say,
+            progress=prog.bars,
+            tick=prog.tick("shift grid", " test images"),
+            recompute=args.recompute,
+        )
     print(markdown_grid(ShiftGrid.from_dict(result["grid"])))
     print(markdown_layers(result["layers"]))
     print(f"wrote {args.run_dir / 'shift.json'} and {args.run_dir / 'shift.png'}")
@@ -290,15 +308,17 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         seed=args.seed, knn_k=args.knn_k, limit_train=args.limit_train
     )
     path = args.out / "baselines.json"
-    results = None if args.force else baselines.cached(path, config)
+    prog = Progress.of(args)
+    results = None if args.force else baselines.cached(path, config, log=prog.say)
     if results is None:  # (cached results are shown without the extra)
         require("baselines", "cnnlab baselines")  # before MNIST is loaded
         try:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CnnlabError(f"cannot create {args.out}: {exc.strerror or exc}") from exc
-        splits = data.prepare(data.load_mnist(args.data_dir), args.seed)
-        results = baselines.run_baselines(config, splits)
+        with prog.step("MNIST loaded and split"):
+            splits = data.prepare(data.load_mnist(args.data_dir), args.seed)
+        results = baselines.run_baselines(config, splits, log=prog.say)
         baselines.save(results, path)
         fileio.write_text(args.out / "baselines.md", baselines.markdown_table(results))
     else:
@@ -347,16 +367,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         base = DEFAULT_BASELINES
     if base is not None and not base.is_file():
         raise CnnlabError(f"baselines file {base} not found (run cnnlab baselines first)")
+    prog = Progress.of(args)
     config = ReportConfig(
         index=args.index,
         shift=shift,
         baselines=base,
         verify=not args.no_verify,
         figures_dir=args.figures,
-        log=print,
-        progress=None,
+        log=prog.say,
+        progress=prog.bars,
+        step=prog.step,
+        tick=lambda what: prog.tick(what, " test images"),
+        recompute=args.recompute,
     )
-    for path in build_report(list(args.run_dirs), _report_data(args, descs), out, config):
+    with prog.step("test data"):
+        datasets = _report_data(args, descs)
+    for path in build_report(list(args.run_dirs), datasets, out, config):
         print(f"wrote {path}")
     if args.figures is not None:
         print(f"copied the main figures into {args.figures}/")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.cli.core import add_data_arg, add_device_arg
+from cnnlab.cli.progress import Progress
 
 
 def register(sub: Any) -> None:
@@ -69,14 +70,19 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
     require("keras", "cnnlab import-keras")  # before the file is read
     from cnnlab.interop.keras_import import read_keras, write_run
 
-    km = read_keras(args.keras_file, args.case)
+    prog = Progress.of(args)
+    if args.keras_file.is_file():  # else read_keras says what is wrong, in one line
+        prog.say(f"reading {args.keras_file} ({_size(args.keras_file.stat().st_size)})")
+    with prog.step(f"reading {args.keras_file.name}"):
+        km = read_keras(args.keras_file, args.case)
     desc = km.description
     if args.evaluate and (desc.input_shape != (28, 28, 1) or desc.output_shape != (10,)):
         raise CnnlabError(
             f"--evaluate scores on MNIST (28x28x1 inputs, 10 classes); {desc.name} maps "
             f"{_fmt(desc.input_shape)} to {_fmt(desc.output_shape)}"
         )
-    metrics = write_run(km, args.out)
+    with prog.step(f"writing {args.out}/"):
+        metrics = write_run(km, args.out)
     checked = f", checked to be the chapter's {km.case}" if km.case else ""
     print(
         f"imported {args.keras_file} as {desc.name}: {len(desc.layers)} layers, "
@@ -87,7 +93,8 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
         from cnnlab import data
         from cnnlab.analysis.evaluation import evaluate_run
 
-        result = evaluate_run(args.out, data.load_mnist(args.data_dir), args.device)
+        with prog.step("evaluation on MNIST's test set"):
+            result = evaluate_run(args.out, data.load_mnist(args.data_dir), args.device)
         print(f"test_accuracy {result['test_accuracy']:.4f}  test_loss {result['test_loss']:.4f}")
     return 0
 
@@ -95,3 +102,12 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
 def _fmt(shape: tuple[int, ...]) -> str:
     """``(28, 28, 1)`` as ``28x28x1``."""
     return "x".join(str(s) for s in shape)
+
+
+def _size(n: int) -> str:
+    """A file's size for a progress line: "812 bytes", "3.4 MB"."""
+    if n < 1000:
+        return f"{n} bytes"
+    if n < 1_000_000:
+        return f"{n / 1000:.1f} kB"
+    return f"{n / 1_000_000:.1f} MB"

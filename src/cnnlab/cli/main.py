@@ -21,12 +21,13 @@ from cnnlab.errors import CnnlabError
 # Modules that contribute sub-commands, in the order ``cnnlab --help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "cnnlab.cli.core",
+    "cnnlab.cli.compare",
     "cnnlab.cli.interop",
     "cnnlab.cli.predict",
     "cnnlab.cli.mechanism",
     "cnnlab.cli.explain",
     "cnnlab.cli.perf",
-    "cnnlab.figures.command",
+    "cnnlab.cli.figures",
 )
 
 

@@ -57,7 +57,7 @@ def resolve(
             max_bytes=size,
             check=lambda tmp: store.check_file(tmp, size, digest),
             what=ARCHIVE,
-            hint=f"put {ARCHIVE} in {folder} or set {store.DATA_ENV} to a folder holding cifar10/",
+            hint=store.missing_hint("cifar10", ARCHIVE, data_dir),
         )
     if not path.is_file():
         raise CnnlabError(f"{path} is not a regular file; {fix}")

@@ -118,8 +118,7 @@ def resolve(dataset: IdxSet, file: str, data_dir: Path | None, allow_download: b
             max_bytes=size,
             check=lambda tmp: store.check_file(tmp, size, digest),
             what=f"{dataset.name} {file}",
-            hint=f"put the {dataset.name} files in {folder} or set {store.DATA_ENV} to a folder "
-            f"holding {dataset.name}/",
+            hint=store.missing_hint(dataset.name, f"the {dataset.name} files", data_dir),
         )
     if not path.is_file():
         raise CnnlabError(f"{path} is not a regular file: {_fix(path, dataset)}")

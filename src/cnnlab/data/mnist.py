@@ -111,8 +111,11 @@ def _fetch(url: str, dest: Path) -> None:
     store.fetch(url, dest, size + size // 100 + 65536)
 
 
-def download(name: str, cache_dir: Path | None = None) -> Path:
-    """Download ``name`` into the cache, verify it, and move it into place atomically."""
+def download(name: str, cache_dir: Path | None = None, data_dir: Path | None = None) -> Path:
+    """Download ``name`` into the cache, verify it, and move it into place atomically.
+
+    ``data_dir``: the ``--data-dir`` that lacked it, for the error's hint.
+    """
     folder = cache_dir or default_cache_dir()
 
     def check(tmp: Path) -> None:
@@ -125,7 +128,9 @@ def download(name: str, cache_dir: Path | None = None) -> Path:
         max_bytes=MNIST_SIZES[name] * 2,
         check=check,
         what=f"{name}.gz",
-        hint=f"put the MNIST files in {folder} or set {DATA_ENV} to a folder holding mnist/",
+        hint=store.missing_hint("mnist", "the MNIST files", data_dir)
+        if cache_dir is None
+        else f"put the MNIST files in {folder} or set {DATA_ENV} to a folder holding mnist/",
         fetcher=lambda url, dest: _fetch(url, dest),  # looked up now: tests replace _fetch
     )
 
@@ -137,7 +142,7 @@ def resolve(name: str, data_dir: Path | None = None, *, allow_download: bool = T
     if not allow_download:
         where = ", ".join(str(d) for d in search_dirs(data_dir))
         raise CnnlabError(f"MNIST file {name} not found (looked in {where})")
-    return download(name)
+    return download(name, data_dir=data_dir)
 
 
 @dataclass(frozen=True)

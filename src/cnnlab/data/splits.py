@@ -2,7 +2,7 @@
 
 It is the chapter's: ``train_test_split(..., stratify=y)`` drawing from a fresh
 ``RandomState(seed)``, which is what ``np.random.seed(seed)`` followed by a call without
-``random_state`` draws (tests/test_data.py checks it against the chapter's own code, and
+``random_state`` draws (tests/data/test_data.py checks it against the chapter's own code, and
 tests/data/test_splits.py against scikit-learn on random labels, seeds and fractions).
 A class with a single example cannot be stratified: it stays in the first (training) part,
 which must see every class.

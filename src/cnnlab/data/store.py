@@ -24,10 +24,12 @@ from typing import IO
 
 from tqdm import tqdm
 
+from cnnlab.data.preprocess import IMAGE_SUFFIXES
 from cnnlab.errors import CnnlabError
 
 DATA_ENV = "CNNLAB_DATA"
 CHUNK = 1 << 20
+PEEK = 64  # entries looked at per folder when telling a folder of images from a data folder
 
 
 def cache_root() -> Path:
@@ -47,9 +49,64 @@ def search_dirs(name: str, data_dir: Path | None = None) -> list[Path]:
     return ([Path(first) / name] if first else []) + [default_cache_dir(name)]
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """The first :data:`PEEK` visible subfolders of ``folder`` (none if unreadable)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)[:PEEK]
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir()]
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` itself holds an image file (among its first entries)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)[:PEEK]
+    except OSError:
+        return False
+    return any(e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file() for e in entries)
+
+
+def check_data_dir(name: str, data_dir: Path) -> None:
+    """One line when ``--data-dir`` names a folder of images instead of the standard sets'.
+
+    ``--data-dir myimages`` would otherwise look for ``myimages/mnist/``, then download
+    MNIST and train on it, or fail on the download: neither says what the user meant.
+    Only ``folder:``'s layouts count (``PATH/cat/*.png``, ``PATH/train/cat/*.png``): a data
+    folder that also keeps photos deeper down is left alone.
+    """
+    if (data_dir / name).exists() or not data_dir.is_dir():
+        return
+    classes = []
+    for sub in _subfolders(data_dir):
+        classes += _subfolders(sub) if sub.name in ("train", "test") else [sub]
+    if any(_holds_images(c) for c in classes):
+        raise CnnlabError(
+            f"--data-dir {data_dir} has no {name}/ but folders of images: --data-dir names the "
+            f"folder holding {name}/ and the other standard sets; for your images use "
+            f"--data folder:{data_dir}"
+        )
+
+
+def missing_hint(name: str, what: str, data_dir: Path | None) -> str:
+    """The end of a failed download's line: where to put ``what`` (the files of ``name``)."""
+    if data_dir is None:
+        folder = default_cache_dir(name)
+        return f"put {what} in {folder} or set {DATA_ENV} to a folder holding {name}/"
+    return (
+        f"--data-dir {data_dir} has no {name}/ (--data-dir names the folder holding {name}/ "
+        f"and the other standard sets): put {what} in {data_dir / name}"
+    )
+
+
 def locate(name: str, candidates: Sequence[str], data_dir: Path | None = None) -> Path | None:
     """The first ``folder/candidate`` that exists in any form (a directory or a dangling
-    symlink too: reading it then says what it is), over the search folders of ``name``."""
+    symlink too: reading it then says what it is), over the search folders of ``name``.
+
+    CnnlabError when ``data_dir`` is a folder of images (:func:`check_data_dir`).
+    """
+    if data_dir is not None:
+        check_data_dir(name, data_dir)
     for folder in search_dirs(name, data_dir):
         for candidate in candidates:
             path = folder / candidate

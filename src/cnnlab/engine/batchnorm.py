@@ -12,7 +12,7 @@ statistics with momentum 1 (they receive the batch mean and unbiased variance ex
     moving_mean = moving_mean * momentum + mean * (1 - momentum)
     moving_var  = moving_var * momentum + var_unbiased * (n - 1) / n * (1 - momentum)
 
-The values agree with the module's to float32 rounding (``tests/test_fast1d.py``).
+The values agree with the module's to float32 rounding (``tests/engine/test_fast1d.py``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ This module computes the same function and the same gradients another way:
 - BatchNormalization runs as PyTorch's fused kernel, with Keras' moving statistics
   (:mod:`cnnlab.engine.batchnorm`);
 - ReLU runs after max pooling, on a quarter of the values: ``max(relu(a)) == relu(max(a))``
-  exactly, and the gradient reaches the same pixel (shown in ``tests/test_fastpath.py``);
+  exactly, and the gradient reaches the same pixel (shown in ``tests/engine/test_fastpath.py``);
 - a convolution with one input channel (every case's first layer) is one matrix product
   over the nine shifted copies of the image;
 - Adam runs as one fused kernel on the optimiser's own state, so checkpoints and resume
@@ -20,11 +20,12 @@ This module computes the same function and the same gradients another way:
 - nothing in the loop waits for the host: loss and hits are summed on the device.
 
 On a CPU, where cnnlab's C++ kernels build (:mod:`cnnlab.engine.native`), a network whose
-every block has a kernel (:mod:`cnnlab.engine.blocks`: convolution + pooling, flatten,
-dropout, dense, global average pooling; the chapter's three cases among them) runs its
-whole step through them, with a hand-written backward pass (no autograd graph): the same
-arithmetic again, with the small layers fused and each convolution's backward pass summed
-over its nonzero gradients only. Any other network uses autograd on :func:`fast_forward`.
+every block has a kernel (the kinds are listed once, in :mod:`cnnlab.engine.plan`, and
+numbered as ``csrc/net.cpp``'s ``Kind``; the chapter's three cases among them) runs its
+whole step through them (:mod:`cnnlab.engine.blocks`), with a hand-written backward pass
+(no autograd graph): the same arithmetic again, with the small layers fused and each
+convolution's backward pass summed over its nonzero gradients only. Any other network uses
+autograd on :func:`fast_forward`.
 """
 
 from __future__ import annotations

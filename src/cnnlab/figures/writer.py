@@ -115,13 +115,17 @@ def _write_one(data: FigureData, out_dir: Path) -> list[Path]:
     return paths
 
 
-def write_figures(out_dir: str | os.PathLike[str], only: Sequence[str] | None = None) -> list[Path]:
+def write_figures(
+    out_dir: str | os.PathLike[str],
+    only: Sequence[str] | None = None,
+    done: Callable[[str], None] | None = None,
+) -> list[Path]:
     """Write every figure (or those named in ``only``) and a ``figures.json`` manifest.
 
     Each figure gives ``NAME.png`` and, if it slides, ``NAME.gif``. The manifest lists, per
     figure, its name, title, caption, parameters, files and every grid drawn as nested lists.
     Returns the paths written, the manifest last. Raises ``CnnlabError`` for an unusable
-    ``out_dir`` or an unknown name.
+    ``out_dir`` or an unknown name. ``done(name)`` is called as each figure is written.
     """
     names = list(FIGURES) if not only else list(dict.fromkeys(only))
     figures = [build_figure(name) for name in names]  # unknown names fail before any write
@@ -132,6 +136,8 @@ def write_figures(out_dir: str | os.PathLike[str], only: Sequence[str] | None = 
         paths = _write_one(data, out)
         written.extend(paths)
         entries.append({**data.manifest(), "files": [p.name for p in paths]})
+        if done is not None:
+            done(data.name)
     text = json.dumps({"figures": entries}, indent=1) + "\n"
     written.append(atomic_write(out / MANIFEST, lambda fh: fh.write(text.encode())))
     return written

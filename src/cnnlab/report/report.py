@@ -7,9 +7,11 @@ clip), for networks of images the shift-robustness heat map and per-layer fracti
 receptive fields and parameter counts, and the NumPy engine's agreement with PyTorch; then
 the baselines table where cached baselines were made on the run's data (MNIST). Each run is
 scored on its own test set (:class:`~cnnlab.analysis.run_data.RunTestSet`), so runs on
-different data may share a page. Whatever a run folder lacks is computed once and cached in
-it (``confusion.json``, ``shift.json``, ``numpy_check.json``, ``explain/``); baselines are
-read from their cache file, never retrained here. A Markdown twin (``.md``) holds the tables
+different data may share a page. Whatever a run folder lacks is computed once and stored in
+it (``confusion.json``, ``shift.json``, ``numpy_check.json``, ``explain/``) with what it was
+computed from (best.pt's SHA-256, the test data, the settings), and reused while those agree
+unless ``recompute``; a damaged file is computed again after one warning line. Baselines are
+read from their file, never retrained here. A Markdown twin (``.md``) holds the tables
 for the README.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab import fileio
+from cnnlab.analysis import baselines
 from cnnlab.analysis.layer_walk import feature_map_layers
 from cnnlab.analysis.metrics import confusion_matrix
 from cnnlab.analysis.numpy_check import cached_check, verify_run
@@ -33,6 +37,7 @@ from cnnlab.analysis.run_data import RunTestSet
 from cnnlab.analysis.shift import (
     ShiftConfig,
     ShiftGrid,
+    Tick,
     plot_shift_grids,
     run_shift,
     torch_predictor,
@@ -55,6 +60,8 @@ from cnnlab.train import checkpoint, runs
 from cnnlab.train.schemas import read_metrics
 
 Log = Callable[[str], None]
+Step = Callable[[str], AbstractContextManager[object]]  # a section's timing, shown by the CLI
+TickFor = Callable[[str], Tick | None]  # a loop's (done, total) hook, by what it computes
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ class ReportConfig:
     figures_dir: Path | None = None  # also copy the main figures here (for the README)
     log: Log | None = None  # one line per stage (what is computed, about how long)
     progress: bool | None = False  # bars for the long loops (None: on a terminal)
+    step: Step | None = None  # wraps each section of each run (the CLI: a line when done)
+    tick: TickFor | None = None  # lines for the long loops where there are no bars
+    recompute: bool = False  # compute the run's stored results (shift grid, ...) again
 
 
 @dataclass
@@ -114,6 +124,10 @@ def _say(config: ReportConfig, line: str) -> None:
         config.log(line)
 
 
+def _step(config: ReportConfig, what: str) -> AbstractContextManager[object]:
+    return config.step(what) if config.step is not None else nullcontext()
+
+
 def _confusion(
     run_dir: Path, model: Network, name: str, test: RunTestSet, config: ReportConfig
 ) -> tuple[Path, np.ndarray]:
@@ -121,11 +135,14 @@ def _confusion(
     png, cache = run_dir / "confusion.png", run_dir / "confusion.json"
     k = len(test.classes)  # the network's outputs, named
     try:  # a cache: one that is missing, unreadable or of other data is recomputed
-        cm = np.asarray(fileio.read_json(cache), dtype=np.int64) if png.is_file() else None
+        stored = png.is_file() and cache.is_file() and not config.recompute
+        cm = np.asarray(fileio.read_json(cache), dtype=np.int64) if stored else None
     except (CnnlabError, ValueError, TypeError, OverflowError):
+        _say(config, f"warning: {cache} is damaged; computing the confusion matrix again")
         cm = None
     per_class = np.bincount(test.y, minlength=k)  # the true classes' counts: the rows' sums
     if cm is not None and cm.shape == (k, k) and np.array_equal(cm.sum(1), per_class):
+        _say(config, f"confusion matrix of {run_dir}: reused from {cache.name}")
         return png, cm
     _say(config, f"confusion matrix of {run_dir}: {len(test):,} test {test.plural}")
     predict = torch_predictor(model)
@@ -138,8 +155,13 @@ def _confusion(
 
 
 def _numpy_check(run_dir: Path, test: RunTestSet, config: ReportConfig) -> dict[str, Any]:
-    found = cached_check(run_dir, test)
+    try:
+        found = None if config.recompute else cached_check(run_dir, test)
+    except CnnlabError as exc:  # a damaged numpy_check.json: checked again
+        _say(config, f"warning: {exc}; checking the NumPy engine again")
+        found = None
     if found is not None:
+        _say(config, f"NumPy engine check of {run_dir}: reused from numpy_check.json")
         return dict(found)
     _say(config, f"NumPy engine against PyTorch on {run_dir}: {len(test):,} test {test.plural}")
     return verify_run(run_dir, test, progress=config.progress)
@@ -205,23 +227,50 @@ def prepare_run(run_dir: Path, data: MNIST | Dataset, config: ReportConfig) -> R
     images: dict[str, Path] = {}
     if (run_dir / "curves.png").is_file():
         images["Learning curves"] = run_dir / "curves.png"
-    images["Confusion matrix (test set)"], cm = _confusion(run_dir, model, name, test, config)
+    with _step(config, f"evaluation of {run_dir.name}"):
+        images["Confusion matrix (test set)"], cm = _confusion(run_dir, model, name, test, config)
     summary = _summary(run_dir, name, cm, test)
-    _say(config, f"feature maps of {run_dir}: test {test.what} #{config.index}")
-    images |= _titles(_explain(from_torch(model), run_dir, test, config.index, notes))
+    with _step(config, f"feature maps of {run_dir.name}"):
+        _say(config, f"feature maps of {run_dir}: test {test.what} #{config.index}")
+        images |= _titles(_explain(from_torch(model), run_dir, test, config.index, notes))
     shift = None
     if desc.rank == 2:
-        progress = config.progress
-        shift = run_shift(run_dir, test, config.shift, log=config.log, progress=progress)
+        with _step(config, f"shift grid of {run_dir.name}"):
+            tick = config.tick(f"shift grid of {run_dir.name}") if config.tick is not None else None
+            shift = run_shift(
+                run_dir,
+                test,
+                config.shift,
+                log=config.log,
+                progress=config.progress,
+                tick=tick,
+                recompute=config.recompute,
+            )
         images["Shift robustness"] = run_dir / "shift.png"
     else:
         notes.append(f"No shift robustness: it is measured for networks of images; "
                      f"{desc.name} takes {test.plural}.")  # fmt: skip
-    check = _numpy_check(run_dir, test, config) if config.verify else None
+    check = None
+    if config.verify:
+        with _step(config, f"NumPy engine check of {run_dir.name}"):
+            check = _numpy_check(run_dir, test, config)
     return RunPart(run_dir, summary, images, shift, check, _receptive(desc), test, notes)
 
 
 DataFor = MNIST | Dataset | Mapping[Path, Dataset]
+
+
+def _check_baselines(config: ReportConfig) -> None:
+    """Say where the baselines come from, before the long work (a damaged file: a warning;
+    the page then says how to make it again)."""
+    if config.baselines is None:
+        return
+    try:
+        baselines.load(config.baselines)
+    except CnnlabError as exc:
+        _say(config, f"warning: {exc}; the page shows no baselines")
+        return
+    _say(config, f"baselines: reused from {config.baselines} (made by cnnlab baselines)")
 
 
 def _data(data: DataFor, run_dir: Path) -> MNIST | Dataset:
@@ -243,7 +292,14 @@ def build_report(
         out_html.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CnnlabError(f"cannot create {out_html.parent}: {exc.strerror or exc}") from exc
+    _check_baselines(config)
     parts = [prepare_run(d, _data(data, d), config) for d in run_dirs]
+    with _step(config, "page"):
+        return _write(parts, out_html, config)
+
+
+def _write(parts: list[RunPart], out_html: Path, config: ReportConfig) -> list[Path]:
+    """The page, its Markdown twin and the copied figures, from the runs' parts."""
     with_data = not all(p.on_mnist for p in parts)  # runs on MNIST alone: as before
     mds = [run_md(p, with_data) for p in parts]
     base_md = baseline_md(config.baselines, parts)

@@ -86,7 +86,10 @@ def baseline_md(path: Path | None, parts: list[RunPart]) -> str:
             "No baselines here: `cnnlab baselines` trains them on MNIST only, and "
             f"{_runs(others)} {'is' if len(others) == 1 else 'are'} on other data.\n"
         )
-    results = baselines.load(path)
+    try:
+        results = baselines.load(path)
+    except CnnlabError as exc:  # damaged since it was made: the page says so, not a traceback
+        return f"No baselines: {exc}; `cnnlab baselines --force` makes them again.\n"
     on = baselines.data_of(results)
     same = [p for p in parts if p.test.spec == on and len(p.test) == results["n_test"]]
     others = [p for p in parts if p not in same]

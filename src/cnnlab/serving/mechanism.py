@@ -4,10 +4,13 @@
 (a JSON body, which may carry one's own input and kernel) or ``GET /api/mechanism`` (query
 parameters, the generated grids). The grids are a small deterministic integer input and
 kernel (from ``seed``), or the caller's, in 1-D or 2-D; sizes are bounded so that no
-request is expensive. The answer holds the input, the zero-padded input, the kernel, the
-output of :func:`cnnlab.ops.correlate`, the pooled output of :func:`cnnlab.ops.max_pool`
-or :func:`cnnlab.ops.avg_pool`, the output-size formula evaluated for the values, and
-each output cell's window. Bad parameters get a 422 with a ``detail``, never a 500.
+request is expensive. ``operation`` picks cross-correlation (⋆, what CNN layers compute, the
+default) or true convolution (∗, the kernel flipped). The answer holds the input, the
+zero-padded input, the kernel and the weights the window's taps meet (flipped for ∗), the
+output of :func:`cnnlab.ops.correlate` or :func:`cnnlab.ops.convolve`, the pooled output of
+:func:`cnnlab.ops.max_pool` or :func:`cnnlab.ops.avg_pool`, the output-size formula
+evaluated for the values, and each output cell's window. Bad parameters get a 422 with a
+``detail``, never a 500.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class MechanismParams(BaseModel):
     pool_stride: int | None = Field(None, ge=1, le=MAX_POOL, description="default: pool_size")
     pool_padding: Literal["valid", "same"] = "valid"
     seed: int = Field(0, ge=0, le=9999, description="which generated integers")
+    operation: Literal["correlation", "convolution"] = Field(
+        "correlation",
+        description="correlation (⋆, as CNN layers compute) or convolution (∗, kernel flipped)",
+    )
 
 
 class MechanismRequest(MechanismParams):
@@ -98,11 +105,18 @@ class Pooled(BaseModel):
 
 class MechanismResponse(BaseModel):
     dims: int
+    operation: Literal["correlation", "convolution"]
     input: Grid
     padded_input: Grid = Field(description="the input inside its zero padding")
     pads: list[list[int]] = Field(description="(before, after) zeros per axis")
     kernel: Grid
-    output: Grid = Field(description="cnnlab.ops.correlate(input, kernel, ...)")
+    window_kernel: Grid = Field(
+        description="the weights the window's taps meet, in order: the kernel for "
+        "correlation, the kernel flipped along every axis for convolution"
+    )
+    output: Grid = Field(
+        description="cnnlab.ops.correlate(input, kernel, ...) or cnnlab.ops.convolve(...)"
+    )
     output_shape: list[int]
     effective_kernel: list[int] = Field(description="d * (k - 1) + 1 per axis")
     stride: int
@@ -110,7 +124,7 @@ class MechanismResponse(BaseModel):
     formula: list[AxisFormula]
     windows: list[list[list[int]]] = Field(
         description="per output cell (row-major), per axis: the padded-input indices of "
-        "the kernel's taps; cell (i, j) reads padded_input[rows] x [cols] times the kernel"
+        "the kernel's taps; cell (i, j) reads padded_input[rows] x [cols] times window_kernel"
     )
     pooled: Pooled | None = None
 
@@ -214,7 +228,8 @@ def compute(p: MechanismRequest) -> MechanismResponse:
                 f"dilation={d}) but the padded input only {n + before + after}: "
                 "choose a smaller kernel or dilation, a larger input, or padding same/full"
             )
-    y = ops.correlate(x, k, stride=s, padding=p.padding, dilation=d)
+    op = ops.convolve if p.operation == "convolution" else ops.correlate
+    y = op(x, k, stride=s, padding=p.padding, dilation=d)
     names = _axis_names(p.dims)
     formula = [
         conv_formula(a, n, kk, s, d, p.padding)
@@ -259,10 +274,13 @@ def compute(p: MechanismRequest) -> MechanismResponse:
         )
     return MechanismResponse(
         dims=p.dims,
+        operation=p.operation,
         input=x.tolist(),
         padded_input=np.pad(x, pads).tolist(),
         pads=[list(pp) for pp in pads],
         kernel=k.tolist(),
+        # convolve(x, k) is correlate(x, flip(k)): the flipped kernel is what each window meets
+        window_kernel=(np.flip(k) if p.operation == "convolution" else k).tolist(),
         output=y.tolist(),
         output_shape=list(y.shape),
         effective_kernel=[ops.effective_kernel_size(kk, d) for kk in k.shape],

@@ -19,7 +19,7 @@ variables torchrun sets, and then:
 
 Dropout draws its masks per process, so a network with dropout (Case 1) follows a
 different random path than one process would; without dropout the results agree to
-float tolerance (``tests/test_distributed.py``).
+float tolerance (``tests/train/test_distributed.py``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 
 namespace cnnlab {
 
-// Mutation checks (tests/test_blocks.py): a build with -DCNNLAB_MUTANTS breaks the kernels
+// Mutation checks (tests/engine/test_blocks.py): a build with -DCNNLAB_MUTANTS breaks the kernels
 // on purpose as $CNNLAB_MUTANT says, and the tests must catch each. Always 0 otherwise.
 #ifdef CNNLAB_MUTANTS
 inline int mutant() {

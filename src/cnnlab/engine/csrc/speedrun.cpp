@@ -1,6 +1,7 @@
 // The speedrun network's first block, fused: conv 5x5, stride 2, padding 2 (1 -> 32
 // channels) -> 2x2 max pool -> ReLU, on (N, 28, 28) float32 images, and its backward
-// pass to the kernel and bias (the images need no gradient). Used by cnnlab/speedrun.py.
+// pass to the kernel and bias (the images need no gradient). Used by
+// cnnlab/train/speedrun.py.
 //
 // In PyTorch operations this block is a bfloat16 MKL-DNN convolution with one input
 // channel (a slow kernel), a max pooling over the (N, 32, 14, 14) maps, and backward a

@@ -19,7 +19,7 @@ const inputCaption = document.getElementById("input-caption");
 const barsEl = document.getElementById("bars");
 const resultCard = document.querySelector(".result");
 const mapsEl = document.getElementById("maps");
-const MAP_WIDTH = 440; // px available for a feature-map grid
+const MAP_WIDTH = 720; // px: the widest layer's grid at most this wide on a wide page
 const INPUT_SIDE = 168; // px for the longer side of the input as shown
 const MAX_BARS = 10; // more classes than this: the most probable ones, by name
 
@@ -65,6 +65,49 @@ function ensureMap(layer) {
   }
   return m;
 }
+
+// One scale for every layer: a map cell is the same number of screen pixels on every layer,
+// so a 28x28 map is drawn larger than a 12x12 one (a scale per layer had drawn the 12x12
+// maps larger). Whole pixels keep the cells crisp; a page narrower than the widest grid
+// shrinks every layer by the same factor.
+let shownMaps = []; // the last answer's feature_maps
+function mapScale(grids) {
+  const cs = getComputedStyle(mapsEl), main = mapsEl.parentElement;
+  const ms = getComputedStyle(main);
+  const room = main.clientWidth - parseFloat(ms.paddingLeft) - parseFloat(ms.paddingRight) -
+    parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+  const widest = Math.max(...grids.map((m) => m.columns * (m.width + 1) - 1));
+  const fit = Math.min(MAP_WIDTH, room) / widest;
+  return fit >= 1 ? Math.floor(fit) : fit;
+}
+
+function layoutMaps() {
+  if (!shownMaps.length) return;
+  const scale = mapScale(shownMaps);
+  for (const m of shownMaps) {
+    const { img, cap } = ensureMap(m.layer);
+    const rows = Math.ceil(m.channels / m.columns);
+    img.width = Math.round((m.columns * (m.width + 1) - 1) * scale);
+    img.height = Math.round((rows * (m.height + 1) - 1) * scale);
+    cap.textContent = `${m.layer}: ${m.channels} feature maps of ${m.height}×${m.width} ` +
+      `(${activationText(m.activation)})`;
+  }
+  const px = Number.isInteger(scale) ? String(scale) : scale.toFixed(2);
+  scaleNote().textContent = `Every layer at one scale: a map cell is ${px}×${px} screen ` +
+    "pixels, so larger maps are drawn larger.";
+}
+
+function scaleNote() {
+  let note = document.getElementById("maps-scale");
+  if (!note) {
+    note = document.createElement("p");
+    note.id = "maps-scale";
+    note.className = "muted small";
+    mapsEl.prepend(note);
+  }
+  return note;
+}
+window.addEventListener("resize", layoutMaps);
 
 function activationText(name) {
   return name === "linear" ? "no activation" : `after ${name}`;
@@ -278,17 +321,9 @@ function show(r, image) {
   confidenceEl.textContent = `${(100 * r.probabilities[r.class_index]).toFixed(1)}%`;
   showBars(r);
   inputImg.src = r.input_png;
-  for (const m of r.feature_maps) {
-    const { img, cap } = ensureMap(m.layer);
-    const rows = Math.ceil(m.channels / m.columns);
-    const natural = m.columns * (m.width + 1) - 1;
-    const scale = Math.max(1, Math.floor(MAP_WIDTH / natural));
-    img.width = natural * scale;
-    img.height = (rows * (m.height + 1) - 1) * scale;
-    img.src = m.png;
-    cap.textContent = `${m.layer}: ${m.channels} feature maps of ${m.height}×${m.width} ` +
-      `(${activationText(m.activation)})`;
-  }
+  shownMaps = r.feature_maps;
+  layoutMaps();
+  for (const m of r.feature_maps) ensureMap(m.layer).img.src = m.png;
   setStatus(`${r.inverted ? "inverted, " : ""}predicted ${r.label} in ${r.milliseconds.toFixed(1)} ms`, false);
   // detail.js: the answer and the image it is for (the detail view asks about that image)
   document.dispatchEvent(new CustomEvent("cnnlab:prediction", { detail: { answer: r, image } }));

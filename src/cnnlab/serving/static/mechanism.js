@@ -178,11 +178,18 @@ function render() {
   grids.classList.toggle("one-d", d.dims === 1);
   cells.input = makeGrid($("grid-input"), d.padded_input, cellPx, (r, c) => (isPad(r, c) ? "pad" : ""));
   cells.kernel = makeGrid($("grid-kernel"), d.kernel, cellPx);
+  const flipped = d.operation === "convolution";
+  $("op-symbol").textContent = flipped ? "∗" : "⋆";
+  $("op-symbol").classList.toggle("star", !flipped);
+  $("op-symbol").title = flipped ? "convolution: flip the kernel, then slide, multiply, add"
+    : "cross-correlation: slide the kernel, multiply, add (no flip)";
+  $("cap-mini-kernel").textContent = flipped ? "kernel weights, flipped" : "kernel weights";
   cells.output = makeGrid($("grid-output"), d.output, cellPx);
   $("cap-input").textContent = shapeText(d.formula.map((f) => f.n)) + padText(d.pads);
   const kShape = shapeText(d.formula.map((f) => f.k));
   $("cap-kernel").textContent = kShape +
-    (d.dilation > 1 ? `, dilation ${d.dilation} (spans ${shapeText(d.effective_kernel)})` : "");
+    (d.dilation > 1 ? `, dilation ${d.dilation} (spans ${shapeText(d.effective_kernel)})` : "") +
+    (flipped ? ", flipped in each window" : "");
   $("cap-output").textContent = `${shapeText(d.output_shape)}, stride ${d.stride}`;
   for (const el of document.querySelectorAll(".pooling-op")) el.classList.toggle("off", !d.pooled);
   if (d.pooled) {
@@ -229,7 +236,8 @@ function focus(i) {
   poolPos = null;
   clearMarks();
   const [rows, cols] = win2d(d.windows[i]);
-  const padded = rows2d(d.padded_input), kernel = rows2d(d.kernel);
+  // the weights each tap meets: the kernel, or for true convolution the kernel flipped
+  const padded = rows2d(d.padded_input), kernel = rows2d(d.window_kernel);
   for (let r = rows[0]; r <= rows.at(-1); r++) {
     for (let c = cols[0]; c <= cols.at(-1); c++) cells.input[r][c].classList.add("span");
   }
