@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 from cnnlab.errors import CnnlabError
 from cnnlab.extras import EXTRAS, MissingExtra, extra, require
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FEATURE_EXTRAS = ("serve", "onnx", "keras", "timeseries", "baselines")
 
 # Written here, not taken from cnnlab.extras: what a core install lacks (the extras'
