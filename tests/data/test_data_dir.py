@@ -35,6 +35,15 @@ def test_a_folder_of_class_folders_points_to_data_folder(isolated: Path, layout:
     assert f"--data folder:{root}" in line and "the folder holding mnist/" in line
 
 
+def test_the_python_api_takes_a_str(isolated: Path) -> None:
+    """``load_mnist(data_dir="...")``, as the notebook calls it: the same line, no TypeError."""
+    root = _images(isolated / "myimages", "cat", "dog")
+    with pytest.raises(CnnlabError, match="--data folder:"):
+        store.locate("mnist", ["train-images-idx3-ubyte"], str(root))
+    hint = store.missing_hint("mnist", "the MNIST files", str(isolated))
+    assert hint.endswith(f"put the MNIST files in {isolated / 'mnist'}")
+
+
 def test_the_cli_says_it_in_one_line_with_exit_2(
     isolated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -67,7 +67,7 @@ def _holds_images(folder: Path) -> bool:
     return any(e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file() for e in entries)
 
 
-def check_data_dir(name: str, data_dir: Path) -> None:
+def check_data_dir(name: str, data_dir: Path | str) -> None:
     """One line when ``--data-dir`` names a folder of images instead of the standard sets'.
 
     ``--data-dir myimages`` would otherwise look for ``myimages/mnist/``, then download
@@ -75,6 +75,7 @@ def check_data_dir(name: str, data_dir: Path) -> None:
     Only ``folder:``'s layouts count (``PATH/cat/*.png``, ``PATH/train/cat/*.png``): a data
     folder that also keeps photos deeper down is left alone.
     """
+    data_dir = Path(data_dir)  # the Python API takes a str too (the notebook passes one)
     if (data_dir / name).exists() or not data_dir.is_dir():
         return
     classes = []
@@ -88,14 +89,14 @@ def check_data_dir(name: str, data_dir: Path) -> None:
         )
 
 
-def missing_hint(name: str, what: str, data_dir: Path | None) -> str:
+def missing_hint(name: str, what: str, data_dir: Path | str | None) -> str:
     """The end of a failed download's line: where to put ``what`` (the files of ``name``)."""
     if data_dir is None:
         folder = default_cache_dir(name)
         return f"put {what} in {folder} or set {DATA_ENV} to a folder holding {name}/"
     return (
         f"--data-dir {data_dir} has no {name}/ (--data-dir names the folder holding {name}/ "
-        f"and the other standard sets): put {what} in {data_dir / name}"
+        f"and the other standard sets): put {what} in {Path(data_dir) / name}"
     )
 
 
