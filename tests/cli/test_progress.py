@@ -5,6 +5,7 @@ Under pytest stderr is not a terminal, so every command takes the log's way: pla
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -221,3 +222,14 @@ def test_compare_trains_with_a_line_per_case(
     assert re.search(r"^\[1/2\] case2: done in [\d.]+ s$", said, re.M)
     assert re.search(r"^\[2/2\] case3: done in [\d.]+ s$", said, re.M)
     assert "it/s" not in err and "\r" not in err  # no bar into a log
+
+
+def test_numpy_check_lines_in_a_log_and_none_in_json(
+    tiny_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(tiny_run, tmp_path, "case3")
+    assert main(["verify-numpy", str(run), "--random-inputs"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^NumPy check: [\d,]+ of [\d,]+ inputs \(100%\), ", out, re.M), out
+    assert main(["verify-numpy", str(run), "--random-inputs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["passed"] is True  # stdout stays one document

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,11 @@ def _agreement(
     dtype: str,
     batch_size: int,
     progress: bool | None,
+    tick: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """compare_with_torch over chunks of the inputs, summed: the largest difference, the
-    agreeing predictions and both engines' seconds over all of them."""
+    agreeing predictions and both engines' seconds over all of them. ``tick(done, total)``
+    after each chunk (lines for a log, where there is no bar)."""
     from tqdm.auto import tqdm
 
     parts: list[Agreement] = []
@@ -82,6 +84,8 @@ def _agreement(
         for x in chunks:
             parts.append(compare_with_torch(model, x, dtype=dtype, batch_size=batch_size))
             bar.update(len(x))
+            if tick is not None:
+                tick(sum(p.n_images for p in parts), n)
     total = Agreement(
         n_images=sum(p.n_images for p in parts),
         dtype=dtype,
@@ -100,12 +104,14 @@ def verify_run(
     dtype: str = "float32",
     batch_size: int = 1000,
     progress: bool | None = False,
+    tick: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """The engine against PyTorch on a run's best model; written beside it (see above).
 
     ``x``: the run's test set (:class:`RunTestSet`, read and scaled chunk by chunk), or
     network inputs already scaled; None (or inputs of another shape) means seeded random
-    inputs of the network's own shape. ``progress``: a bar (None: on a terminal only).
+    inputs of the network's own shape. ``progress``: a bar (None: on a terminal only);
+    ``tick(done, total)``: inputs checked, after each chunk.
     """
     run_dir = Path(run_dir)
     model, ckpt = checkpoint.load_model(run_dir, "best")
@@ -124,7 +130,7 @@ def verify_run(
         chunks = [random_inputs(desc)]
     if not n:
         raise CnnlabError(f"{run_dir}: no inputs to check the NumPy engine on")
-    result = _agreement(model, chunks, n, dtype, batch_size, progress)
+    result = _agreement(model, chunks, n, dtype, batch_size, progress, tick)
     name = checkpoint.run_name(ckpt)
     result |= {
         "model": name,

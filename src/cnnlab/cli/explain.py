@@ -239,6 +239,7 @@ def cmd_verify_numpy(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         batch_size=args.batch_size,
         progress=None if not args.json else False,
+        tick=None if args.json else Progress.of(args).tick("NumPy check", " inputs"),
     )
     if args.json:
         print(json.dumps(r, indent=2, sort_keys=True))

@@ -164,7 +164,8 @@ def _numpy_check(run_dir: Path, test: RunTestSet, config: ReportConfig) -> dict[
         _say(config, f"NumPy engine check of {run_dir}: reused from numpy_check.json")
         return dict(found)
     _say(config, f"NumPy engine against PyTorch on {run_dir}: {len(test):,} test {test.plural}")
-    return verify_run(run_dir, test, progress=config.progress)
+    tick = config.tick(f"NumPy check of {run_dir.name}") if config.tick is not None else None
+    return verify_run(run_dir, test, progress=config.progress, tick=tick)
 
 
 def _titles(paths: list[Path]) -> dict[str, Path]:
