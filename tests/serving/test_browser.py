@@ -10,7 +10,6 @@ With ``CNNLAB_SCREENSHOTS=DIR`` the pages are saved there as PNGs to look at.
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from cnnlab.models import parse_compact
 from cnnlab.serving.predict import Predictor
 from cnnlab.serving.serve import background_server, create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+from .browser import screenshot
+
 SEVEN = [(70, 60), (140, 60), (210, 60), (180, 130), (150, 200), (130, 250)]  # pad pixels
 CASE1_MAPS = ("conv1", "conv2")
 # A user's own network with three conv layers (as in test_serve.py).
@@ -89,46 +88,6 @@ def rgb_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rgb_site(rgb_run: Path) -> Iterator[str]:
     with background_server(create_app(Predictor.from_run(rgb_run))) as url:
         yield url
-
-
-def screenshot(driver: Any, name: str) -> None:
-    """The whole page as ``$CNNLAB_SCREENSHOTS/name.png`` (nothing without the variable)."""
-    folder = os.environ.get("CNNLAB_SCREENSHOTS")
-    if folder:
-        height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1280, max(1000, height + 140))
-        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
-        driver.set_window_size(1280, 1000)
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip("chromium/chromedriver not installed: apt-get install chromium chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1000",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    browser.set_page_load_timeout(60)
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 def open_page(driver: Any, url: str, model: str = "case1") -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ from cnnlab.serving import mechanism
 from cnnlab.serving.predict import Predictor
 from cnnlab.serving.serve import background_server, create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+from .browser import screenshot
+
 SEVEN = [(70, 60), (140, 60), (210, 60), (180, 130), (150, 200), (130, 250)]  # pad pixels
 OWN = (
     "Input(28,28,1) Conv2D(4,4,2,same,relu,name=c1) Conv2D(6,3,dilation_rate=2,name=c2) "
@@ -36,43 +35,10 @@ OWN = (
 )
 
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip("chromium/chromedriver not installed: apt-get install chromium chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--window-size=1280,1000",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    browser.set_page_load_timeout(60)
-    try:
-        yield browser
-    finally:
-        browser.quit()
-
-
 def no_console_errors(driver: Any, allow: tuple[str, ...] = ()) -> None:
     """No console errors (CSP violations and script errors are), but those ``allow`` names."""
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert [e for e in errors if not any(a in e for a in ("favicon.ico", *allow))] == []
-
-
-def screenshot(driver: Any, name: str) -> None:
-    folder = os.environ.get("CNNLAB_SCREENSHOTS")
-    if folder:
-        height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1280, max(1000, height + 140))
-        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
-        driver.set_window_size(1280, 1000)
 
 
 def wait(driver: Any, what: Any, message: str = "") -> Any:
