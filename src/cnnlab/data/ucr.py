@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from cnnlab import budget
 from cnnlab.data import store
 from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
 from cnnlab.data.splits import split_indices, split_record
@@ -47,6 +48,8 @@ MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
 MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
 MAX_HEADER_BYTES = 1 << 20  # everything before @data
 _CHUNK = 1 << 20
+PARSE_BYTES_PER_VALUE = 100  # peak bytes sktime's reader holds per value of its longest line
+_DATA_LINE = re.compile(rb"(?im)^[ \t]*@data\b[^\n]*\n?")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -133,6 +136,56 @@ def _check_file(path: Path) -> None:
             run = int(gaps[-1])  # gaps: lengths of the lines in (or open across) the chunk
             if gaps.max() > MAX_LINE_BYTES:
                 raise _bad(path, f"has a line longer than {MAX_LINE_BYTES} bytes")
+
+
+def _value_counts(path: Path) -> np.ndarray:
+    """Values on each data line (after ``@data``), counted while streaming the file.
+
+    A case ``v,v:v,v:label`` holds as many values as separators (',' and ':'; the label's
+    ':' stands for the last value's missing ','), so the counts bound what parsing and
+    padding will allocate before either starts.
+    """
+    with path.open("rb") as f:
+        head = f.read(MAX_HEADER_BYTES)
+    at = _DATA_LINE.search(head)
+    if at is None:  # no @data line: _read_header says so in its own words
+        return np.zeros(0, dtype=np.int64)
+    counts: list[np.ndarray] = []
+    run = 0  # separators on the line still open at the end of the previous chunk
+    with path.open("rb") as f:
+        f.seek(at.end())
+        while chunk := f.read(_CHUNK):
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            seps = np.cumsum((data == ord(",")) | (data == ord(":")), dtype=np.int64)
+            ends = np.flatnonzero(data == ord("\n"))
+            if not len(ends):
+                run += int(seps[-1])
+                continue
+            per_line = np.diff(seps[ends], prepend=0)
+            per_line[0] += run
+            counts.append(per_line)
+            run = int(seps[-1] - seps[ends[-1]])
+    lines = np.concatenate(counts + [np.array([run], dtype=np.int64)])
+    return lines[lines > 0]  # blank and comment lines hold none
+
+
+def _check_budget(folder: Path, counts: list[np.ndarray], limit: int) -> None:
+    """Refuse a pair of files whose parse or padded arrays would exceed ``limit`` bytes."""
+    rows = sum(len(c) for c in counts)
+    longest = max((int(c.max()) for c in counts if len(c)), default=0)
+    total = sum(int(c.sum()) for c in counts)
+    # sktime splits a line into Python strings (~85 bytes a value, measured), then holds
+    # float64 Series; cnnlab copies them to float64 cases and checks them in float32.
+    budget.check(
+        longest * PARSE_BYTES_PER_VALUE + total * 8 * 3,
+        f"{folder}: parsing {total:,} values (the longest case {longest:,})",
+        limit,
+    )
+    budget.check(
+        rows * longest * budget.FLOAT,
+        f"{folder}: padding {rows:,} series to {longest:,} values each",
+        limit,
+    )
 
 
 def _read_header(path: Path) -> _Header:
@@ -239,10 +292,11 @@ def _pad(cases: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
     return x, np.array([len(c) for c in cases], dtype=np.int64)
 
 
-def _load_folder(folder: Path, name: str) -> TimeSeriesData:
+def _load_folder(folder: Path, name: str, limit: int = budget.DEFAULT_BYTES) -> TimeSeriesData:
     paths = [folder / f"{name}_{split}.ts" for split in ("TRAIN", "TEST")]
     for path in paths:
         _check_file(path)
+    _check_budget(folder, [_value_counts(path) for path in paths], limit)
     (tr_cases, tr_labels, tr_head), (te_cases, te_labels, te_head) = map(_read_ts, paths)
     if tr_cases[0].shape[1] != te_cases[0].shape[1]:
         raise CnnlabError(f"{folder}: TRAIN and TEST have different numbers of channels")
@@ -288,7 +342,7 @@ def _extract(archive: Path, name: str, dest: Path) -> None:
         raise CnnlabError(f"{archive.name} is not a readable zip: {_one_line(exc)}") from None
 
 
-def _download(name: str, root: Path) -> TimeSeriesData:
+def _download(name: str, root: Path, limit: int = budget.DEFAULT_BYTES) -> TimeSeriesData:
     """Fetch, extract and parse ``name`` in a temporary folder, then rename it into ``root``."""
     errors: list[str] = []
     for mirror in UCR_MIRRORS:
@@ -300,7 +354,7 @@ def _download(name: str, root: Path) -> TimeSeriesData:
                 stage.mkdir()
                 _fetch(url, archive, MAX_ZIP_BYTES)
                 _extract(archive, name, stage)
-                loaded = _load_folder(stage, name)  # refuse what does not parse
+                loaded = _load_folder(stage, name, limit)  # refuse what does not parse
                 dest = root / name
                 try:
                     os.replace(stage, dest)  # atomic; fails if another process got there first
@@ -320,18 +374,25 @@ def _download(name: str, root: Path) -> TimeSeriesData:
 
 
 def load_ucr(
-    name: str, data_dir: Path | None = None, *, allow_download: bool = True
+    name: str,
+    data_dir: Path | None = None,
+    *,
+    allow_download: bool = True,
+    max_memory_bytes: int = budget.DEFAULT_BYTES,
 ) -> TimeSeriesData:
-    """Load UCR/UEA dataset ``name`` (e.g. "GunPoint"), downloading it into the cache if needed."""
+    """Load UCR/UEA dataset ``name`` (e.g. "GunPoint"), downloading it into the cache if needed.
+
+    Refused, before the data lines are parsed, where parsing or the padded arrays would
+    take more than ``max_memory_bytes`` (:mod:`cnnlab.budget`)."""
     if not _NAME.fullmatch(name):
         raise CnnlabError(f"invalid UCR dataset name {name!r}: letters, digits, '_' and '-' only")
     folder = locate(name, data_dir)
     if folder is not None:
-        return _load_folder(folder, name)
+        return _load_folder(folder, name, max_memory_bytes)
     if not allow_download:
         where = ", ".join(str(d / name) for d in search_dirs(data_dir))
         raise CnnlabError(f"UCR dataset {name} not found (looked in {where})")
-    return _download(name, default_cache_dir())
+    return _download(name, default_cache_dir(), max_memory_bytes)
 
 
 def ucr_split_indices(
@@ -377,7 +438,12 @@ class UcrSource(Source):
 
     def load(self, options: DataOptions) -> Dataset:
         assert self.arg is not None
-        ts = load_ucr(self.arg, options.data_dir, allow_download=options.allow_download)
+        ts = load_ucr(
+            self.arg,
+            options.data_dir,
+            allow_download=options.allow_download,
+            max_memory_bytes=options.max_memory_bytes,
+        )
         splits = Splits(*ucr_splits(ts, options.seed, options.val_fraction))
         t, c = ts.x_train.shape[1:]
         what = f"UCR/UEA {ts.name}: {c} channel(s), length {t}, {ts.n_classes} classes"
