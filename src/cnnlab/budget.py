@@ -38,8 +38,11 @@ ADAM_FACTOR = 4  # weights, gradients, Adam's m and v
 
 
 def gigabytes(n: float) -> str:
-    """``n`` bytes as decimal GB with one decimal ("11.2 GB"); "<0.1 GB" below it."""
-    return f"{n / 1e9:,.1f} GB" if n >= 5e7 else "<0.1 GB"
+    """``n`` bytes for a message: "11.2 GB", "12.6 MB" below 0.1 GB, "9,000 bytes" below
+    0.1 MB (a limit given in GB can be that small)."""
+    if n >= 1e8:
+        return f"{n / 1e9:,.1f} GB"
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n:,.0f} bytes"
 
 
 def check(need: float, what: str, limit: int = DEFAULT_BYTES, hint: str = "") -> None:
