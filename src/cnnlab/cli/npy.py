@@ -71,14 +71,20 @@ def open_npy(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
         raise CnnlabError(f"{path} not found") from None
     except OSError as exc:
         raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    problem = (
+        "is a folder; give a .npy file"
+        if stat.S_ISDIR(st.st_mode)
+        else "is not a regular file (a device, FIFO or socket)"
+        if not stat.S_ISREG(st.st_mode)
+        else f"is larger than the limit of {max_bytes:,} bytes"
+        if st.st_size > max_bytes
+        else ""
+    )
+    if problem:
+        os.close(fd)
+        raise CnnlabError(f"{path} {problem}")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise CnnlabError(f"{path} is a folder; give a .npy file")
-        if not stat.S_ISREG(st.st_mode):
-            raise CnnlabError(f"{path} is not a regular file (a device, FIFO or socket)")
-        if st.st_size > max_bytes:
-            raise CnnlabError(f"{path} is larger than the limit of {max_bytes:,} bytes")
         head = f.read(min(st.st_size, HEADER_BYTES))
         shape, fortran, dtype, offset = _header(head, path)
         expected = math.prod(shape) * dtype.itemsize
