@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import mmap
 import os
 import stat
 from pathlib import Path
@@ -164,8 +165,13 @@ def array_probs(predictor: Predictor, x: np.ndarray, limit: int) -> np.ndarray:
     budget.check(len(x) * predictor.classes * 4, f"{len(x):,} inputs' probabilities", limit)
     rows = chunk_rows(predictor, limit)
     out = np.empty((len(x), predictor.classes), np.float32)
+    mapped = getattr(x, "_mmap", None)  # numpy's mmap object behind a np.memmap
     for i in range(0, len(x), rows):
         out[i : i + rows] = predictor.predict_array(np.asarray(x[i : i + rows]))
+        if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            # the pages read stay counted in this process until dropped; the file is
+            # read in order, so none is needed again
+            mapped.madvise(mmap.MADV_DONTNEED)
     return out
 
 

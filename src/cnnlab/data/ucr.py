@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cnnlab import budget
-from cnnlab.data import store
+from cnnlab.data import store, ts_budget
 from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
 from cnnlab.data.splits import split_indices, split_record
 from cnnlab.data.store import DATA_ENV
@@ -48,8 +48,6 @@ MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
 MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
 MAX_HEADER_BYTES = 1 << 20  # everything before @data
 _CHUNK = 1 << 20
-PARSE_BYTES_PER_VALUE = 100  # peak bytes sktime's reader holds per value of its longest line
-_DATA_LINE = re.compile(rb"(?im)^[ \t]*@data\b[^\n]*\n?")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -136,56 +134,6 @@ def _check_file(path: Path) -> None:
             run = int(gaps[-1])  # gaps: lengths of the lines in (or open across) the chunk
             if gaps.max() > MAX_LINE_BYTES:
                 raise _bad(path, f"has a line longer than {MAX_LINE_BYTES} bytes")
-
-
-def _value_counts(path: Path) -> np.ndarray:
-    """Values on each data line (after ``@data``), counted while streaming the file.
-
-    A case ``v,v:v,v:label`` holds as many values as separators (',' and ':'; the label's
-    ':' stands for the last value's missing ','), so the counts bound what parsing and
-    padding will allocate before either starts.
-    """
-    with path.open("rb") as f:
-        head = f.read(MAX_HEADER_BYTES)
-    at = _DATA_LINE.search(head)
-    if at is None:  # no @data line: _read_header says so in its own words
-        return np.zeros(0, dtype=np.int64)
-    counts: list[np.ndarray] = []
-    run = 0  # separators on the line still open at the end of the previous chunk
-    with path.open("rb") as f:
-        f.seek(at.end())
-        while chunk := f.read(_CHUNK):
-            data = np.frombuffer(chunk, dtype=np.uint8)
-            seps = np.cumsum((data == ord(",")) | (data == ord(":")), dtype=np.int64)
-            ends = np.flatnonzero(data == ord("\n"))
-            if not len(ends):
-                run += int(seps[-1])
-                continue
-            per_line = np.diff(seps[ends], prepend=0)
-            per_line[0] += run
-            counts.append(per_line)
-            run = int(seps[-1] - seps[ends[-1]])
-    lines = np.concatenate(counts + [np.array([run], dtype=np.int64)])
-    return lines[lines > 0]  # blank and comment lines hold none
-
-
-def _check_budget(folder: Path, counts: list[np.ndarray], limit: int) -> None:
-    """Refuse a pair of files whose parse or padded arrays would exceed ``limit`` bytes."""
-    rows = sum(len(c) for c in counts)
-    longest = max((int(c.max()) for c in counts if len(c)), default=0)
-    total = sum(int(c.sum()) for c in counts)
-    # sktime splits a line into Python strings (~85 bytes a value, measured), then holds
-    # float64 Series; cnnlab copies them to float64 cases and checks them in float32.
-    budget.check(
-        longest * PARSE_BYTES_PER_VALUE + total * 8 * 3,
-        f"{folder}: parsing {total:,} values (the longest case {longest:,})",
-        limit,
-    )
-    budget.check(
-        rows * longest * budget.FLOAT,
-        f"{folder}: padding {rows:,} series to {longest:,} values each",
-        limit,
-    )
 
 
 def _read_header(path: Path) -> _Header:
@@ -284,19 +232,11 @@ def _read_ts(path: Path) -> tuple[list[np.ndarray], list[str], _Header]:
     return cases, [declared[label] for label in raw], header
 
 
-def _pad(cases: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cases (T_i, C) -> zero-padded float32 (N, length, C) and int64 lengths (N,)."""
-    x = np.zeros((len(cases), length, cases[0].shape[1]), dtype=np.float32)
-    for i, case in enumerate(cases):
-        x[i, : len(case)] = case
-    return x, np.array([len(c) for c in cases], dtype=np.int64)
-
-
 def _load_folder(folder: Path, name: str, limit: int = budget.DEFAULT_BYTES) -> TimeSeriesData:
     paths = [folder / f"{name}_{split}.ts" for split in ("TRAIN", "TEST")]
     for path in paths:
         _check_file(path)
-    _check_budget(folder, [_value_counts(path) for path in paths], limit)
+    ts_budget.check_budget(folder, paths, MAX_HEADER_BYTES, limit)  # before sktime parses
     (tr_cases, tr_labels, tr_head), (te_cases, te_labels, te_head) = map(_read_ts, paths)
     if tr_cases[0].shape[1] != te_cases[0].shape[1]:
         raise CnnlabError(f"{folder}: TRAIN and TEST have different numbers of channels")
@@ -306,8 +246,8 @@ def _load_folder(folder: Path, name: str, limit: int = budget.DEFAULT_BYTES) -> 
     classes = sorted(tr_head.labels, key=int if numeric else None)  # "10" after "9"
     index = {label: k for k, label in enumerate(classes)}
     length = max(len(c) for c in tr_cases + te_cases)
-    x_train, lengths_train = _pad(tr_cases, length)
-    x_test, lengths_test = _pad(te_cases, length)
+    x_train, lengths_train = ts_budget.pad(tr_cases, length)
+    x_test, lengths_test = ts_budget.pad(te_cases, length)
     y_train, y_test = (
         np.array([index[c] for c in ls], dtype=np.int64) for ls in (tr_labels, te_labels)
     )
@@ -380,10 +320,8 @@ def load_ucr(
     allow_download: bool = True,
     max_memory_bytes: int = budget.DEFAULT_BYTES,
 ) -> TimeSeriesData:
-    """Load UCR/UEA dataset ``name`` (e.g. "GunPoint"), downloading it into the cache if needed.
-
-    Refused, before the data lines are parsed, where parsing or the padded arrays would
-    take more than ``max_memory_bytes`` (:mod:`cnnlab.budget`)."""
+    """Load UCR/UEA dataset ``name`` (e.g. "GunPoint"), downloading it into the cache if needed;
+    refused before parsing past ``max_memory_bytes`` (:mod:`cnnlab.data.ts_budget`)."""
     if not _NAME.fullmatch(name):
         raise CnnlabError(f"invalid UCR dataset name {name!r}: letters, digits, '_' and '-' only")
     folder = locate(name, data_dir)
