@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab import data
+from cnnlab import budget, data
 from cnnlab.cli.datasets import (
     add_data_dir_arg,
     add_dataset_arg,
@@ -315,6 +315,10 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
         dataset = run_dataset(out, args)
     else:
         config, description, dataset = new
+    # a batch that fits one example may not fit memory: refused before any allocation
+    budget.check_training(
+        description, config.batch_size, config.eval_batch_size, budget.limit_bytes(args)
+    )
     main_process = distributed.launch_rank() == 0
     if main_process:
         print(f"training {description.name} on {dataset.description} into {out}")
@@ -334,7 +338,8 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.evaluation import evaluate_run
+    from cnnlab.analysis.evaluation import CHUNK, evaluate_run
+    from cnnlab.train.records import read_run_config
     from cnnlab.train.schemas import METRICS, read_metrics
 
     if not (args.run_dir / "best.pt").is_file():
@@ -342,6 +347,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint.load_model(args.run_dir, "best")  # a damaged file fails before the data load
     if (args.run_dir / METRICS).exists():
         read_metrics(args.run_dir)  # updated afterwards: a damaged one fails now
+    _, description = read_run_config(args.run_dir)
+    budget.check_inference(description, CHUNK, budget.limit_bytes(args), "evaluating")
     dataset = run_dataset(args.run_dir, args, args.data)
     metrics = evaluate_run(args.run_dir, dataset, args.device)
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}")
