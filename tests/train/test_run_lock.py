@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -203,10 +204,14 @@ def test_refused_in_one_line_with_nothing_written(
 ) -> None:
     if kind == "1":  # in-process (the real CLI) while the train is paused, holding RUN
         assert held.train.poll() is None, "the train stopped holding its folder"
+        start = time.monotonic()
         try:
             code = main(argv(held))
         except SystemExit as exc:  # argparse's refusals
             code = int(exc.code or 0)
+        # this process's peak so far bounds the row's (the bounds are safety limits)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        assert rss < RSS_BOUND and time.monotonic() - start < SECONDS_BOUND
         err = capsys.readouterr().err
         assert f"held by a running cnnlab train (pid {held.train.pid})" in err, err
     else:  # a subprocess in an empty folder: its exit, peak RSS and time measured
@@ -267,7 +272,7 @@ def test_a_refusal_names_whichever_command_holds(
     """The holder is named whoever it is; a lock file holding anything else is not echoed."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text("{}")
+    (run / "best.pt").write_bytes(b"not read: the lock is refused first")
     with runs.writing([run / "report.html"], "report"):
         assert main(["evaluate", str(run)]) == 2
     assert f"held by a running cnnlab report (pid {os.getpid()})" in capsys.readouterr().err

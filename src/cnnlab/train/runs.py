@@ -258,11 +258,10 @@ def check_unlocked(path: Path, command: str = "train") -> None:
 
 def run_folder_of(path: Path) -> Path | None:
     """The run folder that ``path`` (a folder or a file, existing or to be written) is in:
-    ``path`` itself or its nearest folder above that holds a lock file or a run's files."""
+    ``path`` itself or its nearest folder above that holds a lock file or a checkpoint (a
+    lone config.json is not enough: a project's own folder may hold one)."""
     for folder in (Path(path), *Path(path).parents):
-        if not folder.is_dir():
-            continue
-        if any((folder / name).exists() for name in (LOCK, *WRITTEN)):
+        if folder.is_dir() and any((folder / n).exists() for n in (LOCK, "best.pt", "last.pt")):
             return folder
     return None
 
