@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ from cnnlab.train.recipes import settings
 
 if TYPE_CHECKING:
     from cnnlab.models import ModelDescription
+
+Command = Callable[[argparse.Namespace], int]  # a sub-command: the parsed flags -> exit code
 
 
 def positive_int(text: str) -> int:
@@ -71,11 +75,36 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     g.add_argument("--case", choices=("1", "2", "3"), default=None, help="a chapter case")
     g.add_argument(
         "--model",
+        type=model_arg,
         default=None,
         metavar="NAME_OR_FILE",
         help="a registered network, a .json/.yaml description, or a one-line description "
         "('Input(28,28,1) Conv2D(8,3,relu) MaxPooling2D Flatten Dense(10,softmax)')",
     )
+
+
+def writes(
+    command: str, targets: Callable[[argparse.Namespace], list[Path | None]]
+) -> Callable[[Command], Command]:
+    """A sub-command that writes into ``targets(args)`` (folders or files), run with the
+    lock of every run folder among them held (:func:`cnnlab.train.runs.writing`)."""
+
+    def wrap(cmd: Command) -> Command:
+        @functools.wraps(cmd)
+        def locked(args: argparse.Namespace) -> int:
+            with runs.writing(targets(args), command):
+                return cmd(args)
+
+        return locked
+
+    return wrap
+
+
+def model_arg(text: str) -> str:
+    """--model as given; an empty one is refused (it used to mean case 1, silently)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty network; name one, or leave --model out")
+    return text
 
 
 def model_spec(args: argparse.Namespace) -> str:
@@ -337,6 +366,7 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
     return 0
 
 
+@writes("evaluate", lambda args: [args.run_dir])  # it rewrites metrics.json
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.analysis.evaluation import CHUNK, evaluate_run
     from cnnlab.train.records import read_run_config

@@ -286,6 +286,11 @@ def _predict_images(predictor: Predictor, args: argparse.Namespace) -> int:
         )
     paths = list_images(args.images)
     if args.show_input is not None:
+        from cnnlab.train import runs
+
+        held = runs.run_folder_of(args.show_input)  # its pictures into a held run: refused
+        if held is not None:
+            runs.check_unlocked(held, "predict")
         try:
             args.show_input.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
