@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cnnlab.errors import check_digits
 from cnnlab.models.description import ModelDescription
 from cnnlab.models.layers import ACTIVATIONS, LAYERS, PADDINGS, DescriptionError, parse_layer
 
@@ -30,6 +31,8 @@ def looks_compact(text: str) -> bool:
 
 def _value(token: str) -> Any:
     t = token.strip()
+    if re.fullmatch(r"[-+.\dxe]+", t):  # a number: bounded before int()/float() read it
+        check_digits(t, "the model line")
     if re.fullmatch(r"-?\d+", t):
         return int(t)
     if re.fullmatch(r"\d+(x\d+)+", t):

@@ -152,13 +152,17 @@ class ModelDescription:
                 raise DescriptionError("give the input shape once: input_shape or an Input layer")
             unknown_args = set(first.args) - {"shape"}
             if unknown_args:
-                raise DescriptionError(f"Input: unknown argument {sorted(unknown_args)[0]!r:.64}")
+                # keys may mix ints and strings (YAML's 1: and a:): sort their text
+                first_key = sorted(map(str, unknown_args))[0][:64]
+                raise DescriptionError(f"Input: unknown argument {first_key!r}")
             shape, alias = first.args.get("shape"), first.name
         input_shape = _input_shape(shape)
         built: list[Layer] = []
         taken: set[str] = set()
         for i, item in enumerate(items, start=1):
             where = f"layer {i} ({str(item.class_name)[:64]})"
+            if item.class_name not in L.LAYERS:  # before a default name is made from it
+                L.parse_layer(item.class_name, {}, "layer", where)  # raises, with a hint
             layer_name = _layer_name(item.name, item.class_name, taken, where)
             taken.add(layer_name)
             built.append(L.parse_layer(item.class_name, item.args, layer_name, where))
@@ -276,8 +280,7 @@ def _layer_name(given: Any, class_name: Any, taken: set[str], where: str) -> str
     name = given if given is not None else L.default_name(str(class_name), taken)
     if not isinstance(name, str) or not L.NAME_PATTERN.match(name):
         raise DescriptionError(
-            f"{where}: name must be a short identifier (letters, digits, _ and -), "
-            f"got {given!r:.70}"
+            f"{where}: name must be a short identifier (letters, digits, _ and -), got {name!r:.70}"
         )
     if name in L.RESERVED_NAMES or hasattr(nn_module_attributes(), name):
         raise DescriptionError(f"{where}: the name {name!r} is reserved")
