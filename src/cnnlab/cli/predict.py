@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab import fileio
-from cnnlab.cli.core import non_negative_int, positive_int
+from cnnlab.cli.core import int_in, non_negative_int
 from cnnlab.cli.npy import load_npy
 from cnnlab.errors import CnnlabError
 
@@ -174,25 +174,29 @@ def register(sub: Any) -> None:
     )
     add_address_args(p)
     p.add_argument(
-        "--max-upload-mb", type=positive_int, default=4, help="largest upload in MiB (default: 4)"
+        "--max-upload-mb",
+        type=int_in(1, 1024),  # a bound on memory: a huge value would turn it off
+        default=4,
+        help="largest upload in MiB, 1 to 1024 (default: 4)",
     )
     p.add_argument(
         "--max-megapixels",
-        type=positive_int,
+        type=int_in(1, 1024),
         default=16,
-        help="largest image in millions of pixels (default: 16)",
+        help="largest image in millions of pixels, 1 to 1024 (default: 16)",
     )
     p.add_argument(
         "--max-uploads",
-        type=positive_int,
+        type=int_in(1, 1024),
         default=16,
-        help="full-size uploads held in memory at once; more wait, then get a 503 (default: 16)",
+        help="full-size uploads held in memory at once, 1 to 1024; more wait, then get a "
+        "503 (default: 16)",
     )
     p.add_argument(
         "--max-connections",
-        type=positive_int,
+        type=int_in(1, 65536),
         default=512,
-        help="open connections; past it the longest-idle one is closed (default: 512)",
+        help="open connections, 1 to 65536; past it the longest-idle one is closed (default: 512)",
     )
     p.add_argument(
         "--header-timeout",
