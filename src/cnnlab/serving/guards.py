@@ -268,9 +268,9 @@ class BodyGuard:
             await self.app(scope, receive, send)  # no body
             return
         # bounded digits before int(): a 5,000-digit length is simply too large
-        digits = declared is not None and declared.isdigit()
-        size = int(declared) if digits and len(declared or b"") <= 18 else None
-        if (size is not None and size > self.max_bytes) or (digits and size is None):
+        raw: bytes = declared or b""
+        size = int(raw) if raw.isdigit() and len(raw) <= 18 else None
+        if (size is not None and size > self.max_bytes) or (raw.isdigit() and size is None):
             await refuse(scope, receive, send, (413, self.detail, {}))
             return
         body = _Body()
@@ -342,7 +342,8 @@ class BodyLimit(BodyGuard):
 
 
 def harden(app: ASGIApp, max_bytes: int, detail: str, options: ServerOptions) -> ASGIApp:
-    """``app`` inside the guards, outermost first: headers, Host/Origin, CORS, body."""
+    """``app`` inside the guards, outermost first: headers, printable error bodies,
+    Host/Origin, CORS, body."""
     inner: ASGIApp = BodyGuard(app, max_bytes, detail, options)
     if options.allow_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -354,7 +355,9 @@ def harden(app: ASGIApp, max_bytes: int, detail: str, options: ServerOptions) ->
             allow_headers=["content-type"],
             max_age=600,
         )
-    return SecurityHeaders(HostOriginGuard(inner, options))
+    from cnnlab.serving.printable import PrintableErrors
+
+    return SecurityHeaders(PrintableErrors(HostOriginGuard(inner, options)))
 
 
 def bad_hosts(entries: Iterable[str]) -> list[str]:

@@ -93,6 +93,9 @@ class GuardedH11(H11Protocol):
             return
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self.transport.write(_raw_response("400 Bad Request", "malformed HTTP request"))
+        if self.cycle is not None:  # the app's sends are dropped, its receive sees the end
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
         self.transport.close()
         self.loop.call_later(CLOSE_GRACE, self._abort)
 
