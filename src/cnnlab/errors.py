@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 MAX_DIGITS = 18  # digits a number written as text may have (int64 holds 18 for sure)
+MAX_FLOAT_CHARS = 40  # a float's text: 17 significant digits, sign, zeros, point, exponent
 MAX_LINE = 1000  # characters of one printed error line before it is shortened
 
 

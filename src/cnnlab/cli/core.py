@@ -19,7 +19,7 @@ from cnnlab.cli.datasets import (
     show_progress,
 )
 from cnnlab.data.datasets import check_spec, load_dataset
-from cnnlab.errors import MAX_DIGITS, CnnlabError, printable
+from cnnlab.errors import MAX_DIGITS, MAX_FLOAT_CHARS, CnnlabError, printable
 from cnnlab.train import checkpoint, distributed, runs
 from cnnlab.train.recipes import settings
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from cnnlab.models import ModelDescription
 
 
-MAX_FLOAT_CHARS = 40  # a float's text: 17 significant digits, sign, point and exponent
 MAX_COUNT = 1_000_000_000  # any count flag: far past every use, far inside int64
 MAX_SEED = 2**32 - 1
 

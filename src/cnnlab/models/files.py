@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import fileio
-from cnnlab.errors import MAX_DIGITS, CnnlabError, check_digits
+from cnnlab.errors import MAX_DIGITS, MAX_FLOAT_CHARS, CnnlabError, check_digits
 from cnnlab.models.description import ModelDescription
 from cnnlab.models.layers import DescriptionError
 
 MAX_FILE_BYTES = 1 << 20
 MAX_INT_CHARS = MAX_DIGITS + 6  # sign, 0x and a few _ separators
-MAX_FLOAT_CHARS = 40  # a float's text: 17 significant digits, sign, point and exponent
 SUFFIXES = (".json", ".yaml", ".yml")
 
 
