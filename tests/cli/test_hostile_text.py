@@ -135,6 +135,9 @@ ROWS: dict[str, Build] = {
     "huge-input-shape": raw_json(
         '{"input_shape":[' + ",".join(["1"] * 524_000) + '],"layers":[{"Flatten":{}}]}'
     ),
+    "huge-yaml-list": yaml_model(  # stopped at 50,000 values, not parsed whole (15 s)
+        "input_shape: [" + ",".join(["1"] * 524_000) + "]\nlayers: [Flatten: {}]\n"
+    ),
     "megabyte-string": yaml_model(
         "input_shape: [28, 28, 1]\nlayers: [Dense: {units: 2, activation: "
         + "x" * 1_040_000

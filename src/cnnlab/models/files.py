@@ -12,6 +12,7 @@ from cnnlab.models.description import ModelDescription
 from cnnlab.models.layers import DescriptionError
 
 MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 50_000  # YAML values in one description: 256 layers of a few dozen arguments
 MAX_INT_CHARS = MAX_DIGITS + 6  # sign, 0x and a few _ separators
 SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -22,9 +23,16 @@ def _yaml(text: str, path: Path) -> Any:
     class NoAliases(yaml.SafeLoader):
         """SafeLoader without anchors and aliases: no 'billion laughs' expansion."""
 
+        nodes = 0
+
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 raise yaml.YAMLError("anchors and aliases are not accepted")
+            self.nodes += 1  # pure-Python YAML: 524,000 values take 15 s and 600 MB
+            if self.nodes > MAX_NODES:
+                raise yaml.YAMLError(
+                    f"more than {MAX_NODES:,} values, far more than a network needs"
+                )
             return super().compose_node(parent, index)
 
         def construct_yaml_int(self, node: Any) -> Any:
