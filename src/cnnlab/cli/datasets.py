@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.data import DataOptions, Dataset, load_dataset, spec_help
-from cnnlab.errors import CnnlabError, printable
+from cnnlab.errors import CnnlabError, printable, short
 
 MAX_SIDE = 4096
 MAX_WORKERS = 256
@@ -28,7 +28,7 @@ def image_size(text: str) -> tuple[int, int]:
     """``64`` or ``64x48`` (height x width) as (H, W)."""
     m = re.fullmatch(r"(\d{1,5})(?:x(\d{1,5}))?", text.strip())
     if not m:
-        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 64 or 64x48), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 64 or 64x48), got {short(text)}")
     h = int(m.group(1))
     w = int(m.group(2)) if m.group(2) else h
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):

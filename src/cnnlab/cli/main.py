@@ -36,7 +36,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         # argparse echoes a bad value whole (a 5,000-digit number, a terminal escape)
-        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {printable(message, 400)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
