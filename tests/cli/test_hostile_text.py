@@ -45,10 +45,10 @@ def json_model(data: object) -> Build:
     return build
 
 
-def raw_json(text: str) -> Build:
+def raw_json(text: str, expect: str = "m.json") -> Build:
     def build(tmp: Path) -> tuple[list[str], str]:
         (tmp / "m.json").write_text(text)
-        return ["summary", "--model", str(tmp / "m.json")], "m.json"
+        return ["summary", "--model", str(tmp / "m.json")], expect
 
     return build
 
@@ -140,7 +140,12 @@ ROWS: dict[str, Build] = {
     ),
     # JSON: PyYAML's pure-Python parser takes ~30 s over a 524,000-entry flow list
     "huge-input-shape": raw_json(
-        '{"input_shape":[' + ",".join(["1"] * 524_000) + '],"layers":[{"Flatten":{}}]}'
+        '{"input_shape":[' + ",".join(["1"] * 524_000) + '],"layers":[{"Flatten":{}}]}',
+        "got 524,000 sizes",
+    ),
+    "long-model-name": raw_json(
+        json.dumps({"name": "x" * 524_000, "input_shape": [4, 1], "layers": [{"Flatten": {}}]}),
+        "… (524,002 characters)",
     ),
     "huge-yaml-list": yaml_model(  # stopped at 50,000 values, not parsed whole (15 s)
         "input_shape: [" + ",".join(["1"] * 524_000) + "]\nlayers: [Flatten: {}]\n"
