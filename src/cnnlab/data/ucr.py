@@ -34,7 +34,7 @@ from cnnlab.data import store
 from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source, warn
 from cnnlab.data.splits import split_indices, split_record
 from cnnlab.data.store import DATA_ENV
-from cnnlab.errors import MAX_DIGITS, CnnlabError, check_digits, short
+from cnnlab.errors import MAX_DIGITS, CnnlabError, check_digits, printable, short
 from cnnlab.extras import extra
 
 # Where sktime and aeon fetch the archive: f"{mirror}{NAME}.zip", .ts files at the zip's top.
@@ -46,9 +46,7 @@ MAX_TS_BYTES = 1 << 30  # one .ts file, on disk or decompressed out of the zip
 MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
 MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
 MAX_HEADER_BYTES = 1 << 20  # everything before @data
-SIZE = f"[1-9][0-9]{{0,{MAX_DIGITS - 1}}}"  # @seriesLength, @dimensions: bounded digits
-HOW = f"a positive whole number of at most {MAX_DIGITS} digits"
-NUMERIC = r"[+-]?[0-9]+"  # @classLabel values sorted as numbers
+SIZE, HOW = f"[1-9][0-9]{{0,{MAX_DIGITS - 1}}}", f"a whole number of at most {MAX_DIGITS} digits"
 _CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -94,8 +92,7 @@ def _bad(path: Path, problem: str) -> CnnlabError:
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return printable(" ".join(str(exc).split()) or type(exc).__name__, limit)
 
 
 def default_cache_dir() -> Path:
@@ -164,8 +161,7 @@ def _read_header(path: Path) -> _Header:
         if tag not in tags:
             return None
         if not re.fullmatch(allowed, " ".join(tags[tag][:1]), re.IGNORECASE):
-            wanted = what or allowed
-            raise _bad(path, f"{tag} must be {wanted}, not {short(' '.join(tags[tag]))}")
+            raise _bad(path, f"{tag} must be {what or allowed}, not {short(' '.join(tags[tag]))}")
         return tags[tag][0].lower()
 
     flags = {t: value(t, "true|false") for t in ("@timestamps", "@classlabel", "@univariate")}
@@ -178,9 +174,8 @@ def _read_header(path: Path) -> _Header:
     labels = tags["@classlabel"][1:]
     if not labels:
         raise _bad(path, "@classLabel true lists no labels")
-    for label in labels:  # numeric labels are sorted by int() value: bound them first
-        if re.fullmatch(NUMERIC, label):
-            check_digits(label, f"{path}: @classLabel")
+    for label in (x for x in labels if re.fullmatch(r"[+-]?[0-9]+", x)):  # int() sorts them: bound
+        check_digits(label, f"{path}: @classLabel")
     if len({label.lower() for label in labels}) != len(labels):
         raise _bad(path, f"@classLabel repeats a label (ignoring case): {short(' '.join(labels))}")
     equal_length = None if equal is None else equal == "true"
@@ -257,14 +252,11 @@ def _load_folder(folder: Path, name: str) -> TimeSeriesData:
         raise CnnlabError(f"{folder}: TRAIN and TEST have different numbers of channels")
     if set(tr_head.labels) != set(te_head.labels):
         raise CnnlabError(f"{folder}: TRAIN and TEST declare different @classLabel lists")
-    numeric = all(re.fullmatch(NUMERIC, label) for label in tr_head.labels)
+    numeric = all(re.fullmatch(r"[+-]?[0-9]+", label) for label in tr_head.labels)
     classes = sorted(tr_head.labels, key=int if numeric else None)  # "10" after "9"
-    unseen = [c for c in classes if c not in set(tr_labels)]
-    if unseen:  # a warning, not a refusal: the other classes train as they should
-        warn(
-            f"{folder.name}: {len(unseen)} class(es) declared in @classLabel never occur in "
-            f"TRAIN ({short(' '.join(unseen), 60)}): the network cannot learn them"
-        )
+    if unseen := [c for c in classes if c not in set(tr_labels)]:  # warn: the rest still train
+        text = short(" ".join(unseen), 60)
+        warn(f"{folder.name}: @classLabel declares {text}, never in TRAIN: cannot be learnt")
     index = {label: k for k, label in enumerate(classes)}
     length = max(len(c) for c in tr_cases + te_cases)
     x_train, lengths_train = _pad(tr_cases, length)
