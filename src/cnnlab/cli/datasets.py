@@ -19,21 +19,41 @@ from typing import Any
 
 from cnnlab import budget
 from cnnlab.data import DataOptions, Dataset, load_dataset, spec_help
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable, short
 
 MAX_SIDE = 4096
+MAX_WORKERS = 256
 
 
 def image_size(text: str) -> tuple[int, int]:
     """``64`` or ``64x48`` (height x width) as (H, W)."""
     m = re.fullmatch(r"(\d{1,5})(?:x(\d{1,5}))?", text.strip())
     if not m:
-        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 64 or 64x48), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 64 or 64x48), got {short(text)}")
     h = int(m.group(1))
     w = int(m.group(2)) if m.group(2) else h
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise argparse.ArgumentTypeError(f"image sides must be 1 to {MAX_SIDE}, got {text!r}")
     return h, w
+
+
+def small_int(text: str, hi: int) -> int:
+    """A whole number from 1 to ``hi``, its digits bounded before int() reads them."""
+    t = text.strip()
+    value = int(t) if re.fullmatch(r"[0-9]{1,5}", t) else 0
+    if not 1 <= value <= hi:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {hi}, got {printable(repr(text), 60)}"
+        )
+    return value
+
+
+def workers_count(text: str) -> int:
+    return small_int(text, MAX_WORKERS)
+
+
+def channel_count(text: str) -> int:
+    return small_int(text, 4)  # then argparse's choices: 1, 3 or 4
 
 
 def fraction(text: str) -> float:
@@ -79,7 +99,7 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--channels",
-        type=int,
+        type=channel_count,
         choices=(1, 3, 4),
         default=None,
         help="1 grey, 3 RGB, 4 RGBA (default: the network's; for a template, 1 if every "
@@ -110,7 +130,12 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
         help="held out for the test set, stratified and seeded, where the data has no test "
         "split of its own (default: 0.2)",
     )
-    g.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs)")
+    g.add_argument(
+        "--workers",
+        type=workers_count,
+        default=None,
+        help=f"decoding processes, 1 to {MAX_WORKERS} (default: CPUs)",
+    )
 
 
 def _network_image_shape(shape: tuple[int, ...] | None) -> tuple[int, int, int] | None:

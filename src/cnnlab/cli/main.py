@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable
 
 # Modules that contribute sub-commands, in the order ``cnnlab --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -35,7 +35,8 @@ class Parser(argparse.ArgumentParser):
     """Bad flags end in one line naming the problem, not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # argparse echoes a bad value whole (a 5,000-digit number, a terminal escape)
+        self.exit(2, f"{self.prog}: error: {printable(message, 400)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnlabError as exc:
-        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        # the one place errors reach the terminal: one line, escaped and shortened
+        print(f"cnnlab: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab import budget, fileio
-from cnnlab.cli.core import non_negative_int, positive_int
+from cnnlab.cli.core import int_in, whole_number
 from cnnlab.cli.npy import array_probs, open_npy
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, short
 
 if TYPE_CHECKING:
     from cnnlab.serving.predict import Predictor
@@ -29,19 +29,20 @@ TOP_CLASSES = 3
 
 def port_number(text: str) -> int:
     """A TCP port, 0 to 65535 (0: the system picks a free one, printed once listening)."""
-    value = non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number up to 65535, got {value}")
-    return value
+    return whole_number(text, 0, 65535)
 
 
 def positive_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds, got {short(text)}"
+        ) from None
     if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 s, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most 3600 s, got {short(text)}"
+        )
     return value
 
 
@@ -59,7 +60,7 @@ def origin_arg(text: str) -> str:
         ok = False
     if not ok:
         raise argparse.ArgumentTypeError(
-            f"must be an origin such as https://example.org or http://host:8080, got {text!r}"
+            f"must be an origin such as https://example.org or http://host:8080, got {short(text)}"
         )
     return text.rstrip("/").lower()
 
@@ -76,7 +77,7 @@ def host_arg(text: str) -> str:
 
     if bad_hosts([text]):
         raise argparse.ArgumentTypeError(
-            f"must be a host name such as example.org or example.org:8443, got {text!r}"
+            f"must be a host name such as example.org or example.org:8443, got {short(text)}"
         )
     return text.lower()
 
@@ -175,25 +176,29 @@ def register(sub: Any) -> None:
     )
     add_address_args(p)
     p.add_argument(
-        "--max-upload-mb", type=positive_int, default=4, help="largest upload in MiB (default: 4)"
+        "--max-upload-mb",
+        type=int_in(1, 1024),  # a bound on memory: a huge value would turn it off
+        default=4,
+        help="largest upload in MiB, 1 to 1024 (default: 4)",
     )
     p.add_argument(
         "--max-megapixels",
-        type=positive_int,
+        type=int_in(1, 1024),
         default=16,
-        help="largest image in millions of pixels (default: 16)",
+        help="largest image in millions of pixels, 1 to 1024 (default: 16)",
     )
     p.add_argument(
         "--max-uploads",
-        type=positive_int,
+        type=int_in(1, 1024),
         default=16,
-        help="full-size uploads held in memory at once; more wait, then get a 503 (default: 16)",
+        help="full-size uploads held in memory at once, 1 to 1024; more wait, then get a "
+        "503 (default: 16)",
     )
     p.add_argument(
         "--max-connections",
-        type=positive_int,
+        type=int_in(1, 65536),
         default=512,
-        help="open connections; past it the longest-idle one is closed (default: 512)",
+        help="open connections, 1 to 65536; past it the longest-idle one is closed (default: 512)",
     )
     p.add_argument(
         "--header-timeout",

@@ -32,10 +32,10 @@ import numpy as np
 
 from cnnlab import budget
 from cnnlab.data import store, ts_budget
-from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
+from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source, warn
 from cnnlab.data.splits import split_indices, split_record
 from cnnlab.data.store import DATA_ENV
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import MAX_DIGITS, CnnlabError, check_digits, printable, short
 from cnnlab.extras import extra
 
 # Where sktime and aeon fetch the archive: f"{mirror}{NAME}.zip", .ts files at the zip's top.
@@ -47,6 +47,7 @@ MAX_TS_BYTES = 1 << 30  # one .ts file, on disk or decompressed out of the zip
 MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
 MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
 MAX_HEADER_BYTES = 1 << 20  # everything before @data
+SIZE, HOW = f"[1-9][0-9]{{0,{MAX_DIGITS - 1}}}", f"a whole number of at most {MAX_DIGITS} digits"
 _CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -92,8 +93,7 @@ def _bad(path: Path, problem: str) -> CnnlabError:
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return printable(" ".join(str(exc).split()) or type(exc).__name__, limit)
 
 
 def default_cache_dir() -> Path:
@@ -157,17 +157,17 @@ def _read_header(path: Path) -> _Header:
     else:
         raise _bad(path, "has no @data line (truncated, or not a .ts file)")
 
-    def value(tag: str, allowed: str) -> str | None:
+    def value(tag: str, allowed: str, what: str = "") -> str | None:
         """The tag's first value, lower-cased, or None where the tag is absent."""
         if tag not in tags:
             return None
         if not re.fullmatch(allowed, " ".join(tags[tag][:1]), re.IGNORECASE):
-            raise _bad(path, f"{tag} must be {allowed}, not {' '.join(tags[tag])!r}")
+            raise _bad(path, f"{tag} must be {what or allowed}, not {short(' '.join(tags[tag]))}")
         return tags[tag][0].lower()
 
     flags = {t: value(t, "true|false") for t in ("@timestamps", "@classlabel", "@univariate")}
-    equal, length = value("@equallength", "true|false"), value("@serieslength", "[1-9][0-9]*")
-    dims = "1" if flags["@univariate"] == "true" else value("@dimensions", "[1-9][0-9]*")
+    equal, length = value("@equallength", "true|false"), value("@serieslength", SIZE, HOW)
+    dims = "1" if flags["@univariate"] == "true" else value("@dimensions", SIZE, HOW)
     if flags["@timestamps"] == "true":
         raise _bad(path, "uses @timeStamps true, which cnnlab does not read")
     if flags["@classlabel"] != "true":
@@ -175,8 +175,10 @@ def _read_header(path: Path) -> _Header:
     labels = tags["@classlabel"][1:]
     if not labels:
         raise _bad(path, "@classLabel true lists no labels")
+    for label in (x for x in labels if re.fullmatch(r"[+-]?[0-9]+", x)):  # int() sorts them: bound
+        check_digits(label, f"{path}: @classLabel")
     if len({label.lower() for label in labels}) != len(labels):
-        raise _bad(path, f"@classLabel repeats a label (ignoring case): {' '.join(labels)}")
+        raise _bad(path, f"@classLabel repeats a label (ignoring case): {short(' '.join(labels))}")
     equal_length = None if equal is None else equal == "true"
     return _Header(labels, int(dims) if dims else None, equal_length, int(length or 0) or None)
 
@@ -222,7 +224,9 @@ def _read_ts(path: Path) -> tuple[list[np.ndarray], list[str], _Header]:
     for i, case in enumerate(cases):
         if len(case) == 0:
             raise _bad(path, f"case {i + 1} is empty")
-        if not np.isfinite(case.astype(np.float32)).all():  # also what float32 overflows
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e39: the error below says it
+            finite = np.isfinite(case.astype(np.float32)).all()  # also what float32 overflows
+        if not finite:
             what = "a missing value ('?' or NaN)" if np.isnan(case).any() else "an infinite value"
             raise _bad(path, f"case {i + 1} has {what} (in float32); cnnlab does not impute")
     if header.equal_length and lo != hi:
@@ -244,6 +248,9 @@ def _load_folder(folder: Path, name: str, limit: int = budget.DEFAULT_BYTES) -> 
         raise CnnlabError(f"{folder}: TRAIN and TEST declare different @classLabel lists")
     numeric = all(re.fullmatch(r"[+-]?[0-9]+", label) for label in tr_head.labels)
     classes = sorted(tr_head.labels, key=int if numeric else None)  # "10" after "9"
+    if unseen := [c for c in classes if c not in set(tr_labels)]:  # warn: the rest still train
+        text = short(" ".join(unseen), 60)
+        warn(f"{folder.name}: @classLabel declares {text}, never in TRAIN: cannot be learnt")
     index = {label: k for k, label in enumerate(classes)}
     length = max(len(c) for c in tr_cases + te_cases)
     x_train, lengths_train = ts_budget.pad(tr_cases, length)

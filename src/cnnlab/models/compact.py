@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cnnlab.errors import MAX_DIGITS, MAX_FLOAT_CHARS, printable
 from cnnlab.models.description import ModelDescription
 from cnnlab.models.layers import ACTIVATIONS, LAYERS, PADDINGS, DescriptionError, parse_layer
 
@@ -28,8 +29,20 @@ def looks_compact(text: str) -> bool:
     return "(" in text or " " in text.strip()
 
 
+def _bounded(text: str, limit: int) -> None:
+    if len(text) > limit:
+        raise DescriptionError(
+            f"the model line: the number {printable(text, 40)} is longer than {limit} characters"
+        )
+
+
 def _value(token: str) -> Any:
     t = token.strip()
+    if re.fullmatch(r"[-\dx]+", t):  # whole numbers: digits bounded before int() reads them
+        for part in t.split("x"):
+            _bounded(part, MAX_DIGITS + 1)  # and a minus sign
+    elif re.fullmatch(r"[-+.\de]+", t):  # a float's repr: 17 digits, zeros and exponent
+        _bounded(t, MAX_FLOAT_CHARS)
     if re.fullmatch(r"-?\d+", t):
         return int(t)
     if re.fullmatch(r"\d+(x\d+)+", t):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Any
 
+from cnnlab.errors import short
 from cnnlab.models import graph
 from cnnlab.models import layers as L
 from cnnlab.models.layers import INPUT, DescriptionError, Layer
@@ -129,16 +130,16 @@ class ModelDescription:
         unknown = set(data) - {"format", "name", "input_shape", "layers", "outputs"}
         if unknown:
             raise DescriptionError(
-                f"unknown key {str(sorted(map(str, unknown))[0])[:64]!r} in the model "
+                f"unknown key {short(sorted(map(str, unknown))[0], 64)} in the model "
                 "description (it takes name, input_shape, layers and outputs)"
             )
         if data.get("format", FORMAT) != FORMAT:
             raise DescriptionError(
-                f"unsupported model description format {str(data.get('format'))[:64]!r}"
+                f"unsupported model description format {short(str(data.get('format')), 64)}"
             )
         name = data.get("name", default_name)
         if not isinstance(name, str) or not L.NAME_PATTERN.match(name):
-            raise DescriptionError(f"model name must be a short identifier, got {name!r:.70}")
+            raise DescriptionError(f"model name must be a short identifier, got {short(name)}")
         raw = data.get("layers")
         if not isinstance(raw, list) or not raw:
             raise DescriptionError("a model description needs a non-empty list of layers")
@@ -152,13 +153,17 @@ class ModelDescription:
                 raise DescriptionError("give the input shape once: input_shape or an Input layer")
             unknown_args = set(first.args) - {"shape"}
             if unknown_args:
-                raise DescriptionError(f"Input: unknown argument {sorted(unknown_args)[0]!r:.64}")
+                # keys may mix ints and strings (YAML's 1: and a:): sort their text
+                first_key = sorted(map(str, unknown_args))[0]
+                raise DescriptionError(f"Input: unknown argument {short(first_key, 64)}")
             shape, alias = first.args.get("shape"), first.name
         input_shape = _input_shape(shape)
         built: list[Layer] = []
         taken: set[str] = set()
         for i, item in enumerate(items, start=1):
             where = f"layer {i} ({str(item.class_name)[:64]})"
+            if item.class_name not in L.LAYERS:  # before a default name is made from it
+                L.parse_layer(item.class_name, {}, "layer", where)  # raises, with a hint
             layer_name = _layer_name(item.name, item.class_name, taken, where)
             taken.add(layer_name)
             built.append(L.parse_layer(item.class_name, item.args, layer_name, where))
@@ -277,7 +282,7 @@ def _layer_name(given: Any, class_name: Any, taken: set[str], where: str) -> str
     if not isinstance(name, str) or not L.NAME_PATTERN.match(name):
         raise DescriptionError(
             f"{where}: name must be a short identifier (letters, digits, _ and -), "
-            f"got {given!r:.70}"
+            f"got {short(name)}"
         )
     if name in L.RESERVED_NAMES or hasattr(nn_module_attributes(), name):
         raise DescriptionError(f"{where}: the name {name!r} is reserved")
@@ -288,11 +293,12 @@ def _layer_name(given: Any, class_name: Any, taken: set[str], where: str) -> str
 
 def _input_shape(shape: Any) -> Shape:
     if not isinstance(shape, list | tuple) or not 1 <= len(shape) <= 4:
+        got = f"{len(shape):,} sizes" if isinstance(shape, list | tuple) else short(shape)
         raise DescriptionError(
-            f"input_shape must list 1 to 4 sizes (channels last, no batch axis), got {shape!r:.70}"
+            f"input_shape must list 1 to 4 sizes (channels last, no batch axis), got {got}"
         )
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
-        raise DescriptionError(f"input_shape must hold positive whole numbers, got {shape!r:.70}")
+        raise DescriptionError(f"input_shape must hold positive whole numbers, got {short(shape)}")
     if math.prod(shape) > MAX_UNITS:
         raise DescriptionError(f"input_shape {fmt(shape)} is too large")
     return tuple(int(s) for s in shape)

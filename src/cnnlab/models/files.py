@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import fileio
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import MAX_DIGITS, MAX_FLOAT_CHARS, CnnlabError, check_digits
 from cnnlab.models.description import ModelDescription
 from cnnlab.models.layers import DescriptionError
 
 MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 50_000  # YAML values in one description: 256 layers of a few dozen arguments
+MAX_INT_CHARS = MAX_DIGITS + 6  # sign, 0x and a few _ separators
 SUFFIXES = (".json", ".yaml", ".yml")
 
 
@@ -21,18 +23,57 @@ def _yaml(text: str, path: Path) -> Any:
     class NoAliases(yaml.SafeLoader):
         """SafeLoader without anchors and aliases: no 'billion laughs' expansion."""
 
+        nodes = 0
+
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 raise yaml.YAMLError("anchors and aliases are not accepted")
+            self.nodes += 1  # pure-Python YAML: 524,000 values take 15 s and 600 MB
+            if self.nodes > MAX_NODES:
+                raise yaml.YAMLError(
+                    f"more than {MAX_NODES:,} values, far more than a network needs"
+                )
             return super().compose_node(parent, index)
 
+        def construct_yaml_int(self, node: Any) -> Any:
+            # yaml's resolver turns decimal, hex, octal and 60:30 text into int() calls
+            value, where = str(node.value), f"line {node.start_mark.line + 1}"
+            check_digits(value, where)
+            if len(value) > MAX_INT_CHARS:  # 0xfff...: hex digits are letters too
+                raise CnnlabError(f"{where}: a whole number of {len(value):,} characters")
+            return super().construct_yaml_int(node)
+
+        def construct_yaml_float(self, node: Any) -> Any:
+            value = str(node.value)
+            if len(value) > MAX_FLOAT_CHARS:
+                raise CnnlabError(
+                    f"line {node.start_mark.line + 1}: a number of {len(value):,} characters "
+                    f"(at most {MAX_FLOAT_CHARS})"
+                )
+            return super().construct_yaml_float(node)
+
+    NoAliases.add_constructor("tag:yaml.org,2002:int", NoAliases.construct_yaml_int)
+    NoAliases.add_constructor("tag:yaml.org,2002:float", NoAliases.construct_yaml_float)
     try:
         return yaml.load(text, Loader=NoAliases)
+    except CnnlabError as exc:
+        raise CnnlabError(f"{path}: {exc}") from None
     except RecursionError:
         raise CnnlabError(f"{path}: nested too deeply") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
         raise CnnlabError(f"{path} is not valid YAML ({first})") from None
+
+
+def _json_int(text: str) -> int:
+    check_digits(text, "a number")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > MAX_FLOAT_CHARS:
+        raise CnnlabError(f"a number of {len(text):,} characters (at most {MAX_FLOAT_CHARS})")
+    return float(text)
 
 
 def read_file(path: Path) -> Any:
@@ -55,9 +96,11 @@ def read_file(path: Path) -> Any:
         raise CnnlabError(f"model file {path} is not UTF-8 text") from None
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            return json.loads(text, parse_int=_json_int, parse_float=_json_float)
         except RecursionError:
             raise CnnlabError(f"{path}: nested too deeply") from None
+        except CnnlabError as exc:
+            raise CnnlabError(f"{path}: {exc}") from None
         except ValueError as exc:
             raise CnnlabError(f"{path} is not valid JSON ({exc})") from None
     return _yaml(text, path)

@@ -69,7 +69,8 @@ def split_host(value: str, default_port: int | None = None) -> tuple[str, int | 
     if not rest:
         return name.rstrip("."), default_port
     port = rest[1:]
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits, at most 5, before int(): "²" passes isdigit() and 5,000 digits fail int()
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 < int(port) < 65536:
         return None
     return name.rstrip("."), int(port)
 
@@ -262,11 +263,14 @@ class BodyGuard:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if (declared is None and b"transfer-encoding" not in headers) or declared == b"0":
+        # Transfer-Encoding wins over Content-Length (as h11 reads it): "0" with it is a body
+        if b"transfer-encoding" not in headers and declared in (None, b"0"):
             await self.app(scope, receive, send)  # no body
             return
-        size = int(declared) if declared is not None and declared.isdigit() else None
-        if size is not None and size > self.max_bytes:
+        # bounded digits before int(): a 5,000-digit length is simply too large
+        raw: bytes = declared or b""
+        size = int(raw) if raw.isdigit() and len(raw) <= 18 else None
+        if (size is not None and size > self.max_bytes) or (raw.isdigit() and size is None):
             await refuse(scope, receive, send, (413, self.detail, {}))
             return
         body = _Body()
@@ -338,7 +342,8 @@ class BodyLimit(BodyGuard):
 
 
 def harden(app: ASGIApp, max_bytes: int, detail: str, options: ServerOptions) -> ASGIApp:
-    """``app`` inside the guards, outermost first: headers, Host/Origin, CORS, body."""
+    """``app`` inside the guards, outermost first: headers, printable error bodies,
+    Host/Origin, CORS, body."""
     inner: ASGIApp = BodyGuard(app, max_bytes, detail, options)
     if options.allow_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -350,7 +355,9 @@ def harden(app: ASGIApp, max_bytes: int, detail: str, options: ServerOptions) ->
             allow_headers=["content-type"],
             max_age=600,
         )
-    return SecurityHeaders(HostOriginGuard(inner, options))
+    from cnnlab.serving.printable import PrintableErrors
+
+    return SecurityHeaders(PrintableErrors(HostOriginGuard(inner, options)))
 
 
 def bad_hosts(entries: Iterable[str]) -> list[str]:
