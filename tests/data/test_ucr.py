@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab.data import ucr
+from cnnlab.data import ts_budget, ucr
 from cnnlab.errors import CnnlabError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,8 +196,8 @@ def test_directory_or_missing_file_is_refused(isolated: Path) -> None:
 def test_huge_line_is_refused_before_parsing(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ucr, "MAX_LINE_BYTES", 10_000)
-    monkeypatch.setattr(ucr, "_CHUNK", 4096)  # the line spans chunks
+    monkeypatch.setattr(ts_budget, "MAX_LINE_BYTES", 10_000)
+    monkeypatch.setattr(ts_budget, "CHUNK", 4096)  # the line spans chunks
     monkeypatch.setattr(ucr, "_parse", lambda path: pytest.fail("parsed a file with a huge line"))
     huge = _replace("9,8,7,6:5,4,3,2:a", ",".join(["1.0"] * 5000) + ":1:a")
     write_pair(isolated, huge)

@@ -6,15 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnnlab.cli.core import (
-    add_data_arg,
-    add_device_arg,
-    is_template,
-    make_config,
-    positive_int,
-    seed_int,
-)
+from cnnlab.cli.core import add_data_arg, add_device_arg, is_template, make_config
 from cnnlab.cli.datasets import add_dataset_arg, add_image_args, options
+from cnnlab.cli.flags import positive_int, seed_int
 from cnnlab.cli.progress import Progress
 from cnnlab.data.datasets import check_spec, load_dataset
 from cnnlab.errors import CnnlabError

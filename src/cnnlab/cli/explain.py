@@ -9,16 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import data, fileio
-from cnnlab.cli.core import (
-    add_data_arg,
-    add_model_args,
-    model_description,
-    non_negative_int,
-    positive_int,
-    seed_int,
-    writes,
-)
+from cnnlab.cli.core import add_data_arg, add_model_args, model_description, writes
 from cnnlab.cli.datasets import add_dataset_arg, add_image_args, run_dataset
+from cnnlab.cli.flags import non_negative_int, positive_int, seed_int
 from cnnlab.cli.progress import Progress
 from cnnlab.errors import CnnlabError
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import data, fileio
-from cnnlab.cli.core import add_data_arg, add_device_arg, non_negative_int, positive_int
+from cnnlab.cli.core import add_data_arg, add_device_arg
+from cnnlab.cli.flags import non_negative_int, positive_int
 from cnnlab.errors import CnnlabError
 from cnnlab.train import runs
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab import budget, fileio
-from cnnlab.cli.core import int_in, whole_number
+from cnnlab.cli.flags import int_in, whole_number
 from cnnlab.cli.npy import array_probs, open_npy
 from cnnlab.errors import CnnlabError, short
 

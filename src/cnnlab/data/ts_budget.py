@@ -14,10 +14,36 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import budget
+from cnnlab.errors import CnnlabError
 
 CHUNK = 1 << 20
+MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
 PARSE_BYTES_PER_VALUE = 100  # peak bytes sktime's reader holds per value of its longest line
 _DATA_LINE = re.compile(rb"(?im)^[ \t]*@data\b[^\n]*\n?")
+
+
+def check_file(path: Path, max_bytes: int) -> None:
+    """Refuse what is no bounded text file, streaming it: no line is held in memory."""
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "a special file" if path.exists() else ""
+        raise CnnlabError(f"{path}: is {kind}, not a .ts file" if kind else f"{path}: not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise CnnlabError(f"{path}: is empty")
+    if size > max_bytes:
+        raise CnnlabError(
+            f"{path}: is {size} bytes, over cnnlab's limit of {max_bytes} for a .ts file"
+        )
+    run = 0  # bytes of the line still open at the end of the previous chunk
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            if b"\0" in chunk:
+                raise CnnlabError(f"{path}: contains NUL bytes: not a text file")
+            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            gaps = np.diff(np.concatenate([[-run - 1], newlines, [len(chunk)]])) - 1
+            run = int(gaps[-1])  # gaps: lengths of the lines in (or open across) the chunk
+            if gaps.max() > MAX_LINE_BYTES:
+                raise CnnlabError(f"{path}: has a line longer than {MAX_LINE_BYTES} bytes")
 
 
 def value_counts(path: Path, header_bytes: int) -> np.ndarray:

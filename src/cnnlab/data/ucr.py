@@ -45,10 +45,8 @@ UCR_MIRRORS: tuple[str, ...] = (
 )
 MAX_TS_BYTES = 1 << 30  # one .ts file, on disk or decompressed out of the zip
 MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
-MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
 MAX_HEADER_BYTES = 1 << 20  # everything before @data
 SIZE, HOW = f"[1-9][0-9]{{0,{MAX_DIGITS - 1}}}", f"a whole number of at most {MAX_DIGITS} digits"
-_CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -112,28 +110,6 @@ def locate(name: str, data_dir: Path | None = None) -> Path | None:
         if any((folder / f"{name}_{split}.ts").exists() for split in ("TRAIN", "TEST")):
             return folder
     return None
-
-
-def _check_file(path: Path) -> None:
-    """Refuse what is no bounded text file, streaming it: no line is held in memory."""
-    if not path.is_file():
-        kind = "a directory" if path.is_dir() else "a special file" if path.exists() else ""
-        raise _bad(path, f"is {kind}, not a .ts file" if kind else "not found")
-    size = path.stat().st_size
-    if size == 0:
-        raise _bad(path, "is empty")
-    if size > MAX_TS_BYTES:
-        raise _bad(path, f"is {size} bytes, over cnnlab's limit of {MAX_TS_BYTES} for a .ts file")
-    run = 0  # bytes of the line still open at the end of the previous chunk
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            if b"\0" in chunk:
-                raise _bad(path, "contains NUL bytes: not a text file")
-            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
-            gaps = np.diff(np.concatenate([[-run - 1], newlines, [len(chunk)]])) - 1
-            run = int(gaps[-1])  # gaps: lengths of the lines in (or open across) the chunk
-            if gaps.max() > MAX_LINE_BYTES:
-                raise _bad(path, f"has a line longer than {MAX_LINE_BYTES} bytes")
 
 
 def _read_header(path: Path) -> _Header:
@@ -239,7 +215,7 @@ def _read_ts(path: Path) -> tuple[list[np.ndarray], list[str], _Header]:
 def _load_folder(folder: Path, name: str, limit: int = budget.DEFAULT_BYTES) -> TimeSeriesData:
     paths = [folder / f"{name}_{split}.ts" for split in ("TRAIN", "TEST")]
     for path in paths:
-        _check_file(path)
+        ts_budget.check_file(path, MAX_TS_BYTES)
     ts_budget.check_budget(folder, paths, MAX_HEADER_BYTES, limit)  # before sktime parses
     (tr_cases, tr_labels, tr_head), (te_cases, te_labels, te_head) = map(_read_ts, paths)
     if tr_cases[0].shape[1] != te_cases[0].shape[1]:
