@@ -10,46 +10,23 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
-MAX_ARRAY_BYTES = 512 * 1024 * 1024
-READ_CHUNK = 1 << 20
+MAX_ARRAY_BYTES = fileio.NPY_ARRAY.limit
 
 
 def load_npy(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
     """A numeric array from a .npy file, read defensively; CnnlabError in one line if not."""
-    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise CnnlabError(f"{path} not found") from None
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise CnnlabError(f"{path} is a folder; give a .npy file")
-        if not stat.S_ISREG(mode):
-            raise CnnlabError(f"{path} is not a regular file (a device, FIFO or socket)")
-        chunks: list[bytes] = []
-        total = 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(READ_CHUNK, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if total > max_bytes:
-        raise CnnlabError(f"{path} is larger than the limit of {max_bytes:,} bytes")
-    return _parse_npy(b"".join(chunks), path)
+    # fileio's bounded reader: regular files only, at most max_bytes + 1 bytes ever read
+    if os.path.isdir(path):
+        raise CnnlabError(f"{path} is a folder; give a .npy file")
+    kind = fileio.FileKind(fileio.NPY_ARRAY.noun, max_bytes)
+    return _parse_npy(fileio.read_bounded(Path(path), kind), path)
 
 
 def _parse_npy(data: bytes, path: Path) -> np.ndarray:

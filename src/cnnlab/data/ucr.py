@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.data import store
 from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
 from cnnlab.data.splits import split_indices, split_record
@@ -42,7 +43,7 @@ UCR_MIRRORS: tuple[str, ...] = (
     "https://timeseriesclassification.com/aeon-toolkit/",
     "https://github.com/sktime/sktime-datasets/raw/main/TSC/",
 )
-MAX_TS_BYTES = 1 << 30  # one .ts file, on disk or decompressed out of the zip
+MAX_TS_BYTES = fileio.TS_FILE.limit  # one .ts file, on disk or decompressed out of the zip
 MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
 MAX_LINE_BYTES = 64 << 20  # one line (one case) of a .ts file
 MAX_HEADER_BYTES = 1 << 20  # everything before @data
@@ -115,17 +116,16 @@ def locate(name: str, data_dir: Path | None = None) -> Path | None:
 
 def _check_file(path: Path) -> None:
     """Refuse what is no bounded text file, streaming it: no line is held in memory."""
-    if not path.is_file():
-        kind = "a directory" if path.is_dir() else "a special file" if path.exists() else ""
-        raise _bad(path, f"is {kind}, not a .ts file" if kind else "not found")
-    size = path.stat().st_size
-    if size == 0:
-        raise _bad(path, "is empty")
-    if size > MAX_TS_BYTES:
-        raise _bad(path, f"is {size} bytes, over cnnlab's limit of {MAX_TS_BYTES} for a .ts file")
-    run = 0  # bytes of the line still open at the end of the previous chunk
-    with path.open("rb") as f:
+    if not os.path.lexists(path):
+        raise _bad(path, "not found")
+    # fileio's reader: a regular file (no FIFO, device, socket) within the size limit
+    kind = fileio.FileKind(fileio.TS_FILE.noun, MAX_TS_BYTES)
+    total, run = 0, 0  # run: bytes of the line still open at the end of the previous chunk
+    with fileio.open_regular(path, kind) as f:
         while chunk := f.read(_CHUNK):
+            total += len(chunk)
+            if total > MAX_TS_BYTES:  # it grew since fstat, or lies about its size
+                raise _bad(path, f"holds more than {kind.noun} may ({MAX_TS_BYTES:,} bytes)")
             if b"\0" in chunk:
                 raise _bad(path, "contains NUL bytes: not a text file")
             newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
@@ -133,11 +133,13 @@ def _check_file(path: Path) -> None:
             run = int(gaps[-1])  # gaps: lengths of the lines in (or open across) the chunk
             if gaps.max() > MAX_LINE_BYTES:
                 raise _bad(path, f"has a line longer than {MAX_LINE_BYTES} bytes")
+    if total == 0:
+        raise _bad(path, "is empty")
 
 
 def _read_header(path: Path) -> _Header:
     """The metadata lines before ``@data``, case preserved (sktime lower-cases them)."""
-    with path.open("rb") as f:
+    with fileio.open_regular(path, fileio.FileKind(fileio.TS_FILE.noun, MAX_TS_BYTES)) as f:
         head = f.read(MAX_HEADER_BYTES)
     tags: dict[str, list[str]] = {}
     for lineno, raw in enumerate(head.split(b"\n"), start=1):
