@@ -135,9 +135,13 @@ def describe_mode(mode: int) -> str:
     return next((text for test, text in kinds if test(mode)), "not a regular file")
 
 
-def _too_large(path: Path, size: int, kind: FileKind, more: bool = False) -> CnnlabError:
+class FileTooLarge(CnnlabError):
+    """A file over its kind's size limit (callers may map it to their own error class)."""
+
+
+def _too_large(path: Path, size: int, kind: FileKind, more: bool = False) -> FileTooLarge:
     figure = f"over {human_size(kind.limit)}" if more else human_size(size)
-    return CnnlabError(f"{path} is {figure}; {kind.noun} is at most {human_size(kind.limit)}")
+    return FileTooLarge(f"{path} is {figure}; {kind.noun} is at most {human_size(kind.limit)}")
 
 
 def open_regular(path: Path, kind: FileKind) -> BinaryIO:
@@ -155,7 +159,7 @@ def open_regular(path: Path, kind: FileKind) -> BinaryIO:
         if os.path.islink(path):
             target = os.readlink(path)
             raise CnnlabError(f"{path} is a dangling symbolic link (to {target})") from None
-        raise CnnlabError(f"{path} not found") from None
+        raise CnnlabError(f"cannot read {path}: not found") from None
     except OSError as exc:
         raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
