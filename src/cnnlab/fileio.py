@@ -144,6 +144,13 @@ def _too_large(path: Path, size: int, kind: FileKind, more: bool = False) -> Fil
     return FileTooLarge(f"{path} is {figure}; {kind.noun} is at most {human_size(kind.limit)}")
 
 
+def check_size(f: BinaryIO, path: Path, kind: FileKind) -> None:
+    """FileTooLarge if the opened file ``f`` is over ``kind``'s limit by its fstat size."""
+    size = os.fstat(f.fileno()).st_size
+    if size > kind.limit:
+        raise _too_large(Path(path), size, kind)
+
+
 def open_regular(path: Path, kind: FileKind) -> BinaryIO:
     """``path`` opened for reading if it is a regular file within ``kind``'s limit.
 

@@ -99,7 +99,8 @@ class ImageSettings:
 def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """A regular file's bytes, at most ``max_bytes``; UnreadableImage / ImageTooLarge."""
     try:  # fileio's reader: a regular file, its size checked before and while reading
-        with fileio.open_regular(path, fileio.FileKind(fileio.IMAGE.noun, max_bytes)) as f:
+        with open_regular(path) as f:
+            fileio.check_size(f, path, fileio.FileKind(fileio.IMAGE.noun, max_bytes))
             data = f.read(max_bytes + 1)
     except fileio.FileTooLarge as exc:
         raise ImageTooLarge(str(exc)) from None
