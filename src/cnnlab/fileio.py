@@ -112,7 +112,7 @@ _CHUNK = 1 << 20
 
 
 def human_size(n: int) -> str:
-    """``n`` bytes as '3.0 GiB', '16 MiB', '512 bytes': the figure a message gives."""
+    """``n`` bytes as '3 GiB', '2.5 GiB', '16 MiB', '512 bytes': the figure a message gives."""
     if n < 1024:
         return f"{n} bytes"
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):

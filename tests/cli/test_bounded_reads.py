@@ -209,7 +209,6 @@ def test_bad_file_is_refused_in_one_line(
     damage: str,
     pristine_run: Path,
     tmp_path: Path,
-    record_property: Callable[[str, object], None],
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(pristine_run, run, copy_function=os.link)  # hard links: fast
@@ -222,7 +221,6 @@ def test_bad_file_is_refused_in_one_line(
 
     code, err, rss = _run(COMMANDS[command](run, tmp_path), tmp_path)
 
-    record_property("peak_rss_mib", round(rss / 2**20))  # in --junitxml, for the record
     lines = err.strip().splitlines()
     assert code == 2, err
     assert 1 <= len(lines) <= 3, err
