@@ -17,6 +17,7 @@ import cnnlab
 ROOT = Path(cnnlab.__file__).parent
 RANKS: dict[str, int] = {
     "errors": 0,
+    "budget": 0,  # the memory budget (imports errors only)
     "fileio": 0,
     "extras": 0,  # which extra an optional feature needs (imports errors only)
     "ops": 1,

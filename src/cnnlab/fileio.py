@@ -189,7 +189,8 @@ def read_bounded(path: Path, kind: FileKind) -> bytes:
         total = 0
         try:
             while total <= kind.limit:
-                chunk = f.read(min(_CHUNK, kind.limit + 1 - total))
+                # os.read, not the buffered f.read: no read-ahead past limit + 1
+                chunk = os.read(f.fileno(), min(_CHUNK, kind.limit + 1 - total))
                 if not chunk:
                     break
                 chunks.append(chunk)

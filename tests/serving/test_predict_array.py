@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.cli import main
-from cnnlab.cli import predict as cli_predict
+from cnnlab.cli import main, npy
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, build_module, parse_compact
 from cnnlab.serving.predict import Predictor
@@ -215,9 +214,14 @@ def test_array_reads_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     real_read = os.read
     monkeypatch.setattr(os, "read", lambda fd, n: read.append(n) or real_read(fd, n))
     with pytest.raises(CnnlabError, match=r"a \.npy array is at most 9\.8 KiB"):
-        cli_predict.load_npy(path, max_bytes=10_000)
+        npy.load_npy(path, max_bytes=10_000)
     assert sum(read) <= 10_001
-    assert cli_predict.load_npy(path).shape == (1000, 40, 3)
+    assert npy.load_npy(path).shape == (1000, 40, 3)
+    # what predict --array uses: the file mapped, its size checked before any byte is read
+    with pytest.raises(CnnlabError, match=r"a \.npy array is at most 9\.8 KiB"):
+        npy.open_npy(path, max_bytes=10_000)
+    mapped = npy.open_npy(path)
+    assert isinstance(mapped, np.memmap) and mapped.shape == (1000, 40, 3)
 
 
 def test_cli_needs_exactly_one_source(

@@ -15,6 +15,8 @@ from cnnlab.engine.inference import evaluate_chunks
 from cnnlab.train import checkpoint
 from cnnlab.train.records import read_metrics
 
+CHUNK = 1000  # test examples evaluated at once (cnnlab.budget checks one chunk)
+
 
 def evaluate_run(run_dir: Path, data: MNIST | Dataset, device: str = "cpu") -> dict[str, Any]:
     """Test loss/accuracy of ``run_dir/best.pt``; updates metrics.json, writes confusion.png.
@@ -33,7 +35,7 @@ def evaluate_run(run_dir: Path, data: MNIST | Dataset, device: str = "cpu") -> d
     scale = scale_for(run_dir, desc, dataset)
     model.to(dev)
     test = Feed(dataset.splits.x_test, dataset.splits.y_test, dev)
-    loss, acc, pred = evaluate_chunks(model, test.chunks(1000), scale=scale)
+    loss, acc, pred = evaluate_chunks(model, test.chunks(CHUNK), scale=scale)
     y_np = dataset.splits.y_test
     cm = confusion_matrix(y_np, pred.numpy(), desc.classes)
     metrics_path = run_dir / "metrics.json"

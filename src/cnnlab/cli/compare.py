@@ -58,6 +58,11 @@ def _check_finished_run(run_dir: Path) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    with runs.writing([args.out], "compare"):  # --out a run folder: refused while held
+        return _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
     from cnnlab.models import resolve
     from cnnlab.models.registry import resolve_for
     from cnnlab.report.compare import compare, run_summary
@@ -94,10 +99,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 device=args.device,
                 **settings(dataset.kind, epochs=args.epochs),
             )
-            run_dir = runs.prepare_out_dir(out / desc.name)
-            prog.say(f"[{i}/{len(cases)}] training {desc.name} into {run_dir}")
-            with prog.step(f"[{i}/{len(cases)}] {desc.name}"):
-                fit(config, dataset, run_dir, description=desc, progress=prog.bars)
+            # each run's folder made and locked as train's own (cnnlab.train.runs.claim)
+            with runs.claim(out / desc.name, log=prog.say, command="compare") as run_dir:
+                prog.say(f"[{i}/{len(cases)}] training {desc.name} into {run_dir}")
+                with prog.step(f"[{i}/{len(cases)}] {desc.name}"):
+                    fit(config, dataset, run_dir, description=desc, progress=prog.bars)
             run_dirs.append(run_dir)
     print(compare(run_dirs, out), end="")
     print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")

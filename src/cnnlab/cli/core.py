@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab import data
+from cnnlab import budget, data
 from cnnlab.cli.datasets import (
     add_data_dir_arg,
     add_dataset_arg,
@@ -23,6 +25,8 @@ from cnnlab.train.recipes import settings
 
 if TYPE_CHECKING:
     from cnnlab.models import ModelDescription
+
+Command = Callable[[argparse.Namespace], int]  # a sub-command: the parsed flags -> exit code
 
 
 def positive_int(text: str) -> int:
@@ -71,11 +75,36 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     g.add_argument("--case", choices=("1", "2", "3"), default=None, help="a chapter case")
     g.add_argument(
         "--model",
+        type=model_arg,
         default=None,
         metavar="NAME_OR_FILE",
         help="a registered network, a .json/.yaml description, or a one-line description "
         "('Input(28,28,1) Conv2D(8,3,relu) MaxPooling2D Flatten Dense(10,softmax)')",
     )
+
+
+def writes(
+    command: str, targets: Callable[[argparse.Namespace], list[Path | None]]
+) -> Callable[[Command], Command]:
+    """A sub-command that writes into ``targets(args)`` (folders or files), run with the
+    lock of every run folder among them held (:func:`cnnlab.train.runs.writing`)."""
+
+    def wrap(cmd: Command) -> Command:
+        @functools.wraps(cmd)
+        def locked(args: argparse.Namespace) -> int:
+            with runs.writing(targets(args), command):
+                return cmd(args)
+
+        return locked
+
+    return wrap
+
+
+def model_arg(text: str) -> str:
+    """--model as given; an empty one is refused (it used to mean case 1, silently)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty network; name one, or leave --model out")
+    return text
 
 
 def model_spec(args: argparse.Namespace) -> str:
@@ -315,6 +344,10 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
         dataset = run_dataset(out, args)
     else:
         config, description, dataset = new
+    # a batch that fits one example may not fit memory: refused before any allocation
+    budget.check_training(
+        description, config.batch_size, config.eval_batch_size, budget.limit_bytes(args)
+    )
     main_process = distributed.launch_rank() == 0
     if main_process:
         print(f"training {description.name} on {dataset.description} into {out}")
@@ -333,8 +366,10 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
     return 0
 
 
+@writes("evaluate", lambda args: [args.run_dir])  # it rewrites metrics.json
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.evaluation import evaluate_run
+    from cnnlab.analysis.evaluation import CHUNK, evaluate_run
+    from cnnlab.train.records import read_run_config
     from cnnlab.train.schemas import METRICS, read_metrics
 
     if not (args.run_dir / "best.pt").exists():  # not regular: the reader says what it is
@@ -342,6 +377,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint.load_model(args.run_dir, "best")  # a damaged file fails before the data load
     if (args.run_dir / METRICS).exists():
         read_metrics(args.run_dir)  # updated afterwards: a damaged one fails now
+    _, description = read_run_config(args.run_dir)
+    budget.check_inference(description, CHUNK, budget.limit_bytes(args), "evaluating")
     dataset = run_dataset(args.run_dir, args, args.data)
     metrics = evaluate_run(args.run_dir, dataset, args.device)
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}")

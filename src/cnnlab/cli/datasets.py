@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cnnlab import budget
 from cnnlab.data import DataOptions, Dataset, load_dataset, spec_help
 from cnnlab.errors import CnnlabError
 
@@ -52,6 +53,7 @@ def add_dataset_arg(p: argparse.ArgumentParser, default: str | None = "mnist") -
         metavar="DATASET",
         help=f"{spec_help()} (default: {default or 'the data the run was trained on'})",
     )
+    budget.add_option(p)
 
 
 def add_data_dir_arg(p: argparse.ArgumentParser) -> None:
@@ -156,6 +158,7 @@ def options(
         strict=getattr(args, "strict", False),
         workers=getattr(args, "workers", None),
         progress=show_progress(args),
+        max_memory_bytes=budget.limit_bytes(args),
     )
 
 

@@ -16,6 +16,7 @@ from cnnlab.cli.core import (
     non_negative_int,
     positive_int,
     seed_int,
+    writes,
 )
 from cnnlab.cli.datasets import add_dataset_arg, add_image_args, run_dataset
 from cnnlab.cli.progress import Progress
@@ -164,6 +165,7 @@ def _shift_config(args: argparse.Namespace) -> Any:
     return ShiftConfig(args.max_shift, args.shift_images, args.invariance_images)
 
 
+@writes("explain", lambda args: [args.out if args.out is not None else args.run_dir])
 def cmd_explain(args: argparse.Namespace) -> int:
     from cnnlab.analysis.explain import check_images, explain_image
     from cnnlab.analysis.numpy_check import from_run
@@ -223,6 +225,7 @@ def _without_data(args: argparse.Namespace, desc: Any) -> bool:
     return bare and tuple(desc.input_shape) != (28, 28, 1)
 
 
+@writes("verify-numpy", lambda args: [args.run_dir])  # it writes numpy_check.json
 def cmd_verify_numpy(args: argparse.Namespace) -> int:
     from cnnlab.analysis.numpy_check import verify_run
 
@@ -253,6 +256,7 @@ def cmd_verify_numpy(args: argparse.Namespace) -> int:
     return 0 if r["passed"] else 1
 
 
+@writes("export-numpy", lambda args: [args.out if args.out is not None else args.run_dir])
 def cmd_export_numpy(args: argparse.Namespace) -> int:
     from cnnlab.analysis.numpy_check import from_run
     from cnnlab.engine.numpy_engine import save_npz
@@ -264,6 +268,7 @@ def cmd_export_numpy(args: argparse.Namespace) -> int:
     return 0
 
 
+@writes("shift", lambda args: [args.run_dir])  # shift.json, shift.png
 def cmd_shift(args: argparse.Namespace) -> int:
     from cnnlab.analysis.shift import (
         ShiftGrid,
@@ -301,6 +306,7 @@ def cmd_receptive(args: argparse.Namespace) -> int:
     return 0
 
 
+@writes("baselines", lambda args: [args.out])
 def cmd_baselines(args: argparse.Namespace) -> int:
     from cnnlab.analysis import baselines
     from cnnlab.extras import require
@@ -345,6 +351,14 @@ def _report_data(args: argparse.Namespace, descs: dict[Path, Any]) -> dict[Path,
     return out
 
 
+def _report_out(args: argparse.Namespace) -> Path:
+    """The page: --out, else RUN_DIR/report.html (several runs: in the first's parent)."""
+    first = Path(args.run_dirs[0])
+    folder = first if len(args.run_dirs) == 1 else first.resolve().parent
+    return Path(args.out) if args.out is not None else folder / "report.html"
+
+
+@writes("report", lambda args: [_report_out(args), args.figures, *args.run_dirs])  # + caches
 def cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.report.report import ReportConfig, build_report
     from cnnlab.train.schemas import METRICS, read_metrics
@@ -357,12 +371,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         descs[run_dir] = _run_description(run_dir)
         if (run_dir / METRICS).exists():
             read_metrics(run_dir)  # read at the end: a damaged one fails now
-    if args.out is not None:
-        out = args.out
-    elif len(args.run_dirs) == 1:
-        out = args.run_dirs[0] / "report.html"
-    else:
-        out = args.run_dirs[0].resolve().parent / "report.html"
+    out = _report_out(args)
     base = args.baselines
     if base is None and DEFAULT_BASELINES.is_file():
         base = DEFAULT_BASELINES

@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         default=Path("figures"),
         metavar="DIR",
         help="folder to write into, created if needed (default: figures/)",
@@ -38,6 +38,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_figures)
 
 
+def folder_path(text: str) -> Path:
+    """--out DIR: an empty one would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (the current folder?); name a folder")
+    return Path(text)
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     """Write the figures (progress per figure: a bar on a terminal, else a line each, on
     stderr: stdout stays one path per line, for a pipe), then print the paths."""
@@ -45,7 +52,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     count = len(set(args.only)) if args.only else len(FIGURES)
     prog = Progress(Progress.of(args).bars, say=lambda line: print(line, file=sys.stderr))
-    with prog.items("figure", count) as done:
+    from cnnlab.train import runs
+
+    with runs.writing([args.out], "figures"), prog.items("figure", count) as done:
         paths = write_figures(args.out, args.only, done)
     for path in paths:
         print(path)

@@ -8,6 +8,7 @@ from typing import Any
 
 from cnnlab.cli.core import add_data_arg, add_device_arg
 from cnnlab.cli.progress import Progress
+from cnnlab.train import runs
 
 
 def register(sub: Any) -> None:
@@ -49,6 +50,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    with runs.writing([args.onnx], "export"):  # FILE inside a run folder: that run's lock
+        return _export(args)
+
+
+def _export(args: argparse.Namespace) -> int:
     from cnnlab.extras import require
 
     require("onnx", "cnnlab export")  # before the run is read
@@ -67,6 +73,7 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
     from cnnlab.errors import CnnlabError
     from cnnlab.extras import require
 
+    runs.check_unlocked(args.out, "import-keras")  # a held folder fails before the file is read
     require("keras", "cnnlab import-keras")  # before the file is read
     from cnnlab.interop.keras_import import read_keras, write_run
 
@@ -81,8 +88,15 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
             f"--evaluate scores on MNIST (28x28x1 inputs, 10 classes); {desc.name} maps "
             f"{_fmt(desc.input_shape)} to {_fmt(desc.output_shape)}"
         )
-    with prog.step(f"writing {args.out}/"):
-        metrics = write_run(km, args.out)
+    # the folder is made, locked and checked as a train's (a failed import leaves nothing)
+    with runs.claim(args.out, log=prog.say, command="import-keras") as out:
+        with prog.step(f"writing {out}/"):
+            metrics = write_run(km, out)
+        return _imported(args, desc, km, metrics, prog)
+
+
+def _imported(args: argparse.Namespace, desc: Any, km: Any, metrics: Any, prog: Progress) -> int:
+    """Say what was imported; evaluate it if asked (its folder still locked)."""
     checked = f", checked to be the chapter's {km.case}" if km.case else ""
     print(
         f"imported {args.keras_file} as {desc.name}: {len(desc.layers)} layers, "

@@ -43,11 +43,17 @@ def register(sub: Any) -> None:
 
 
 def cmd_speedrun(args: argparse.Namespace) -> int:
-    from cnnlab.engine.device import resolve_device
-    from cnnlab.train.speedrun import SpeedrunConfig, run
 
     if args.json is not None and not args.json.parent.is_dir():
         raise CnnlabError(f"cannot write {args.json}: {args.json.parent} is not a folder")
+    with runs.writing([args.out, args.json], "speedrun"):
+        return _speedrun(args)
+
+
+def _speedrun(args: argparse.Namespace) -> int:
+    from cnnlab.engine.device import resolve_device
+    from cnnlab.train.speedrun import SpeedrunConfig, run
+
     if args.out is not None:
         runs.prepare_out_dir(args.out)
     device = resolve_device(args.device)

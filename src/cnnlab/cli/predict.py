@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab import fileio
+from cnnlab import budget, fileio
 from cnnlab.cli.core import non_negative_int, positive_int
-from cnnlab.cli.npy import load_npy
+from cnnlab.cli.npy import array_probs, open_npy
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
@@ -148,6 +148,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="print a JSON list (label, class_index, probabilities) instead of a table",
     )
+    budget.add_option(p)
     p.add_argument(
         "--show-input",
         type=Path,
@@ -226,7 +227,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CnnlabError("--show-input, --invert and --strict are for image files, not --array")
     predictor = Predictor.from_run(args.run_dir)
     if args.array is not None:
-        return _predict_array(predictor, args.array, args.json)
+        return _predict_array(predictor, args.array, args.json, budget.limit_bytes(args))
     return _predict_images(predictor, args)
 
 
@@ -247,10 +248,10 @@ def _spread(predictor: Predictor, p: np.ndarray) -> str:
     return lead + sep.join(f"{predictor.class_names[c]}:{p[c]:.3f}" for c in order)
 
 
-def _predict_array(predictor: Predictor, path: Path, as_json: bool) -> int:
-    x = load_npy(path)
+def _predict_array(predictor: Predictor, path: Path, as_json: bool, limit: int) -> int:
+    x = open_npy(path)
     try:
-        probs = predictor.predict_array(x)
+        probs = array_probs(predictor, x, limit)
     except CnnlabError as exc:
         raise CnnlabError(f"{path}: {exc}") from None
     classes = [int(k) for k in probs.argmax(axis=1)]
@@ -285,6 +286,11 @@ def _predict_images(predictor: Predictor, args: argparse.Namespace) -> int:
         )
     paths = list_images(args.images)
     if args.show_input is not None:
+        from cnnlab.train import runs
+
+        held = runs.run_folder_of(args.show_input)  # its pictures into a held run: refused
+        if held is not None:
+            runs.check_unlocked(held, "predict")
         try:
             args.show_input.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

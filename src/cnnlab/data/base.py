@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 
+from cnnlab import budget
 from cnnlab.errors import CnnlabError
 
 KINDS = ("images", "series", "clips")
@@ -130,6 +131,7 @@ class DataOptions:
     progress: bool = True
     cache_dir: Path | None = None
     max_image_pixels: int = 89_478_485  # Pillow's own default warning threshold
+    max_memory_bytes: int = budget.DEFAULT_BYTES  # the dataset as held (cnnlab.budget)
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):

@@ -30,8 +30,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cnnlab import fileio
-from cnnlab.data import store
+from cnnlab import budget, fileio
+from cnnlab.data import store, ts_budget
 from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
 from cnnlab.data.splits import split_indices, split_record
 from cnnlab.data.store import DATA_ENV
@@ -233,18 +233,11 @@ def _read_ts(path: Path) -> tuple[list[np.ndarray], list[str], _Header]:
     return cases, [declared[label] for label in raw], header
 
 
-def _pad(cases: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cases (T_i, C) -> zero-padded float32 (N, length, C) and int64 lengths (N,)."""
-    x = np.zeros((len(cases), length, cases[0].shape[1]), dtype=np.float32)
-    for i, case in enumerate(cases):
-        x[i, : len(case)] = case
-    return x, np.array([len(c) for c in cases], dtype=np.int64)
-
-
-def _load_folder(folder: Path, name: str) -> TimeSeriesData:
+def _load_folder(folder: Path, name: str, limit: int = budget.DEFAULT_BYTES) -> TimeSeriesData:
     paths = [folder / f"{name}_{split}.ts" for split in ("TRAIN", "TEST")]
     for path in paths:
         _check_file(path)
+    ts_budget.check_budget(folder, paths, MAX_HEADER_BYTES, limit)  # before sktime parses
     (tr_cases, tr_labels, tr_head), (te_cases, te_labels, te_head) = map(_read_ts, paths)
     if tr_cases[0].shape[1] != te_cases[0].shape[1]:
         raise CnnlabError(f"{folder}: TRAIN and TEST have different numbers of channels")
@@ -254,8 +247,8 @@ def _load_folder(folder: Path, name: str) -> TimeSeriesData:
     classes = sorted(tr_head.labels, key=int if numeric else None)  # "10" after "9"
     index = {label: k for k, label in enumerate(classes)}
     length = max(len(c) for c in tr_cases + te_cases)
-    x_train, lengths_train = _pad(tr_cases, length)
-    x_test, lengths_test = _pad(te_cases, length)
+    x_train, lengths_train = ts_budget.pad(tr_cases, length)
+    x_test, lengths_test = ts_budget.pad(te_cases, length)
     y_train, y_test = (
         np.array([index[c] for c in ls], dtype=np.int64) for ls in (tr_labels, te_labels)
     )
@@ -290,7 +283,7 @@ def _extract(archive: Path, name: str, dest: Path) -> None:
         raise CnnlabError(f"{archive.name} is not a readable zip: {_one_line(exc)}") from None
 
 
-def _download(name: str, root: Path) -> TimeSeriesData:
+def _download(name: str, root: Path, limit: int = budget.DEFAULT_BYTES) -> TimeSeriesData:
     """Fetch, extract and parse ``name`` in a temporary folder, then rename it into ``root``."""
     errors: list[str] = []
     for mirror in UCR_MIRRORS:
@@ -302,7 +295,7 @@ def _download(name: str, root: Path) -> TimeSeriesData:
                 stage.mkdir()
                 _fetch(url, archive, MAX_ZIP_BYTES)
                 _extract(archive, name, stage)
-                loaded = _load_folder(stage, name)  # refuse what does not parse
+                loaded = _load_folder(stage, name, limit)  # refuse what does not parse
                 dest = root / name
                 try:
                     os.replace(stage, dest)  # atomic; fails if another process got there first
@@ -322,18 +315,23 @@ def _download(name: str, root: Path) -> TimeSeriesData:
 
 
 def load_ucr(
-    name: str, data_dir: Path | None = None, *, allow_download: bool = True
+    name: str,
+    data_dir: Path | None = None,
+    *,
+    allow_download: bool = True,
+    max_memory_bytes: int = budget.DEFAULT_BYTES,
 ) -> TimeSeriesData:
-    """Load UCR/UEA dataset ``name`` (e.g. "GunPoint"), downloading it into the cache if needed."""
+    """Load UCR/UEA dataset ``name`` (e.g. "GunPoint"), downloading it into the cache if needed;
+    refused before parsing past ``max_memory_bytes`` (:mod:`cnnlab.data.ts_budget`)."""
     if not _NAME.fullmatch(name):
         raise CnnlabError(f"invalid UCR dataset name {name!r}: letters, digits, '_' and '-' only")
     folder = locate(name, data_dir)
     if folder is not None:
-        return _load_folder(folder, name)
+        return _load_folder(folder, name, max_memory_bytes)
     if not allow_download:
         where = ", ".join(str(d / name) for d in search_dirs(data_dir))
         raise CnnlabError(f"UCR dataset {name} not found (looked in {where})")
-    return _download(name, default_cache_dir())
+    return _download(name, default_cache_dir(), max_memory_bytes)
 
 
 def ucr_split_indices(
@@ -379,7 +377,12 @@ class UcrSource(Source):
 
     def load(self, options: DataOptions) -> Dataset:
         assert self.arg is not None
-        ts = load_ucr(self.arg, options.data_dir, allow_download=options.allow_download)
+        ts = load_ucr(
+            self.arg,
+            options.data_dir,
+            allow_download=options.allow_download,
+            max_memory_bytes=options.max_memory_bytes,
+        )
         splits = Splits(*ucr_splits(ts, options.seed, options.val_fraction))
         t, c = ts.x_train.shape[1:]
         what = f"UCR/UEA {ts.name}: {c} channel(s), length {t}, {ts.n_classes} classes"

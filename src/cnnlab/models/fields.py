@@ -21,8 +21,10 @@ A layer kind declares its rule as a :data:`Geometry` (:meth:`Layer.geometry`):
 
 Starting from the input itself (``r = 1, j = 1, c = 0``), unit ``i``'s field is
 ``[c + i*j - (r-1)/2, c + i*j + (r-1)/2]``; it may reach past the border (into padding).
-Which input pixels each unit reaches through real (non-padding) cells is tracked exactly, per
-axis, as a boolean matrix (:data:`Reach`): the geometry is separable.
+Which input pixels each unit reaches through real (non-padding) cells is tracked per axis (the
+geometry is separable) as the first and last such pixel of every unit (:class:`Span`): all a
+collapse or a merge needs, in memory linear in the map's length (a units x pixels matrix was
+quadratic: 931 GiB for an input 10^6 long).
 """
 
 from __future__ import annotations
@@ -114,7 +116,32 @@ MERGE = _Kind("merge")
 COLLAPSE = _Kind("collapse")
 Geometry = Window | Shift | _Kind
 
-Reach = list[NDArray[np.bool_]]  # per axis (units, input pixels): which pixels each unit reaches
+_EMPTY = np.iinfo(np.int64).max  # a unit's first pixel where it reaches none (padding only)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Per unit of one axis, the first and last input pixel it reaches (``lo > hi``: none)."""
+
+    lo: NDArray[np.int64]
+    hi: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.lo)
+
+    def padded(self, before: int, after: int) -> Span:
+        """Units of padding (reaching nothing) added before and after."""
+        return Span(
+            np.pad(self.lo, (before, after), constant_values=_EMPTY),
+            np.pad(self.hi, (before, after), constant_values=-1),
+        )
+
+    def cropped(self, before: int, after: int) -> Span:
+        """``before`` and ``after`` units (both >= 0) removed at the ends."""
+        return Span(self.lo[before : len(self) - after], self.hi[before : len(self) - after])
+
+
+Reach = list[Span]  # per spatial axis
 
 
 @dataclass(frozen=True)
@@ -133,30 +160,32 @@ def input_state(spatial: Sequence[int]) -> State:
     """The network's input: every unit sees its own pixel."""
     return State(
         Field(tuple(Axis(1, 1, 0.0) for _ in spatial)),
-        [np.eye(n, dtype=bool) for n in spatial],
+        [Span(np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64)) for n in spatial],
     )
 
 
-def _reach_window(
-    r: NDArray[np.bool_], k: int, s: int, d: int, pads: tuple[int, int]
-) -> NDArray[np.bool_]:
-    """Pixels each output unit of a window layer reaches along one axis (padding reaches none)."""
-    padded = np.pad(r, (pads, (0, 0)))
+def _reach_window(r: Span, k: int, s: int, d: int, pads: tuple[int, int]) -> Span:
+    """Pixels each output unit of a window layer reaches along one axis (padding reaches none):
+    the union over the window's taps, so the least first pixel and the greatest last one."""
+    padded = r.padded(*pads)
     m = (len(padded) - (d * (k - 1) + 1)) // s + 1
-    out = np.zeros((m, r.shape[1]), dtype=bool)
+    lo = np.full(m, _EMPTY, dtype=np.int64)
+    hi = np.full(m, -1, dtype=np.int64)
     for t in range(k):
-        out |= padded[t * d : t * d + (m - 1) * s + 1 : s]
-    return out
+        np.minimum(lo, padded.lo[t * d : t * d + (m - 1) * s + 1 : s], out=lo)
+        np.maximum(hi, padded.hi[t * d : t * d + (m - 1) * s + 1 : s], out=hi)
+    return Span(lo, hi)
 
 
 def _collapse_reach(reach: Reach) -> State:
     """One unit per feature, seeing the pixels that some unit of the map reaches."""
-    axes = []
+    axes, flat = [], []
     for r in reach:
-        seen = np.flatnonzero(r.any(axis=0))  # none: the map reads nothing but padding
-        lo, hi = (int(seen[0]), int(seen[-1])) if len(seen) else (0, -1)
+        lo, hi = int(r.lo.min(initial=_EMPTY)), int(r.hi.max(initial=-1))
+        if hi < lo:  # none: the map reads nothing but padding
+            lo, hi = 0, -1
         axes.append(Axis(hi - lo + 1, 0, (lo + hi) / 2))
-    flat: Reach = [np.asarray(r.any(axis=0, keepdims=True)) for r in reach]
+        flat.append(Span(np.array([lo if hi >= lo else _EMPTY]), np.array([hi])))
     return State(Field(tuple(axes)), flat)
 
 
@@ -166,7 +195,10 @@ def _collapse(state: State) -> State:
 
 def _merge(states: Sequence[State]) -> State | str:
     """The union of several maps' fields; a reason string where it has no single rule."""
-    reach = [np.logical_or.reduce(rs) for rs in zip(*(s.reach for s in states), strict=True)]
+    reach = [
+        Span(np.minimum.reduce([r.lo for r in rs]), np.maximum.reduce([r.hi for r in rs]))
+        for rs in zip(*(s.reach for s in states), strict=True)
+    ]
     if all(s.flat for s in states):
         return _collapse_reach(reach)
     if len({s.field.jump for s in states}) != 1:
@@ -214,8 +246,8 @@ def apply(geometry: Geometry, states: Sequence[State], in_shapes: Sequence[Any])
         for a, r, (before, after) in per_axis:
             moved.append(Axis(a.size, a.jump, a.start - before * a.jump))
             if before >= 0 and after >= 0:
-                reached.append(np.pad(r, ((before, after), (0, 0))))
+                reached.append(r.padded(before, after))
             else:  # cropping: amounts are <= 0
-                reached.append(r[-before : len(r) + after])
+                reached.append(r.cropped(-before, -after))
         return State(Field(tuple(moved)), reached)
     raise AssertionError(f"unknown geometry {geometry!r}")

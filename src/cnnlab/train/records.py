@@ -174,7 +174,9 @@ def write_metrics(
         "epochs_run": state.epoch,
         "stopped_early": state.epoch < config.epochs,
         "best_val_loss": state.best_val_loss,
-        "best_val_accuracy": state.stopping.best,
+        # the accuracy itself: early stopping on val_loss keeps minus the loss as its best
+        "best_val_accuracy": max((row["val_accuracy"] for row in state.history), default=None),
+        "monitor": config.monitor,  # what early stopping watched (its best: best_<monitor>)
         "train_seconds": state.train_seconds,
         "seconds_per_epoch": state.train_seconds / max(state.epoch, 1),
     }

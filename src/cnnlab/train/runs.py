@@ -7,7 +7,9 @@ atomically (:mod:`cnnlab.fileio`): a crash never leaves a half-written file wher
 one was, and the temporaries a kill leaves are removed when the folder is next trained in.
 
 ``cnnlab train`` holds an exclusive lock (``flock`` on ``.lock``) on its run folder while it
-runs (:func:`claim`), so a second ``train --out``/``--resume`` on it gets one line. A folder
+runs (:func:`claim`), so a second ``train --out``/``--resume`` on it gets one line naming the
+holder. Every other command that writes into a run folder (import-keras, compare, evaluate,
+export, report, shift, ...) takes the same lock while it runs (:func:`writing`). A folder
 that a run killed during its first epoch left (``config.json``, no ``last.pt``) is reused by
 ``train --out``; ``--resume`` on it says so.
 """
@@ -18,9 +20,10 @@ import csv
 import fcntl
 import io
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +135,10 @@ def claim(
     resume: bool = False,
     stem: str = "run",
     log: Callable[[str], None] = print,
+    command: str = "train",
 ) -> Iterator[Path]:
-    """The run folder of one ``train`` command, locked for as long as the command runs.
+    """The run folder of one ``train`` command (or another that makes a run, ``command``),
+    locked for as long as the command runs.
 
     A new run (``resume=False``) goes into ``path`` (created, or reused if it holds no
     ``last.pt`` yet: :func:`check_out_dir`) or into a new folder under ``runs/`` when
@@ -151,7 +156,7 @@ def claim(
         check_out_dir(path)
         created = _make_dirs(Path(path))
     path = Path(path)
-    with _locked(path, remove_on_error=not resume):
+    with _locked(path, remove_on_error=not resume, command=command):
         try:
             if not resume:
                 check_out_dir(path, log)  # again: another command may have started it
@@ -183,9 +188,10 @@ def _remove_created(path: Path, created: list[Path]) -> None:
 
 
 @contextmanager
-def _locked(path: Path, remove_on_error: bool = False) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path/.lock``, held until the block ends. A lock file this
-    call created is removed again if the block fails and ``remove_on_error``."""
+def _locked(path: Path, remove_on_error: bool = False, command: str = "train") -> Iterator[None]:
+    """An exclusive ``flock`` on ``path/.lock``, held until the block ends, with the holder
+    (pid, command) written into it for a refused command to name. A lock file this call
+    created is removed again if the block fails and ``remove_on_error``."""
     lock = path / LOCK
     created = not lock.exists()
     try:
@@ -197,26 +203,84 @@ def _locked(path: Path, remove_on_error: bool = False) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise CnnlabError(
-                f"{path} is in use: another cnnlab command is training into it ({lock} is locked)"
+                f"{path} is in use: held by a running {_holder(fd)}; wait for it to finish "
+                "or choose another folder"
             ) from None
         except OSError as exc:
             raise CnnlabError(f"cannot lock {lock}: {exc.strerror or exc}") from exc
+        _note_holder(fd, command)
         try:
             yield
         except BaseException:
             if created and remove_on_error:
                 lock.unlink(missing_ok=True)
             raise
+        finally:
+            _note_holder(fd, None)
     finally:
         os.close(fd)
 
 
-def check_unlocked(path: Path) -> None:
-    """Fail at once, before any slow work, if a command is training into ``path`` now
-    (the lock itself is taken later, by :func:`claim`)."""
+def _note_holder(fd: int, command: str | None) -> None:
+    """Write "PID cnnlab COMMAND" into the held lock file (emptied again on release).
+    Best effort: the flock is the lock; the text only names its holder."""
+    try:
+        os.ftruncate(fd, 0)
+        if command is not None:
+            os.pwrite(fd, f"{os.getpid()} cnnlab {command}\n".encode(), 0)
+    except OSError:
+        pass
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, from the text its holder wrote: "cnnlab train (pid 12)"; only a
+    pid and a command name are believed (the file is anyone's to write)."""
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace")
+    except OSError:
+        text = ""
+    found = re.fullmatch(r"(\d{1,10}) cnnlab ([a-z][a-z-]{0,19})\n?", text)
+    if found is None:
+        return "cnnlab command"
+    return f"cnnlab {found[2]} (pid {found[1]})"
+
+
+def check_unlocked(path: Path, command: str = "train") -> None:
+    """Fail at once, before any slow work, if a command holds ``path`` now (the lock itself
+    is taken later, by :func:`claim`)."""
     if (Path(path) / LOCK).is_file():
-        with _locked(Path(path)):
+        with _locked(Path(path), command=command):
             pass
+
+
+def run_folder_of(path: Path) -> Path | None:
+    """The run folder that ``path`` (a folder or a file, existing or to be written) is in:
+    ``path`` itself or its nearest folder above that holds a lock file or a checkpoint (a
+    lone config.json is not enough: a project's own folder may hold one)."""
+    for folder in (Path(path), *Path(path).parents):
+        if folder.is_dir() and any((folder / n).exists() for n in (LOCK, "best.pt", "last.pt")):
+            return folder
+    return None
+
+
+@contextmanager
+def writing(targets: Iterable[Path | None], command: str) -> Iterator[None]:
+    """The lock of every run folder that a command writes into (``targets``: the folders
+    and files it writes, see :func:`run_folder_of`), held while the block runs. A folder
+    that another command holds is refused in one line naming it, before anything is
+    written. Folders outside any run are not locked (no lock file is left in them)."""
+    folders: dict[Path, Path] = {}
+    for target in targets:
+        found = run_folder_of(target) if target is not None else None
+        if found is not None:
+            folders.setdefault(found.resolve(), found)  # one flock per folder: a second
+            # one on the same file in this process would conflict with the first
+    with ExitStack() as stack:
+        for folder in folders.values():
+            if not (folder / LOCK).exists() and not os.access(folder, os.W_OK):
+                continue  # nobody can be training into it: train would make the lock file
+            stack.enter_context(_locked(folder, command=command))
+        yield
 
 
 def rng_state(gen: torch.Generator) -> dict[str, Any]:
