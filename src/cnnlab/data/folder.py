@@ -214,8 +214,10 @@ def make_splits(
     folder: Path, listing: Listing, options: DataOptions
 ) -> tuple[Splits, dict[str, Any]]:
     """Lazy splits over the cache: ``test/`` or a drawn test split, then validation."""
-    labels = np.load(folder / "labels.npy", allow_pickle=False)  # (N,) int64, -1: skipped
-    parts = np.load(folder / "parts.npy", allow_pickle=False)  # (N,) int8, 1: test/
+    with fileio.open_regular(folder / "labels.npy", fileio.NPY_ARRAY) as f:
+        labels = np.load(f, allow_pickle=False)  # (N,) int64, -1: skipped
+    with fileio.open_regular(folder / "parts.npy", fileio.NPY_ARRAY) as f:
+        parts = np.load(f, allow_pickle=False)  # (N,) int8, 1: test/
     good = labels >= 0
     if not good.any():
         raise CnnlabError(f"no image in {listing.root} decodes")
