@@ -210,7 +210,7 @@ def test_oversized_file_is_refused_before_reading(
 ) -> None:
     monkeypatch.setattr(ucr, "MAX_TS_BYTES", 100)
     write_pair(isolated, VALID)
-    with pytest.raises(CnnlabError, match=r"over cnnlab's limit of 100 for a \.ts file"):
+    with pytest.raises(CnnlabError, match=r"a \.ts file is at most 100 bytes"):
         ucr.load_ucr("Tiny", isolated, allow_download=False)
 
 

@@ -198,7 +198,7 @@ def test_files_are_data_only(tmp_path: Path) -> None:
         alias: "anchors and aliases are not accepted",
         bomb: "nested too deeply",
         python: "is not valid YAML",
-        big: "larger than 1 MiB",
+        big: "a model description is at most 1 MiB",
         tmp_path / "missing.json": "not found",
         tmp_path: "not a regular file",
     }

@@ -43,10 +43,7 @@ def from_run(run_dir: Path, which: str = "best") -> NumpyModel:
 def checkpoint_digest(run_dir: Path) -> str:
     """SHA-256 of a run's best.pt: results cached beside it are valid only for these weights."""
     path = Path(run_dir) / "best.pt"
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return hashlib.sha256(fileio.read_bounded(path, fileio.CHECKPOINT)).hexdigest()
 
 
 def takes_mnist(desc: ModelDescription) -> bool:

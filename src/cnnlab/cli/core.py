@@ -333,7 +333,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.train.records import read_run_config
     from cnnlab.train.schemas import METRICS, read_metrics
 
-    if not (args.run_dir / "best.pt").is_file():
+    if not (args.run_dir / "best.pt").exists():  # not regular: the reader says what it is
         raise CnnlabError(f"{args.run_dir} has no best.pt: is it a cnnlab run folder?")
     checkpoint.load_model(args.run_dir, "best")  # a damaged file fails before the data load
     if (args.run_dir / METRICS).exists():

@@ -133,7 +133,7 @@ def register(sub: Any) -> None:
 
 
 def _check_run(run_dir: Path) -> None:
-    if not (Path(run_dir) / "best.pt").is_file():
+    if not (Path(run_dir) / "best.pt").exists():  # not regular: the reader says what it is
         raise CnnlabError(f"{run_dir} has no best.pt: is it a cnnlab run folder?")
 
 

@@ -14,20 +14,18 @@ import io
 import math
 import mmap
 import os
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab import budget
+from cnnlab import budget, fileio
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
     from cnnlab.serving.predict import Predictor
 
-MAX_ARRAY_BYTES = 512 * 1024 * 1024
-READ_CHUNK = 1 << 20
+MAX_ARRAY_BYTES = fileio.NPY_ARRAY.limit
 ARRAY_CHUNK = 1024  # inputs predicted at once, at most
 ARRAY_CHUNK_BYTES = 64 << 20  # ... and at most about this much of them in float32
 HEADER_BYTES = 1 << 16  # numpy's own cap on a header is 10,000 bytes (64 KiB for version 2)
@@ -35,57 +33,21 @@ HEADER_BYTES = 1 << 16  # numpy's own cap on a header is 10,000 bytes (64 KiB fo
 
 def load_npy(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
     """A numeric array from a .npy file, read defensively; CnnlabError in one line if not."""
-    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise CnnlabError(f"{path} not found") from None
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise CnnlabError(f"{path} is a folder; give a .npy file")
-        if not stat.S_ISREG(mode):
-            raise CnnlabError(f"{path} is not a regular file (a device, FIFO or socket)")
-        chunks: list[bytes] = []
-        total = 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(READ_CHUNK, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if total > max_bytes:
-        raise CnnlabError(f"{path} is larger than the limit of {max_bytes:,} bytes")
-    return _parse_npy(b"".join(chunks), path)
+    # fileio's bounded reader: regular files only, at most max_bytes + 1 bytes ever read
+    if os.path.isdir(path):
+        raise CnnlabError(f"{path} is a folder; give a .npy file")
+    kind = fileio.FileKind(fileio.NPY_ARRAY.noun, max_bytes)
+    return _parse_npy(fileio.read_bounded(Path(path), kind), path)
 
 
 def open_npy(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
     """The array of a .npy file, memory-mapped read-only; checked as :func:`load_npy`."""
-    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise CnnlabError(f"{path} not found") from None
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    st = os.fstat(fd)
-    problem = (
-        "is a folder; give a .npy file"
-        if stat.S_ISDIR(st.st_mode)
-        else "is not a regular file (a device, FIFO or socket)"
-        if not stat.S_ISREG(st.st_mode)
-        else f"is larger than the limit of {max_bytes:,} bytes"
-        if st.st_size > max_bytes
-        else ""
-    )
-    if problem:
-        os.close(fd)
-        raise CnnlabError(f"{path} {problem}")
-    with os.fdopen(fd, "rb") as f:
+    # fileio's reader: regular files only (a FIFO's open does not wait), size checked
+    if os.path.isdir(path):
+        raise CnnlabError(f"{path} is a folder; give a .npy file")
+    kind = fileio.FileKind(fileio.NPY_ARRAY.noun, max_bytes)
+    with fileio.open_regular(Path(path), kind) as f:
+        st = os.fstat(f.fileno())
         head = f.read(min(st.st_size, HEADER_BYTES))
         shape, fortran, dtype, offset = _header(head, path)
         expected = math.prod(shape) * dtype.itemsize

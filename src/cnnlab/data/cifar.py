@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.data import store
 from cnnlab.data.base import DataOptions, Dataset, Source, register_source
 from cnnlab.data.splits import split_indices, split_record
@@ -84,7 +85,11 @@ def read_archive(path: Path) -> dict[str, bytes]:
     wanted = {*TRAIN, TEST, META}
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, "r:gz") as tar:
+        # fileio's reader: a FIFO or device is refused, never waited on; gzip bounds the rest
+        with (
+            fileio.open_regular(path, fileio.ANY_SIZE) as raw,
+            tarfile.open(fileobj=raw, mode="r:gz") as tar,
+        ):
             for count, member in enumerate(tar):
                 if count >= MAX_MEMBERS:
                     raise CnnlabError(f"{path} holds more than {MAX_MEMBERS} members")

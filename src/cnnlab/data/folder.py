@@ -193,14 +193,15 @@ def split_rows(
     scikit-learn import, a second of a fresh process)."""
     path = folder / f"split-{options.seed}-{options.test_fraction!r}-{options.val_fraction!r}.npz"
     try:
-        with np.load(path, allow_pickle=False) as saved:
-            rows = (saved["train"], saved["val"], saved["test"])
+        with fileio.open_regular(path, fileio.NPZ_ARCHIVE) as f:  # never a FIFO's wait
+            with np.load(f, allow_pickle=False) as saved:
+                rows = (saved["train"], saved["val"], saved["test"])
         every = np.concatenate(rows)
         if every.dtype.kind == "i" and len(np.unique(every)) == len(every):
             if every.size and every.min() >= 0 and (labels[every] >= 0).all():
                 return rows
-    except (OSError, ValueError, KeyError, IndexError):
-        pass
+    except (OSError, ValueError, KeyError, IndexError, CnnlabError):
+        pass  # missing or damaged: drawn again
     rows = draw_rows(labels, parts, layout, options)
     try:
         fileio.atomic_write(path, lambda f: np.savez(f, train=rows[0], val=rows[1], test=rows[2]))
@@ -213,8 +214,10 @@ def make_splits(
     folder: Path, listing: Listing, options: DataOptions
 ) -> tuple[Splits, dict[str, Any]]:
     """Lazy splits over the cache: ``test/`` or a drawn test split, then validation."""
-    labels = np.load(folder / "labels.npy", allow_pickle=False)  # (N,) int64, -1: skipped
-    parts = np.load(folder / "parts.npy", allow_pickle=False)  # (N,) int8, 1: test/
+    with fileio.open_regular(folder / "labels.npy", fileio.NPY_ARRAY) as f:
+        labels = np.load(f, allow_pickle=False)  # (N,) int64, -1: skipped
+    with fileio.open_regular(folder / "parts.npy", fileio.NPY_ARRAY) as f:
+        parts = np.load(f, allow_pickle=False)  # (N,) int8, 1: test/
     good = labels >= 0
     if not good.any():
         raise CnnlabError(f"no image in {listing.root} decodes")

@@ -208,10 +208,13 @@ def locked(path: Path) -> Iterator[None]:
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The cache's manifest if the cache is whole and current; None otherwise."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = fileio.read_json(folder / "manifest.json")
         shape, dtype, _ = read_npy_header(folder / "images.npy")
-        labels = np.load(folder / "labels.npy", allow_pickle=False)
-        parts = np.load(folder / "parts.npy", allow_pickle=False)
+        # fileio's reader: a FIFO or device in a damaged cache is refused, never waited on
+        with fileio.open_regular(folder / "labels.npy", fileio.NPY_ARRAY) as f:
+            labels = np.load(f, allow_pickle=False)
+        with fileio.open_regular(folder / "parts.npy", fileio.NPY_ARRAY) as f:
+            parts = np.load(f, allow_pickle=False)
     except (OSError, ValueError, CnnlabError):
         return None
     n = manifest.get("n")
@@ -246,8 +249,8 @@ def remove_stale(folders: Path, root: str, files_digest: str, keep: str) -> None
             if entry.name == keep or entry.name.startswith("."):
                 continue
             try:
-                manifest = json.loads((entry / "manifest.json").read_text())
-            except (OSError, ValueError):
+                manifest = fileio.read_json(entry / "manifest.json")
+            except (OSError, ValueError, CnnlabError):
                 continue
             if manifest.get("root") == root and manifest.get("files_digest") != files_digest:
                 shutil.rmtree(entry, ignore_errors=True)

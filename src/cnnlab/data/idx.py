@@ -13,8 +13,6 @@ that cap in memory.
 from __future__ import annotations
 
 import math
-import os
-import stat
 import struct
 import zlib
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
 # IDX dtype codes -> big-endian NumPy dtypes.
@@ -38,44 +37,16 @@ CHUNK = 1 << 20
 MAX_IDX_BYTES = 1 << 30  # default cap on an IDX file's decompressed size
 
 
-def describe_mode(mode: int) -> str:
-    """What a file of ``st_mode`` is, for messages: 'a directory', 'a FIFO', ..."""
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISLNK, "a symbolic link"),
-    )
-    return next((text for test, text in kinds if test(mode)), "not a regular file")
+describe_mode = fileio.describe_mode
 
 
 def open_regular(path: Path) -> BinaryIO:
     """``path`` opened for reading if it is a regular file (symlinks followed); else CnnlabError.
 
-    O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer.
+    :func:`cnnlab.fileio.open_regular` (O_NONBLOCK, fstat of the opened descriptor); the
+    callers here bound what they read themselves.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise CnnlabError(
-                f"{path} is a dangling symbolic link (to {os.readlink(path)})"
-            ) from None
-        raise CnnlabError(f"cannot read {path}: not found") from None
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError as exc:
-        os.close(fd)
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise CnnlabError(f"{path} is {describe_mode(mode)}, not a regular file")
-    return os.fdopen(fd, "rb")
+    return fileio.open_regular(path, fileio.ANY_SIZE)
 
 
 def read_limited(path: Path, max_bytes: int) -> bytes:

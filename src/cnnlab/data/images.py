@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnlab import fileio
 from cnnlab.data.base import FITS, INTERPOLATIONS
 from cnnlab.data.idx import open_regular
 from cnnlab.data.preprocess import IMAGE_SUFFIXES, ImageRejected, ImageTooLarge, NotAnImage
@@ -97,9 +98,12 @@ class ImageSettings:
 
 def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """A regular file's bytes, at most ``max_bytes``; UnreadableImage / ImageTooLarge."""
-    try:
+    try:  # fileio's reader: a regular file, its size checked before and while reading
         with open_regular(path) as f:
+            fileio.check_size(f, path, fileio.FileKind(fileio.IMAGE.noun, max_bytes))
             data = f.read(max_bytes + 1)
+    except fileio.FileTooLarge as exc:
+        raise ImageTooLarge(str(exc)) from None
     except CnnlabError as exc:
         raise UnreadableImage(_loop_message(path) or str(exc)) from None
     except OSError as exc:

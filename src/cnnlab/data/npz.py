@@ -25,10 +25,11 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
 from cnnlab.data.folder_scan import natural_key
 from cnnlab.data.splits import split_indices, split_record
@@ -66,11 +67,12 @@ def available_memory() -> int:
         return 1 << 62
 
 
-def inspect(path: Path) -> dict[str, Member]:
-    """Each ``.npy`` member's shape and dtype, from its header, checked against its size."""
+def inspect(path: Path, source: BinaryIO | None = None) -> dict[str, Member]:
+    """Each ``.npy`` member's shape and dtype, from its header, checked against its size
+    (read from ``source``, the file opened by :func:`cnnlab.fileio.open_regular`, if given)."""
     found: dict[str, Member] = {}
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(path if source is None else source) as zf:
             infos = zf.infolist()
             if len(infos) > MAX_MEMBERS:
                 raise CnnlabError(f"{path} holds {len(infos)} members, over {MAX_MEMBERS}")
@@ -220,17 +222,19 @@ class NpzSource(Source):
     def load(self, options: DataOptions) -> Dataset:
         assert self.arg is not None
         path = Path(self.arg).expanduser()
-        if not path.exists():
-            raise CnnlabError(f"{path} not found")
-        if not path.is_file():
+        if path.is_dir():
             raise CnnlabError(f"{path} is not a file: npz:PATH takes an .npz file")
-        members = inspect(path)
-        check_members(path, members)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in members}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise CnnlabError(f"{path} does not load: {exc}") from None
+        # fileio's reader: a regular file within the size limit; the checked descriptor is
+        # the one read, never the path again.
+        with fileio.open_regular(path, fileio.NPZ_ARCHIVE) as f:
+            members = inspect(path, f)
+            check_members(path, members)
+            try:
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as npz:
+                    arrays = {k: npz[k] for k in members}
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise CnnlabError(f"{path} does not load: {exc}") from None
         ys = {k: arrays[k].reshape(-1) for k in ("y_train", "y_test") if k in arrays}
         labels, classes, label_kind = as_labels(ys, arrays.get("class_names"), path)
         if len(classes) < 2:

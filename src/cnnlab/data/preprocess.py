@@ -27,7 +27,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cnnlab.data.idx import open_regular
+from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
 SIZE = 28  # the network's input field
@@ -127,9 +127,11 @@ def open_image(
 def _read_file(path: Path, max_bytes: int) -> bytes:
     """At most ``max_bytes`` + 1 bytes of a regular file: the count of bytes actually read
     bounds it, not ``st_size`` (which is 0 for a device)."""
-    try:
-        with open_regular(path) as f:
+    try:  # fileio's reader: the size checked before reading (fstat) and while reading
+        with fileio.open_regular(path, fileio.FileKind(fileio.IMAGE.noun, max_bytes)) as f:
             return f.read(max_bytes + 1)
+    except fileio.FileTooLarge as exc:
+        raise ImageTooLarge(str(exc)) from None
     except CnnlabError as exc:
         raise ImageRejected(str(exc)) from None
     except OSError as exc:

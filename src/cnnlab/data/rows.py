@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
 MAX_HEADER = 1 << 16
@@ -28,7 +29,7 @@ IOV_ROWS = 512  # rows per preadv call: under every system's IOV_MAX (1024 on Li
 def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     """(shape, dtype, data offset) of a C-ordered ``.npy`` file, checked against its size."""
     try:
-        with open(path, "rb") as f:
+        with fileio.open_regular(path, fileio.ANY_SIZE) as f:  # regular files only
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)

@@ -24,6 +24,7 @@ from typing import IO
 
 from tqdm import tqdm
 
+from cnnlab import fileio
 from cnnlab.data.preprocess import IMAGE_SUFFIXES
 from cnnlab.errors import CnnlabError
 
@@ -119,7 +120,7 @@ def locate(name: str, candidates: Sequence[str], data_dir: Path | None = None) -
 def sha256_file(path: Path) -> str:
     """The SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fileio.open_regular(path, fileio.ANY_SIZE) as f:  # regular files only
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

@@ -8,12 +8,13 @@ figures first, and :func:`check_budget` refuses them in one line (:mod:`cnnlab.b
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from cnnlab import budget
+from cnnlab import budget, fileio
 from cnnlab.errors import CnnlabError
 
 CHUNK = 1 << 20
@@ -24,19 +25,16 @@ _DATA_LINE = re.compile(rb"(?im)^[ \t]*@data\b[^\n]*\n?")
 
 def check_file(path: Path, max_bytes: int) -> None:
     """Refuse what is no bounded text file, streaming it: no line is held in memory."""
-    if not path.is_file():
-        kind = "a directory" if path.is_dir() else "a special file" if path.exists() else ""
-        raise CnnlabError(f"{path}: is {kind}, not a .ts file" if kind else f"{path}: not found")
-    size = path.stat().st_size
-    if size == 0:
-        raise CnnlabError(f"{path}: is empty")
-    if size > max_bytes:
-        raise CnnlabError(
-            f"{path}: is {size} bytes, over cnnlab's limit of {max_bytes} for a .ts file"
-        )
-    run = 0  # bytes of the line still open at the end of the previous chunk
-    with path.open("rb") as f:
+    if not os.path.lexists(path):
+        raise CnnlabError(f"{path}: not found")
+    # fileio's reader: a regular file (no FIFO, device, socket) within the size limit
+    kind = fileio.FileKind(fileio.TS_FILE.noun, max_bytes)
+    total, run = 0, 0  # run: bytes of the line still open at the end of the previous chunk
+    with fileio.open_regular(path, kind) as f:
         while chunk := f.read(CHUNK):
+            total += len(chunk)
+            if total > max_bytes:  # it grew since fstat, or lies about its size
+                raise CnnlabError(f"{path}: holds more than {kind.noun} may ({max_bytes:,} bytes)")
             if b"\0" in chunk:
                 raise CnnlabError(f"{path}: contains NUL bytes: not a text file")
             newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
@@ -44,6 +42,8 @@ def check_file(path: Path, max_bytes: int) -> None:
             run = int(gaps[-1])  # gaps: lengths of the lines in (or open across) the chunk
             if gaps.max() > MAX_LINE_BYTES:
                 raise CnnlabError(f"{path}: has a line longer than {MAX_LINE_BYTES} bytes")
+    if total == 0:
+        raise CnnlabError(f"{path}: is empty")
 
 
 def value_counts(path: Path, header_bytes: int) -> np.ndarray:
@@ -53,14 +53,14 @@ def value_counts(path: Path, header_bytes: int) -> np.ndarray:
     ':' stands for the last value's missing ','), so the counts bound what parsing and
     padding will allocate before either starts.
     """
-    with path.open("rb") as f:
+    with fileio.open_regular(path, fileio.TS_FILE) as f:  # regular, bounded
         head = f.read(header_bytes)
     at = _DATA_LINE.search(head)
     if at is None:  # no @data line: _read_header says so in its own words
         return np.zeros(0, dtype=np.int64)
     counts: list[np.ndarray] = []
     run = 0  # separators on the line still open at the end of the previous chunk
-    with path.open("rb") as f:
+    with fileio.open_regular(path, fileio.TS_FILE) as f:  # regular, bounded
         f.seek(at.end())
         while chunk := f.read(CHUNK):
             data = np.frombuffer(chunk, dtype=np.uint8)

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cnnlab import budget
+from cnnlab import budget, fileio
 from cnnlab.data import store, ts_budget
 from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source, warn
 from cnnlab.data.splits import split_indices, split_record
@@ -43,7 +43,7 @@ UCR_MIRRORS: tuple[str, ...] = (
     "https://timeseriesclassification.com/aeon-toolkit/",
     "https://github.com/sktime/sktime-datasets/raw/main/TSC/",
 )
-MAX_TS_BYTES = 1 << 30  # one .ts file, on disk or decompressed out of the zip
+MAX_TS_BYTES = fileio.TS_FILE.limit  # one .ts file, on disk or decompressed out of the zip
 MAX_ZIP_BYTES = 1 << 30  # one downloaded zip
 MAX_HEADER_BYTES = 1 << 20  # everything before @data
 SIZE, HOW = f"[1-9][0-9]{{0,{MAX_DIGITS - 1}}}", f"a whole number of at most {MAX_DIGITS} digits"
@@ -114,7 +114,7 @@ def locate(name: str, data_dir: Path | None = None) -> Path | None:
 
 def _read_header(path: Path) -> _Header:
     """The metadata lines before ``@data``, case preserved (sktime lower-cases them)."""
-    with path.open("rb") as f:
+    with fileio.open_regular(path, fileio.FileKind(fileio.TS_FILE.noun, MAX_TS_BYTES)) as f:
         head = f.read(MAX_HEADER_BYTES)
     tags: dict[str, list[str]] = {}
     for lineno, raw in enumerate(head.split(b"\n"), start=1):

@@ -195,11 +195,10 @@ def load_npz(path: Path) -> NumpyModel:
     """Read a file written by :func:`save_npz`: description validated, arrays checked."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(z["__meta__"].tobytes().decode())
-            stored = {k: z[k] for k in z.files if k != "__meta__"}
-    except FileNotFoundError as exc:
-        raise CnnlabError(f"{path} not found") from exc
+        with fileio.open_regular(path, fileio.NPZ_ARCHIVE) as f:
+            with np.load(f, allow_pickle=False) as z:
+                meta = json.loads(z["__meta__"].tobytes().decode())
+                stored = {k: z[k] for k in z.files if k != "__meta__"}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise CnnlabError(f"{path} is not a cnnlab NumPy model ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != NPZ_FORMAT:

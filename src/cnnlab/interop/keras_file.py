@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 from cnnlab.extras import extra
 
@@ -32,7 +33,7 @@ with extra("keras", "reading a .keras file"):
 
 # Upper bounds, checked before anything is decompressed. The chapter's largest model
 # (case 1) is a 0.8 MB file, the zoo's about 60 kB: these leave room, and refuse a zip bomb.
-MAX_FILE_BYTES = 64 << 20
+MAX_FILE_BYTES = fileio.KERAS_FILE.limit
 MAX_MEMBERS = 1000
 MAX_MEMBER_BYTES = {"config.json": 1 << 20, "metadata.json": 64 << 10, "model.weights.h5": 64 << 20}
 REQUIRED_MEMBERS = ("config.json", "model.weights.h5")
@@ -116,14 +117,7 @@ def _members(path: Path, raw: bytes) -> dict[str, bytes]:
 def read_archive(path: Path) -> KerasArchive:
     """Read and bound a ``.keras`` file; CnnlabError (one line, naming it) if it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise CnnlabError(f"{path} not found" if not path.exists() else f"{path} is not a file")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise CnnlabError(f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB; refusing it")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raw = fileio.read_bounded(path, fileio.KERAS_FILE)  # regular, at most 64 MiB read
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         raise CnnlabError(f"{path} is not a .keras file (not a zip archive)")
     try:

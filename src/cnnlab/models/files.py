@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from cnnlab.errors import MAX_DIGITS, MAX_FLOAT_CHARS, CnnlabError, check_digits
 from cnnlab.models.description import ModelDescription
 from cnnlab.models.layers import DescriptionError
 
-MAX_FILE_BYTES = 1 << 20
+MAX_FILE_BYTES = fileio.MODEL_DESCRIPTION.limit
 MAX_NODES = 50_000  # YAML values in one description: 256 layers of a few dozen arguments
 MAX_INT_CHARS = MAX_DIGITS + 6  # sign, 0x and a few _ separators
 SUFFIXES = (".json", ".yaml", ".yml")
@@ -79,21 +80,9 @@ def _json_float(text: str) -> float:
 def read_file(path: Path) -> Any:
     """The parsed content of a JSON/YAML file (a regular file of at most 1 MiB)."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CnnlabError(f"model file {path} not found")
-    if not path.is_file():
-        raise CnnlabError(f"model file {path} is not a regular file")
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise CnnlabError(f"model file {path} is larger than {MAX_FILE_BYTES >> 20} MiB")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CnnlabError(f"model file {path} is not UTF-8 text") from None
+    text = fileio.read_text_bounded(path, fileio.MODEL_DESCRIPTION)
     if path.suffix.lower() == ".json":
         try:
             return json.loads(text, parse_int=_json_int, parse_float=_json_float)

@@ -7,14 +7,11 @@ import html
 import time
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError
+from cnnlab import fileio
 
 
 def data_uri(path: Path) -> str:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CnnlabError(f"cannot read figure {path}: {exc.strerror or exc}") from exc
+    data = fileio.read_bounded(Path(path), fileio.FIGURE)
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 

@@ -200,6 +200,8 @@ def export_figures(parts: list[RunPart], extra: dict[str, Path], dest: Path) -> 
             wanted[f"kernels_{kernels[0][len('Kernels of ') :]}"] = p.images[kernels[0]]
         for name, src in wanted.items():
             if src is not None:
-                fileio.write_bytes(dest / f"{prefix}_{name}.png", src.read_bytes())
+                fileio.write_bytes(
+                    dest / f"{prefix}_{name}.png", fileio.read_bounded(src, fileio.FIGURE)
+                )
     for name, src in extra.items():
-        fileio.write_bytes(dest / name, src.read_bytes())
+        fileio.write_bytes(dest / name, fileio.read_bounded(src, fileio.FIGURE))

@@ -15,6 +15,7 @@ description) still load, their network taken from the registry.
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 from cnnlab.models import (
     REGISTRY,
@@ -35,7 +37,7 @@ from cnnlab.train import schemas
 
 FORMAT = "cnnlab-checkpoint-2"
 OLD_FORMAT = "cnnlab-checkpoint-1"
-MAX_BYTES = 1 << 30
+MAX_BYTES = fileio.CHECKPOINT.limit
 
 
 def make_checkpoint(
@@ -55,27 +57,27 @@ def make_checkpoint(
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read and check a checkpoint file's envelope (not yet its weights against a network)."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CnnlabError(f"checkpoint {path} not found")
-    if not path.is_file():
-        raise CnnlabError(f"checkpoint {path} is not a regular file")
-    if path.stat().st_size > MAX_BYTES:
-        raise CnnlabError(f"checkpoint {path} is larger than {MAX_BYTES >> 30} GiB")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise CnnlabError(f"{path} is not a readable cnnlab checkpoint (not a torch.save file)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's message advises weights_only=False: never for a file one did not make
-        raise CnnlabError(f"{path}: unsafe content refused (not a cnnlab checkpoint)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        raise CnnlabError(
-            f"{path} is not a readable cnnlab checkpoint ({_first_line(exc)})"
-        ) from None
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise CnnlabError(
-            f"{path} is not a readable cnnlab checkpoint ({_first_line(exc)})"
-        ) from None
+    # fileio's reader first: a FIFO or /dev/zero is refused before torch sees a byte, and
+    # torch reads the descriptor that was checked, not the path again.
+    with fileio.open_regular(path, fileio.CHECKPOINT) as f:
+        if not zipfile.is_zipfile(f):  # torch.save writes a zip archive
+            raise CnnlabError(f"{path} is not a readable cnnlab checkpoint (not a torch.save file)")
+        f.seek(0)
+        try:
+            ckpt = torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # torch's message advises weights_only=False: never for a file one did not make
+            raise CnnlabError(f"{path}: unsafe content refused (not a cnnlab checkpoint)") from None
+        except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+            raise CnnlabError(
+                f"{path} is not a readable cnnlab checkpoint ({_first_line(exc)})"
+            ) from None
+        except Exception as exc:  # torch raises many types for a damaged file
+            raise CnnlabError(
+                f"{path} is not a readable cnnlab checkpoint ({_first_line(exc)})"
+            ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") not in (FORMAT, OLD_FORMAT):
         raise CnnlabError(f"{path} is not a cnnlab checkpoint")
     epoch = ckpt.get("epoch")

@@ -58,11 +58,8 @@ def write_history(path: Path, rows: Iterable[dict[str, float]]) -> None:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    try:
-        with Path(path).open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    text = fileio.read_text_bounded(Path(path), fileio.HISTORY)  # regular, bounded
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     try:
         return [{k: float(r[k]) for k in HISTORY_FIELDS} for r in rows]
     except (KeyError, TypeError, ValueError) as exc:
