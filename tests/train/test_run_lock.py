@@ -131,21 +131,34 @@ def held(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: MNIST) -> Iterato
                 proc.kill()
 
 
+# Runs ARGV[2:] as its child and writes that child's peak RSS (KiB) to ARGV[1]. The wrapper
+# is small: a child forked straight from pytest would report pytest's own peak (Linux counts
+# the parent's pages in a child's ru_maxrss until it execs).
+MEASURE = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
 def _measured(argv: list[str], cwd: Path) -> tuple[int, str, int, float]:
-    """(exit code, stderr, peak RSS in bytes, seconds) of ``cnnlab ARGV`` in a subprocess;
-    the RSS is this child's own (``os.wait4``'s rusage, as ``RUSAGE_CHILDREN`` for one)."""
-    err = cwd / ".stderr"
+    """(exit code, stderr, peak RSS in bytes, seconds) of ``cnnlab ARGV`` in a subprocess,
+    its RSS measured by a small wrapper process (``MEASURE``)."""
+    err, rss = cwd / ".stderr", cwd / ".rss"
     start = time.monotonic()
     with err.open("w") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CLI, SRC, *argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=f
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        cli = [sys.executable, "-c", CLI, SRC, *argv]
+        code = subprocess.call(
+            [sys.executable, "-c", MEASURE, str(rss), *cli], cwd=cwd, stdout=subprocess.DEVNULL,
+            stderr=f,
+        )  # fmt: skip
     seconds = time.monotonic() - start
-    text = err.read_text()
+    text, peak = err.read_text(), int(rss.read_text()) * 1024
     err.unlink()
-    return proc.returncode, text, usage.ru_maxrss * 1024, seconds
+    rss.unlink()
+    return code, text, peak, seconds
 
 
 # (class, reproduction, argv from the held folder's paths); every row must exit 2 in one line
