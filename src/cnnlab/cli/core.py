@@ -220,9 +220,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def engine_line(desc: ModelDescription) -> str:
     """Where the fast engine runs the network's training step on a CPU (engine.plan)."""
-    from cnnlab.engine.plan import PYTORCH, where
+    from cnnlab.engine.choice import resolve
+    from cnnlab.engine.plan import PYTORCH
 
-    placed = where(desc, kernels=True)
+    placed = resolve(desc, "cpu", available=True).layers  # what a CPU run chooses
     slow = [name for name, ran in placed.items() if ran == PYTORCH]
     if not slow:
         return "Fast engine, CPU: every layer in cnnlab's C++ kernels (where they compile)."

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from cnnlab.data import Dataset, Splits
 from cnnlab.data.scaling import InputScale
+from cnnlab.engine.choice import EngineChoice, for_model
 from cnnlab.engine.device import resolve_device
 from cnnlab.engine.fastpath import Step, make_step, run_batches
 from cnnlab.engine.feed import Feed
@@ -141,6 +142,7 @@ class Session:
     step: Step | None  # the fast engine's step; None runs the plain loop
     ddp_model: nn.Module
     scale: InputScale  # how the data's stored values become network inputs
+    choice: EngineChoice  # the engine, decided once: the step, evaluation, config.json
     plateau: Plateau | None = None  # ReduceLROnPlateau, when the config turns it on
 
 
@@ -163,11 +165,11 @@ def _start(
     if resume:
         state = records.restore(out_dir / "last.pt", model, optimizer, shuffle)
         log(f"resuming {out_dir} after epoch {state.epoch}")
-    fast = config.engine == "fast"
+    choice = for_model(model, engine=config.engine, native=config.native)
+    fast = choice.fast
     grad_hook = partial(distributed.all_reduce_grads, ctx=ctx) if ctx.enabled else None
     # After resume: the step reads Adam's restored state.
-    use_native = None if config.native else False
-    step = make_step(model, optimizer, grad_hook, use_native, scale) if fast else None
+    step = make_step(model, optimizer, grad_hook, scale=scale, choice=choice) if fast else None
     # The plain engine trains through DistributedDataParallel, which averages gradients
     # in its backward hooks; the fast engine all-reduces them in its own step (grad_hook).
     ddp_model = DistributedDataParallel(model) if ctx.enabled and not fast else model
@@ -176,7 +178,7 @@ def _start(
         plateau.replay(state.history, config.lr)
     return Session(
         config, description, model, optimizer, shuffle, state, device, ctx, step, ddp_model,
-        scale, plateau,
+        scale, choice, plateau,
     )  # fmt: skip
 
 
@@ -238,7 +240,9 @@ def fit(
         log(f"inputs: {scale.reason}")
         s = _start(config, description, device, ctx, out_dir, resume, scale, log)
         if not resume and ctx.is_main:
-            records.write_run_config(out_dir, config, description, dataset, device, ctx, scale)
+            records.write_run_config(
+                out_dir, config, description, dataset, device, ctx, scale, s.choice
+            )
         metrics = _loop(s, dataset.splits, out_dir, progress, on_epoch_end, log)
         distributed.barrier(ctx)
     return metrics
@@ -254,7 +258,6 @@ def _loop(
 ) -> dict[str, Any]:
     """Epochs until early stopping or the epoch limit, then the test score (rank 0)."""
     config, state = s.config, s.state
-    fast = config.engine == "fast"
     # Data that fits in memory moves to the device once and batches are gathered there;
     # a split that stays on the disk is read batch by batch (cnnlab.engine.feed).
     train = Feed(splits.x_train, splits.y_train, s.device)
@@ -264,7 +267,7 @@ def _loop(
         start = time.perf_counter()
         loss, acc = _train_one_epoch(s, train, epoch, progress)
         val_loss, val_acc, _ = evaluate_chunks(
-            s.model, val.chunks(config.eval_batch_size), fast=fast, scale=s.scale
+            s.model, val.chunks(config.eval_batch_size), choice=s.choice, scale=s.scale
         )
         seconds = time.perf_counter() - start
         row = {
@@ -308,7 +311,7 @@ def _loop(
     log(f"training duration = {state.train_seconds:.3f}")
     if not s.ctx.is_main:
         return {}
-    return finish(out_dir, config, splits, state, s.device, s.scale, log)
+    return finish(out_dir, config, splits, state, s.device, s.scale, log, s.choice)
 
 
 def _silent(_message: str) -> None:
@@ -323,18 +326,21 @@ def finish(
     device: torch.device,
     scale: InputScale,
     log: Callable[[str], None] = print,
+    choice: EngineChoice | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the best checkpoint on the test set; write metrics.json and curves.png."""
+    """Evaluate the best checkpoint on the test set; write metrics.json and curves.png.
+    ``choice``: the run's engine (None: resolved from ``config`` for the best model)."""
     from cnnlab.plots import plot_curves
 
     model, ckpt = records.load_best(out_dir)
     model.to(device)
+    choice = choice or for_model(model, engine=config.engine, native=config.native)
     test_loss: float | None = None
     test_acc: float | None = None
     if len(splits.y_test):
         test = Feed(splits.x_test, splits.y_test, device)
         test_loss, test_acc, _ = evaluate_chunks(
-            model, test.chunks(config.eval_batch_size), fast=config.engine == "fast", scale=scale
+            model, test.chunks(config.eval_batch_size), choice=choice, scale=scale
         )
     metrics = records.write_metrics(out_dir, model, ckpt, state, config, test_loss, test_acc)
     history = runs.read_history(out_dir / "history.csv")
