@@ -7,8 +7,9 @@ one block, on random inputs::
     Input(S, S, C) Conv2D(C, 1) <block> GlobalAveragePooling2D Dense(10)
 
 (the 1x1 convolution first so that the block needs its input gradient, as a block inside a
-network does; ``dense`` is ``Input(S, S, C) Flatten Dense(512, relu) Dense(10)``; ``bn_relu`` and ``max_pool`` are
-BatchNormalization + ReLU and 2x2 max pooling alone, after the 1x1 convolution). Three
+network does; ``dense`` is ``Input(S, S, C) Flatten Dense(512, relu) Dense(10)``;
+``bn_relu`` and ``max_pool`` are BatchNormalization + ReLU and 2x2 max pooling alone,
+after the 1x1 convolution). Three
 ways: ``kernels``, the whole step in C++ (``NativeStep``); ``mixed``, autograd with the
 block's ``conv_pool_relu`` kernel as an autograd node (that kind only); ``pytorch``, autograd
 on PyTorch operations alone (``native=False``). ``ratio``: kernels (or mixed) over pytorch;
