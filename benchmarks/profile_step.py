@@ -249,7 +249,8 @@ def run(steps: int, rgb_steps: int, only: str, device: torch.device, keras: bool
     return out
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], ops: bool = True) -> str:
+    """The table of steps, then (``ops``) each network's costliest operations."""
     start, end = result["load_start"][0], result["load_end"][0]
     lines = [
         f"float32 matrix product on {result['device']}: {result['gemm_gflops']:.1f} GFLOP/s "
@@ -268,7 +269,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['gap']:.1f}x |"
         )
     for name, r in result["networks"].items():
-        if not r["ops"]:
+        if not (ops and r["ops"]):
             continue
         lines += ["", f"{name}, self time per step (µs), top operations:", ""]
         lines += ["| operation | µs/step | calls/step |", "|---|---:|---:|"]
