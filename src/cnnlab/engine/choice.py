@@ -59,18 +59,11 @@ class EngineChoice:
         }
 
 
-def _conv_shape(desc: ModelDescription, b: Block) -> tuple[int, int, int] | None:
-    """(map pixels H*W, input channels, output channels) of a block's first layer, if a map."""
-    info = desc.by_name[b.layers[0]]
-    if len(info.in_shape) < 2:
-        return None
-    return math.prod(info.in_shape[:-1]), info.in_shape[-1], info.out_shape[-1]
-
-
 # The rule's thresholds, from benchmarks/bench_blocks.py (see kernel_wins)
 CONV_POOL_MAX_PIXELS = 32 * 32  # conv_pool_relu in the whole C++ step: input maps up to 32x32
 MIXED_MAX_VALUES = 8192  # conv_pool_relu inside an autograd step: H * W * Cout up to 8192
 NORM_MAX_PIXELS = 16 * 16  # batch_norm (with its ReLU and pooling) on maps up to 16x16
+DENSE_SLOW_INPUTS = (4096, 8192)  # dense: a window of input sizes where the kernel lost
 
 
 def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[bool, str]:
@@ -79,7 +72,8 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
     ``whole``: in the whole C++ step (else as an autograd node in a PyTorch step).
     Measured per block kind, a training step at batch 32 of ``Conv2D(C, 1)``, the block,
     global average pooling and a Dense, kernels over PyTorch's time (``bench_blocks.py``,
-    2-core Xeon, AVX-512, 2 threads, load 0.9-3.0; below 1 the kernel is faster):
+    2-core Xeon, AVX-512, 2 threads, load 0.9 at the start, 3.5 at the end; below 1 the
+    kernel is faster):
 
     - ``conv_pool_relu`` (cnnlab's own loops), whole step: 0.37-0.65 on 8x8 maps,
       0.58-0.85 on 16x16, 0.64-0.88 on 32x32, 1.27 on 64x64 (C=16): chosen up to
@@ -92,9 +86,13 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
     - ``batch_norm`` with its ReLU and max pooling (Conv 3x3 + BN + ReLU + pool): 0.59-0.90
       on 8x8 and 16x16 maps, 1.06-1.14 on 32x32 and 64x64: chosen up to
       ``NORM_MAX_PIXELS`` (16x16);
-    - ``dense``: 0.40-0.85 (Flatten of 8x8 to 64x64 maps, C 16-256, into 512 units):
-      always chosen. The other kinds (pooling, activations, dropout, flatten, global
-      pooling, padding) move memory only and follow their neighbours.
+    - ``dense`` (Flatten of S x S x C maps into 512 units, MKL's products and C++ Adam):
+      0.47-0.99 at 1,024, 2,048 and 16,384 inputs, 0.40-0.85 at 32,768-65,536, but
+      1.85-2.65 at 4,096 inputs (8x8x64, 16x16x16; 1.52-1.97 again in a second, loaded
+      run) and 1.35 at 8x8x128: left to PyTorch for ``DENSE_SLOW_INPUTS`` (4,096-8,192
+      inputs; why that window loses is not understood yet). The other kinds (pooling,
+      activations, dropout, flatten, global pooling, padding) move memory only and follow
+      their neighbours.
     """
     info = desc.by_name[b.layers[0]]
     pixels = math.prod(info.in_shape[:-1]) if len(info.in_shape) > 1 else 0
@@ -104,6 +102,11 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
         measure, limit = ("H*W*C in autograd", pixels * info.out_shape[-1]), MIXED_MAX_VALUES
     elif b.kind == "batch_norm" and pixels > 1:
         measure, limit = ("pixels", pixels), NORM_MAX_PIXELS
+    elif b.kind == "dense":
+        low, high = DENSE_SLOW_INPUTS
+        won = not low <= info.in_shape[-1] <= high
+        side = "kernel" if won else "PyTorch"
+        return won, f"dense {b.layers[0]}: {side}, {info.in_shape[-1]} inputs vs {low}-{high}"
     else:
         return True, ""
     won = measure[1] <= limit
@@ -121,6 +124,7 @@ def resolve(
     rule: bool = True,
     whole_step: bool = True,
     trainable: bool = True,
+    float32: bool = True,
     available: bool | None = None,
 ) -> EngineChoice:
     """The engine of a run of ``desc`` on ``device``, decided here and only here.
@@ -128,8 +132,9 @@ def resolve(
     ``engine``/``native``: the run's settings (:class:`cnnlab.train.config.TrainConfig`).
     ``rule=False`` takes every kernel the plan has, ``whole_step=False`` never the whole
     step in C++ (a benchmark measuring them).
-    ``trainable``: every weight is a float32 tensor with a gradient (the whole-step kernel
-    updates them all). ``available``: whether the kernels load here (None: load them).
+    ``trainable``: every weight has a gradient (the whole-step kernel updates them all);
+    ``float32``: every weight is float32 (the kernels' only type). ``available``: whether
+    the kernels load here (None: load them).
     """
     p = plan(desc)
     names = [*(n for b in p.blocks for n in b.layers), *p.folded]
@@ -138,11 +143,16 @@ def resolve(
         return EngineChoice(PLAIN, layers=dict.fromkeys(names, PYTORCH), reasons=(reason,))
     device = torch.device(device)
     on_cpu = device.type == "cpu"
-    kernels = bool(native and on_cpu and (native_lib.load() if available is None else available))
-    if not kernels:
-        why = "native=False" if not native else f"device {device.type}" if not on_cpu else ""
+    why = (
+        "native=False" if not native
+        else f"device {device.type}" if not on_cpu
+        else "weights not float32" if not float32
+        else "" if (native_lib.load() if available is None else available)
+        else "the C++ kernels do not load here"
+    )  # fmt: skip
+    if why:
         layers = dict.fromkeys(names, PYTORCH)
-        reason = f"PyTorch operations only ({why or 'the C++ kernels do not load here'})"
+        reason = f"PyTorch operations only ({why})"
         return EngineChoice(FAST, False, None, {}, False, layers, (reason,))
     whole: Plan | None = None
     reasons: tuple[str, ...] = ()
@@ -183,8 +193,12 @@ def for_model(
     device = params[0].device if params else torch.device("cpu")
     if not isinstance(desc, ModelDescription) or any(q.device != device for q in params):
         return resolve_torch_only(engine)
-    trainable = all(q.dtype == torch.float32 and q.requires_grad for q in params)
-    return resolve(desc, device, engine=engine, native=native, rule=rule, trainable=trainable)
+    trainable = all(q.requires_grad for q in params)
+    float32 = all(q.dtype == torch.float32 for q in params)
+    return resolve(
+        desc, device, engine=engine, native=native, rule=rule, trainable=trainable,
+        float32=float32,
+    )  # fmt: skip
 
 
 def resolve_torch_only(engine: str = FAST) -> EngineChoice:
