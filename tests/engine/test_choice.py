@@ -172,3 +172,11 @@ def test_conv_pool_relu_thresholds(size: int, channels: int, whole: bool, mixed:
     assert (got.whole is not None) == whole
     assert bool(got.blocks) == mixed
     assert (got.layers["b"] == "cnnlab") == (whole or mixed)
+
+
+@pytest.mark.parametrize(("inputs", "chosen"), [(2048, True), (4096, False), (16384, True)])
+def test_dense_inside_its_measured_window_goes_to_pytorch(inputs: int, chosen: bool) -> None:
+    desc = parse_compact(f"Input(8,8,{inputs // 64}) Flatten Dense(512,relu,name=d) Dense(10)", "d")
+    got = resolve(desc, "cpu", available=True)
+    assert (got.whole is not None) == chosen
+    assert (got.layers["d"] == "cnnlab") == chosen
