@@ -79,7 +79,7 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
       0.58-0.85 on 16x16, 0.64-0.88 on 32x32, 1.27 on 64x64 (C=16): chosen up to
       ``CONV_POOL_MAX_PIXELS`` (32x32) input pixels;
     - ``conv_pool_relu`` in an autograd step: 0.76-0.96 up to 8,192 values per image
-      (H * W * C: 8x8x128, 16x16x32), 1.04 at 16x16x64, 1.06 at 32x32x32, 1.69 at 64x64x16
+      (H * W * C: 8x8x128, 16x16x32), 1.04 at 16x16x64, 1.06 at 32x32x32, 1.68 at 64x64x16
       (0.87 at 32x32x16, left to PyTorch): chosen up to ``MIXED_MAX_VALUES``;
     - ``conv`` (MKL-DNN's convolution called from C++, with the ReLU fused): 0.45-0.84 from
       8x8 to 64x64 maps, C 16-128: always chosen;
