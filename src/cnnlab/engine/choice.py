@@ -88,9 +88,10 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
       ``NORM_MAX_PIXELS`` (16x16);
     - ``dense`` (Flatten of S x S x C maps into 512 units, MKL's products and C++ Adam):
       0.47-0.99 at 1,024, 2,048 and 16,384 inputs, 0.40-0.85 at 32,768-65,536, but
-      1.85-2.65 at 4,096 inputs (8x8x64, 16x16x16; 1.52-1.97 again in a second, loaded
-      run) and 1.35 at 8x8x128: left to PyTorch for ``DENSE_SLOW_INPUTS`` (4,096-8,192
-      inputs; why that window loses is not understood yet). The other kinds (pooling,
+      1.85-2.65 at 4,096 inputs (8x8x64, 16x16x16) and 1.35 at 8,192 (8x8x128); two more
+      runs at load 6 gave 1.52-1.97 at 4,096 and, over S=8, 1.64-1.91 at 4,096-8,192
+      against 0.73-0.92 at 1,536-3,072 and 12,288: left to PyTorch for
+      ``DENSE_SLOW_INPUTS`` (4,096-8,192 inputs; why that window loses is not understood). The other kinds (pooling,
       activations, dropout, flatten, global pooling, padding) move memory only and follow
       their neighbours.
     """
