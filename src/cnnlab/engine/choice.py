@@ -91,9 +91,9 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
       1.85-2.65 at 4,096 inputs (8x8x64, 16x16x16) and 1.35 at 8,192 (8x8x128); two more
       runs at load 6 gave 1.52-1.97 at 4,096 and, over S=8, 1.64-1.91 at 4,096-8,192
       against 0.73-0.92 at 1,536-3,072 and 12,288: left to PyTorch for
-      ``DENSE_SLOW_INPUTS`` (4,096-8,192 inputs; why that window loses is not understood). The other kinds (pooling,
-      activations, dropout, flatten, global pooling, padding) move memory only and follow
-      their neighbours.
+      ``DENSE_SLOW_INPUTS`` (4,096-8,192 inputs; why that window loses is not understood).
+    - The other kinds (pooling, activations, dropout, flatten, global pooling, padding)
+      move memory only and follow their neighbours.
     """
     info = desc.by_name[b.layers[0]]
     pixels = math.prod(info.in_shape[:-1]) if len(info.in_shape) > 1 else 0
