@@ -34,6 +34,7 @@ import torch
 from run_bench import HERE, KERAS_PY, data_dir
 
 from cnnlab.data.mnist import load_mnist
+from cnnlab.data.scaling import InputScale
 from cnnlab.engine.choice import EngineChoice, resolve
 from cnnlab.engine.fastpath import Step, make_step
 from cnnlab.interop.keras_import import read_keras
@@ -129,11 +130,15 @@ def batches(x: torch.Tensor, y: torch.Tensor) -> Callable[[int], tuple[torch.Ten
     return batch
 
 
+PIXELS = InputScale(255.0, "uint8 pixels divided by 255")  # MNIST's batches stay uint8
+
+
 def make(desc: ModelDescription, choice: EngineChoice, device: torch.device) -> Step:
     torch.manual_seed(42)
     model = build_module(desc).to(device)
     model.train()
-    return make_step(model, make_optimizer(model, TrainConfig()), choice=choice)
+    opt = make_optimizer(model, TrainConfig())
+    return make_step(model, opt, scale=PIXELS, choice=choice)
 
 
 def timed(step: Step, batch: Callable[[int], tuple], steps: int, warm: int) -> float:
