@@ -64,6 +64,12 @@ def evaluate(
     return evaluate_chunks(model, chunks, choice=choice, scale=scale)
 
 
+def _module_logits(model: nn.Module, scale: InputScale | None, xb: torch.Tensor) -> torch.Tensor:
+    """The network's own forward pass on stored values (the plain engine)."""
+    out: torch.Tensor = model(as_inputs(xb, scale))
+    return out
+
+
 @torch.inference_mode()
 def evaluate_chunks(
     model: nn.Module,
@@ -76,16 +82,16 @@ def evaluate_chunks(
     them (:meth:`cnnlab.engine.feed.Feed.chunks`)."""
     was_training = model.training
     model.eval()
-    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    forward: Callable[[torch.Tensor], torch.Tensor] = partial(_module_logits, model, scale)
     if isinstance(model, Network):
         choice = choice or for_model(model)
-        if choice.fast:
-            forward = partial(fast_logits, model, choice=choice)
+        if choice.fast:  # uint8 values converted per cache-sized piece, not a chunk at once
+            forward = partial(fast_logits, model, scale=scale, choice=choice)
     loss_sum: torch.Tensor | None = None
     preds: list[torch.Tensor] = []
     hits, count = 0, 0
     for xb, yb in chunks:
-        logits = forward(as_inputs(xb, scale))
+        logits = forward(xb)
         batch = F.cross_entropy(logits, yb, reduction="sum").double()
         loss_sum = batch if loss_sum is None else loss_sum + batch
         pred = logits.argmax(1)
