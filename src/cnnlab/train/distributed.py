@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -111,6 +112,47 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def agree(flag: bool, ctx: DistContext) -> bool:
+    """Rank 0's ``flag`` on every process (a decision that reads a clock must be one)."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def gather(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every process's ``obj`` (plain data and CPU tensors), in rank order, on every one."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def restart_count() -> int:
+    """How often torchrun restarted this group's workers (its TORCHELASTIC_RESTART_COUNT:
+    torchrun's protocol, not a cnnlab setting); 0 outside torchrun."""
+    if not dist.is_torchelastic_launched():
+        return 0
+    text = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return int(text) if text.isdigit() else 0
+
+
+def peer_loss(exc: BaseException) -> str | None:
+    """One line naming a collective's failure (a peer killed, a connection reset), or None
+    for an error that is no communication failure."""
+    dist_error = getattr(dist, "DistError", None)
+    text = str(exc).strip()
+    first = (text.splitlines() or [type(exc).__name__])[-1].strip()[:200]
+    if dist_error is not None and isinstance(exc, dist_error):
+        return first
+    markers = ("gloo", "nccl", "connection", "broken pipe", "socket", "timed out")
+    if isinstance(exc, RuntimeError) and any(m in text.lower() for m in markers):
+        return first
+    return None
 
 
 def teardown() -> None:
