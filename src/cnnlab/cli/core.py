@@ -291,9 +291,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         with runs.claim(args.resume, resume=True) as out:
             return _train(args, out, None)
     spec = check_spec(args.data)
-    restarted = distributed.restart_count() > 0 and args.out is not None
-    restarted = restarted and (Path(args.out) / "last.pt").exists()
-    if args.out is not None:
+    restarted = args.out is not None and (Path(args.out) / "last.pt").exists()
+    if restarted:  # the same command again: only a restarted torchrun group continues
+        from cnnlab.engine.device import resolve_device
+
+        restarted = distributed.group_restarted(resolve_device(args.device))
+    if args.out is not None and main_process:  # rank 0 alone: the others never lock it
         runs.check_unlocked(args.out)  # before the data load: a taken folder fails at once
         if not restarted:
             runs.check_out_dir(args.out)

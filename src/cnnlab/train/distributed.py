@@ -33,6 +33,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cnnlab.errors import CnnlabError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -141,6 +143,25 @@ def restart_count() -> int:
     return int(text) if text.isdigit() else 0
 
 
+def group_restarted(device: torch.device) -> bool:
+    """Whether torchrun restarted this group's workers after a failure: any process's
+    restart count above 0. Asked of the whole group (which this joins), because an agent
+    whose own worker was healthy restarts it with its count unchanged when another
+    agent's worker failed."""
+    if not launched():
+        return False
+    try:
+        ctx = setup(device)
+        t = torch.tensor([restart_count()], device=local_device(device, ctx))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    except RuntimeError as exc:
+        why = peer_loss(exc)
+        if why is None:
+            raise
+        raise CnnlabError(f"cannot join the process group ({why})") from None
+    return int(t.item()) > 0
+
+
 def peer_loss(exc: BaseException) -> str | None:
     """One line naming a collective's failure (a peer killed, a connection reset), or None
     for an error that is no communication failure."""
@@ -165,6 +186,13 @@ def teardown() -> None:
 def process_group(device: torch.device) -> Iterator[DistContext]:
     """Join torchrun's process group for the duration of a run, and always leave it."""
     try:
-        yield setup(device)
+        try:
+            ctx = setup(device)
+        except RuntimeError as exc:  # the group never formed: a peer gone already
+            why = peer_loss(exc)
+            if why is None:
+                raise
+            raise CnnlabError(f"cannot join the process group ({why})") from None
+        yield ctx
     finally:
         teardown()
