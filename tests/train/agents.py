@@ -21,14 +21,14 @@ SRC = Path(__file__).parents[2] / "src"
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-def environment(cache: Path) -> dict[str, str]:
+def environment() -> dict[str, str]:
     """One thread per process (two cores, four processes), this checkout's cnnlab first,
-    the folder cache under the test's own folder, and torchrun's fresh store per round."""
+    and torchrun's fresh store per round. The user's cache stays (a fresh one would build
+    the C++ kernels again, a minute); a folder's image cache there is keyed by its files."""
     path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return os.environ | {
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": path,
-        "XDG_CACHE_HOME": str(cache),
         # torchrun's own setting (docs/cluster.md): each rendezvous round its own store, so
         # a restarted round never reads the keys of the round before
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
@@ -45,7 +45,7 @@ def one_process(cwd: Path, worker: list[str], train: list[str]) -> str:
     """The worker as one plain process; its output (it must succeed)."""
     cmd = [sys.executable, str(WORKER), *worker, "--", *train]
     proc = subprocess.run(
-        cmd, cwd=cwd, env=environment(cwd / "cache"), capture_output=True, text=True, timeout=240
+        cmd, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=240
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
@@ -62,7 +62,7 @@ def two_agents(
     launch += [f"--rdzv-id=cnnlab-{port}", f"--max-restarts={max_restarts}"]
     launch += ["--monitor-interval=0.2", str(WORKER), *worker, "--", *train]
     logs = [cwd / f"agent{i}.log" for i in range(2)]
-    env = environment(cwd / "cache")
+    env = environment()
     procs = []
     for log in logs:
         with log.open("w") as f:
