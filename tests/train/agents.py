@@ -5,6 +5,8 @@ as two machines of a cluster would run it (docs/cluster.md)."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -35,6 +37,36 @@ def environment() -> dict[str, str]:
     }
 
 
+CLUSTER_DOC = Path(__file__).parents[2] / "docs" / "cluster.md"
+
+
+def documented_launch(port: int, run_id: str, max_restarts: int) -> list[str]:
+    """The torchrun flags of docs/cluster.md's batch script, for two agents here: its
+    variables given local values (2 nodes, 1 process each, the head 127.0.0.1), its port and
+    restart count the test's. The tests launch exactly these."""
+    line = next(
+        t for t in CLUSTER_DOC.read_text(encoding="utf-8").splitlines() if "srun torchrun" in t
+    )
+    words = shlex.split(line)
+    flags = words[words.index("torchrun") + 1 : words.index("-m")]
+    local = {"$SLURM_NNODES": "2", "$PROCS_PER_NODE": "1", "$HEAD": "127.0.0.1"}
+    local |= {"$SLURM_JOB_ID": run_id, ":29500": f":{port}"}
+    out = []
+    for flag in flags:
+        for name, value in local.items():
+            flag = flag.replace(name, value)
+        if flag.startswith("--max-restarts="):
+            flag = f"--max-restarts={max_restarts}"
+        out.append(flag)
+    return out
+
+
+def documented_environment() -> dict[str, str]:
+    """The ``export NAME=VALUE`` lines of the batch script with a constant value."""
+    found = re.findall(r"^export (\w+)=(\w+)\b", CLUSTER_DOC.read_text(), flags=re.M)
+    return dict(found)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,9 +89,10 @@ def two_agents(
     """Two torchrun agents on 127.0.0.1 (as two nodes), one worker each; their exit codes
     and their joined output."""
     port = free_port()
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2"]
-    launch += ["--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"]
-    launch += [f"--rdzv-id=cnnlab-{port}", f"--max-restarts={max_restarts}"]
+    launch = [sys.executable, "-m", "torch.distributed.run"]
+    launch += documented_launch(port, f"cnnlab-{port}", max_restarts)
+    # checks its workers 5 times a second, not 10 times slower (torchrun's default): a
+    # test's restart comes sooner
     launch += ["--monitor-interval=0.2", str(WORKER), *worker, "--", *train]
     logs = [cwd / f"agent{i}.log" for i in range(2)]
     env = environment()

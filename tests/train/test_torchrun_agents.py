@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 from image_runs import make_folder
 
-from train.agents import assert_close, assert_identical, one_process, two_agents
-
-pytestmark = pytest.mark.slow
+from train.agents import (
+    assert_close,
+    assert_identical,
+    documented_environment,
+    documented_launch,
+    environment,
+    one_process,
+    two_agents,
+)
 
 # Case 3 (no dropout: one process and two follow the same random path); 180 training
 # images in global batches of 8: 23 steps an epoch, the last one short
@@ -21,6 +27,22 @@ CASE3 = ["train", "--case", "3", "--epochs", "3", "--batch-size", "8", "--patien
 CASE3 += ["--quiet"]
 STEPS = 3 * 23
 FOLDER_NET = "Input(16,16,1) Conv2D(4,3,relu) MaxPooling2D Flatten Dense(3,softmax)"
+
+
+def test_the_cluster_recipe_is_what_the_tests_run() -> None:
+    """docs/cluster.md's torchrun flags and settings are the ones these tests launch with."""
+    flags = documented_launch(1234, "job", 1)
+    assert flags == [
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=127.0.0.1:1234",
+        "--rdzv-id=job",
+        "--max-restarts=1",
+    ]
+    exported = documented_environment()
+    assert exported == {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    assert exported.items() <= environment().items()
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +55,12 @@ def case3_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"one": root / "one", "two": root / "two"}
 
 
+@pytest.mark.slow
 def test_two_agents_match_one_process_on_a_chapter_case(case3_runs: dict[str, Path]) -> None:
     assert_close(case3_runs["two"], case3_runs["one"])
 
 
+@pytest.mark.slow
 def test_two_agents_match_one_process_on_a_folder(tmp_path: Path) -> None:
     """A network trained on a folder of images: each rank reads its rows of each global
     batch from the folder's disk cache (built by the first run, reused by the agents)."""
@@ -49,6 +73,7 @@ def test_two_agents_match_one_process_on_a_folder(tmp_path: Path) -> None:
     assert_close(tmp_path / "two", tmp_path / "one")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "every",
     [None, 5],  # epoch checkpoints only; a mid-epoch one every 5 steps
