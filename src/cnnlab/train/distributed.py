@@ -148,8 +148,8 @@ def group_restarted(device: torch.device) -> bool:
     restart count above 0. Asked of the whole group (which this joins), because an agent
     whose own worker was healthy restarts it with its count unchanged when another
     agent's worker failed."""
-    if not launched():
-        return False
+    if not launched():  # a group shrunk to one process (elastic sizes): its own count
+        return restart_count() > 0
     try:
         ctx = setup(device)
         t = torch.tensor([restart_count()], device=local_device(device, ctx))
