@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from image_runs import make_folder
 
+from cnnlab import fileio
 from train.agents import (
     assert_close,
     assert_identical,
@@ -66,10 +67,13 @@ def test_two_agents_match_one_process_on_a_folder(tmp_path: Path) -> None:
     batch from the folder's disk cache (built by the first run, reused by the agents)."""
     make_folder(tmp_path / "images", "L", per_class=10)
     train = ["train", "--model", FOLDER_NET, "--data", f"folder:{tmp_path / 'images'}"]
-    train += ["--epochs", "3", "--batch-size", "4", "--patience", "100", "--quiet"]
+    train += ["--epochs", "8", "--batch-size", "4", "--patience", "1", "--quiet"]
     one_process(tmp_path, [], [*train, "--out", "one"])
     codes, output = two_agents(tmp_path, [], [*train, "--out", "two"])
     assert codes == [0, 0], output[-4000:]
+    # early stopping: both ranks stop at the same epoch (each scores its share of the
+    # validation set; the sums are all-reduced), that of one process
+    assert fileio.read_json(tmp_path / "one" / "metrics.json")["stopped_early"]
     assert_close(tmp_path / "two", tmp_path / "one")
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from cnnlab.data.scaling import InputScale
 from cnnlab.engine.fastpath import EpochSums
 from cnnlab.engine.feed import Feed
+from cnnlab.engine.inference import evaluate_chunks
 from cnnlab.engine.tensors import as_inputs
 from cnnlab.train import distributed, records
 from cnnlab.train.position import Position, process_rng
@@ -114,6 +115,29 @@ def train_one_epoch(
     distributed.all_reduce_sum(sums.hits, s.ctx)
     loss_mean, acc = sums.means()
     return loss_mean, acc, carried
+
+
+def evaluate(s: Session, feed: Feed) -> tuple[float, float]:
+    """(mean loss, accuracy) of the model on ``feed``. Under torchrun each process scores
+    its share of every chunk and the sums are all-reduced: every process gets the same
+    numbers, bit for bit, so all take the same early-stopping decision (even where their
+    kernels could round differently), and each reads only its rows of the split."""
+    fast, size = s.config.engine == "fast", s.config.eval_batch_size
+    if not s.ctx.enabled:
+        loss, acc, _ = evaluate_chunks(s.model, feed.chunks(size), fast=fast, scale=s.scale)
+        return loss, acc
+    order = torch.arange(len(feed))
+    order = order if feed.lazy else order.to(s.device)
+    shard = partial(distributed.shard, ctx=s.ctx)
+    chunks = ((xb, yb) for xb, yb, _ in feed.batches(order, size, shard))
+    loss, acc, preds = evaluate_chunks(s.model, chunks, fast=fast, scale=s.scale)
+    n = len(preds)
+    mine = [loss * n, round(acc * n), n] if n else [0.0, 0.0, 0.0]
+    total = torch.tensor(mine, dtype=torch.float64, device=s.device)
+    distributed.all_reduce_sum(total, s.ctx)
+    if total[2] == 0:
+        return float("nan"), float("nan")
+    return float(total[0] / total[2]), float(total[1] / total[2])
 
 
 def save_position(s: Session, out_dir: Path, at: Position, sums: EpochSums) -> None:

@@ -37,7 +37,7 @@ from cnnlab.models import ModelDescription, Network, build_module, resolve
 from cnnlab.train import distributed, records, runs
 from cnnlab.train.config import ENGINES, TrainConfig
 from cnnlab.train.distributed import DistContext
-from cnnlab.train.epochs import PlainStep, save_epoch_end, train_one_epoch
+from cnnlab.train.epochs import PlainStep, evaluate, save_epoch_end, train_one_epoch
 from cnnlab.train.fit_data import as_dataset, check_data, data_scale, named_for
 from cnnlab.train.plateau import Plateau, learning_rate, make_plateau, set_learning_rate
 from cnnlab.train.position import Position, Schedule, set_process_rng
@@ -252,7 +252,6 @@ def _loop(
 ) -> dict[str, Any]:
     """Epochs until early stopping or the epoch limit, then the test score (rank 0)."""
     config, state = s.config, s.state
-    fast = config.engine == "fast"
     # Data that fits in memory moves to the device once and batches are gathered there;
     # a split that stays on the disk is read batch by batch (cnnlab.engine.feed).
     train = Feed(splits.x_train, splits.y_train, s.device)
@@ -265,9 +264,7 @@ def _loop(
         epoch = state.epoch + 1
         start = time.perf_counter()
         loss, acc, carried = train_one_epoch(s, train, epoch, out_dir, progress)
-        val_loss, val_acc, _ = evaluate_chunks(
-            s.model, val.chunks(config.eval_batch_size), fast=fast, scale=s.scale
-        )
+        val_loss, val_acc = evaluate(s, val)
         seconds = time.perf_counter() - start + carried
         row = {
             "epoch": epoch,
