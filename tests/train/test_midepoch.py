@@ -67,6 +67,19 @@ def test_the_schedule_counts_steps_across_epochs() -> None:
     assert not Schedule(0, 0.0, 45, distributed.DistContext()).due(1, 10)
 
 
+def test_the_schedule_also_keeps_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Schedule(every=0, minutes=2.0, steps_per_epoch=45, ctx=distributed.DistContext())
+    now = [1000.0]
+    monkeypatch.setattr("cnnlab.train.position.time.monotonic", lambda: now[0])
+    s.written()
+    now[0] += 119.0
+    assert not s.due(1, 3)
+    now[0] += 2.0
+    assert s.due(1, 4) and not s.due(1, 45)  # never at an epoch's end: it writes anyway
+    s.written()
+    assert not s.due(1, 5)
+
+
 def test_checkpoint_flags_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     for flags in (["--checkpoint-every", "-1"], ["--checkpoint-minutes", "nan"]):
         with pytest.raises(SystemExit) as exc:
