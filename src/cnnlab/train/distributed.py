@@ -17,6 +17,10 @@ variables torchrun sets, and then:
 - epoch sums (loss, hits, counts) are all-reduced, so every process sees the same
   metrics and takes the same early-stopping decision; only rank 0 writes files or prints.
 
+Failures (docs/cluster.md): a collective that fails because a peer is gone
+(:func:`peer_loss`) becomes one line and a non-zero exit, which is what makes torchrun
+restart the group; the restarted group (:func:`group_restarted`) continues its run.
+
 Dropout draws its masks per process, so a network with dropout (Case 1) follows a
 different random path than one process would; without dropout the results agree to
 float tolerance (``tests/train/test_distributed.py``).
