@@ -73,6 +73,36 @@ def _nan_weights(ckpt: dict[str, Any]) -> None:
     ckpt["model"][key] = torch.full_like(ckpt["model"][key], float("nan"))
 
 
+def _mid_epoch(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    """last.pt as a mid-epoch checkpoint of the run (``--checkpoint-every``) would hold it:
+    a position 2 steps into epoch 2 of the 180 training images in batches of 32, written by
+    one process; ``changes``: fields of the position, ``ranks`` a count of processes."""
+
+    def edit(ckpt: dict[str, Any]) -> None:
+        rank = {"loss": 4.6, "hits": 7, "torch": torch.get_rng_state()}
+        position = {
+            "epoch": ckpt["epoch"] + 1,
+            "step": 2,
+            "order_rng": torch.Generator().manual_seed(3).get_state(),
+            "batch_size": 32,
+            "n_train": 180,
+            "seconds": 0.5,
+            "ranks": [rank],
+        }
+        position |= {k: v for k, v in changes.items() if k != "ranks"}
+        position["ranks"] = [dict(rank) for _ in range(changes.get("ranks", 1))]
+        ckpt["position"] = position
+        ckpt["finished"] = False
+
+    return edit
+
+
+def _mid_epoch_truncated(run: Path) -> None:
+    _ckpt("last.pt", _mid_epoch())(run)
+    path = run / "last.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def _bytes(name: str, make: Callable[[bytes], bytes]) -> Damage:
     def damage(run: Path) -> None:
         path = run / name
@@ -164,6 +194,15 @@ DAMAGES: list[tuple[str, str, Damage]] = [
     ("last.pt", "another network", _ckpt("last.pt", _other_network)),
     ("last.pt", "truncated", _bytes("last.pt", lambda b: b[: len(b) // 2])),
     ("last.pt", "unsafe pickle", _malicious("last.pt")),
+    # mid-epoch checkpoints (--checkpoint-every): a kill while copying, another run's file
+    ("last.pt", "mid-epoch, truncated", _mid_epoch_truncated),
+    ("last.pt", "mid-epoch, another batch size", _ckpt("last.pt", _mid_epoch(batch_size=16))),
+    ("last.pt", "mid-epoch, other data", _ckpt("last.pt", _mid_epoch(n_train=5000))),
+    ("last.pt", "mid-epoch, another world size", _ckpt("last.pt", _mid_epoch(ranks=2))),
+    ("last.pt", "mid-epoch, step past the epoch", _ckpt("last.pt", _mid_epoch(step=6))),
+    ("last.pt", "mid-epoch, another epoch", _ckpt("last.pt", _mid_epoch(epoch=7))),
+    ("last.pt", "mid-epoch, seconds a string", _ckpt("last.pt", _mid_epoch(seconds="x"))),
+    ("last.pt", "mid-epoch, no ranks", _ckpt("last.pt", _mid_epoch(ranks=0))),
     ("config.json", "a list", _text("config.json", "[1, 2]")),
     ("config.json", "null", _text("config.json", "null")),
     ("config.json", "not JSON", _text("config.json", "{config: 1")),

@@ -20,6 +20,7 @@ from cnnlab.cli.datasets import (
 )
 from cnnlab.cli.flags import (
     model_arg,
+    non_negative_float,
     non_negative_int,
     plateau_factor,
     positive_float,
@@ -168,6 +169,21 @@ def register(sub: Any) -> None:
         help="continue an interrupted run from DIR/last.pt (the folder is locked while "
         "training; a run killed before its first checkpoint is started again with --out)",
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=non_negative_int,
+        default=None,
+        metavar="STEPS",
+        help="also write last.pt every STEPS training steps, inside epochs (a killed run "
+        "resumes from there to the same history; default 0: at epoch ends only)",
+    )
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=non_negative_float,
+        default=None,
+        metavar="MINUTES",
+        help="also write last.pt when MINUTES have passed since the last one (default 0: off)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataset_arg(p)
     add_data_arg(p)
@@ -248,6 +264,12 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def _schedule(args: argparse.Namespace) -> dict[str, Any]:
+    """The mid-epoch checkpoint flags that were given (a resumed run keeps its others)."""
+    keys = ("checkpoint_every", "checkpoint_minutes")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
 def load_for(
     args: argparse.Namespace, spec: str, seed: int, val_fraction: float
 ) -> tuple[Any, Any]:
@@ -266,7 +288,8 @@ def load_for(
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a new run, or resume one. The run folder is locked while this runs
     (:func:`cnnlab.train.runs.claim`); a new folder that fails before its first checkpoint
-    is removed again."""
+    is removed again. Under torchrun, a restarted group (a worker failed) continues the
+    ``--out`` run from its last checkpoint, once its config and data are checked to match."""
     from cnnlab.train.config import TrainConfig
 
     main_process = distributed.launch_rank() == 0
@@ -276,9 +299,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         with runs.claim(args.resume, resume=True) as out:
             return _train(args, out, None)
     spec = check_spec(args.data)
-    if args.out is not None:
+    restarted = args.out is not None and (Path(args.out) / "last.pt").exists()
+    if restarted:  # the same command again: only a restarted torchrun group continues
+        from cnnlab.engine.device import resolve_device
+
+        restarted = distributed.group_restarted(resolve_device(args.device))
+    if args.out is not None and main_process:  # rank 0 alone: the others never lock it
         runs.check_unlocked(args.out)  # before the data load: a taken folder fails at once
-        runs.check_out_dir(args.out)
+        if not restarted:
+            runs.check_out_dir(args.out)
     given = _given(args)
     val_fraction = given["val_fraction"] or TrainConfig().val_fraction
     description, dataset = load_for(args, spec, args.seed, val_fraction)
@@ -289,27 +318,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         **settings(dataset.kind, **given),
+        **_schedule(args),
     )
+    new = (config, description, dataset)
+    if restarted:
+        from cnnlab.train.records import check_same_run
+
+        check_same_run(args.out, config, description, dataset)
+        if main_process:
+            print(f"torchrun restarted the workers: continuing {args.out} from its last.pt")
     if distributed.launched():
         # Every process must name the same folder; rank 0 alone checks, creates and locks it.
         if args.out is None:
             raise CnnlabError("under torchrun, give --out: every process writes one run")
         if not main_process:
-            return _train(args, args.out, (config, description, dataset))
-    with runs.claim(args.out, stem=description.name) as out:
-        return _train(args, out, (config, description, dataset))
+            return _train(args, args.out, new, resume=restarted)
+    with runs.claim(args.out, resume=restarted, stem=description.name) as out:
+        return _train(args, out, new, resume=restarted)
 
 
-def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None) -> int:
-    """Train into the claimed folder ``out``: a new run (``new``), or resume the one there."""
+def _train(
+    args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None, resume: bool = False
+) -> int:
+    """Train into the claimed folder ``out``: a new run (``new``), or resume the one there
+    (``new`` None: as config.json says; ``resume``: as ``new`` says, checked to match)."""
+    from dataclasses import replace
+
     from cnnlab.train.loop import fit
     from cnnlab.train.records import load_model, read_last, read_run_config
 
-    if new is None:
-        config, description = read_run_config(out)
+    if new is None or resume:
         if (out / "best.pt").exists():
             load_model(out, "best")  # read at the end: a damaged one fails now, not then
         read_last(out)  # the whole training state, checked before the data is loaded
+    if new is None:
+        config, description = read_run_config(out)
+        config = replace(config, **_schedule(args))  # the flags were checked by argparse
         dataset = run_dataset(out, args)
     else:
         config, description, dataset = new
@@ -325,7 +369,7 @@ def _train(args: argparse.Namespace, out: Path, new: tuple[Any, Any, Any] | None
         dataset,
         out,
         description=description,
-        resume=new is None,
+        resume=new is None or resume,
         progress=show_progress(args),
     )
     if main_process:

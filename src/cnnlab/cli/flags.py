@@ -62,6 +62,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """0 or a positive, finite number (an interval; 0: off)."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_float(text)
+
+
 def plateau_factor(text: str) -> float:
     """ReduceLROnPlateau's factor: 0 (off) or more, below 1 (not NaN, not infinite)."""
     value = 1.0 if len(text) > MAX_FLOAT_CHARS else None

@@ -15,6 +15,9 @@ ENGINES = ("fast", "plain")
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("val_accuracy", "val_loss")  # early stopping: Keras' EarlyStopping(monitor=...)
 MAX_SEED = 2**32 - 1  # numpy's seeds; torch's accept more, the split's do not
+# Fields that say when to checkpoint, not what is computed: a restarted or resumed run may
+# change them (every other field must match the run it continues)
+SCHEDULE_ONLY = ("checkpoint_every", "checkpoint_minutes")
 
 
 @dataclass
@@ -43,6 +46,10 @@ class TrainConfig:
     plateau_factor: float = 0.0
     plateau_patience: int = 50
     min_lr: float = 1e-4
+    # Mid-epoch checkpoints (cnnlab.train.position): every N steps and/or every M minutes
+    # (0: only at epoch ends). Where a run may be killed; they never change its results.
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -54,6 +61,7 @@ class TrainConfig:
             ("seed", 0, MAX_SEED),
             ("threads", 0, 4096),
             ("plateau_patience", 1, 100_000),
+            ("checkpoint_every", 0, 1 << 40),
         ):
             value = getattr(self, name)
             if not low <= value <= high:
@@ -64,6 +72,11 @@ class TrainConfig:
             raise ValueError(f"adam_eps must be a positive number, got {self.adam_eps}")
         if not 0 <= self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be in [0, 1), got {self.plateau_factor}")
+        if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0):
+            raise ValueError(
+                f"checkpoint_minutes must be 0 (off) or a positive number, "
+                f"got {self.checkpoint_minutes}"
+            )
         if not (math.isfinite(self.min_lr) and self.min_lr > 0):
             raise ValueError(f"min_lr must be a positive number, got {self.min_lr}")
         if self.monitor not in MONITORS:

@@ -17,6 +17,10 @@ variables torchrun sets, and then:
 - epoch sums (loss, hits, counts) are all-reduced, so every process sees the same
   metrics and takes the same early-stopping decision; only rank 0 writes files or prints.
 
+Failures (docs/cluster.md): a collective that fails because a peer is gone
+(:func:`peer_loss`) becomes one line and a non-zero exit, which is what makes torchrun
+restart the group; the restarted group (:func:`group_restarted`) continues its run.
+
 Dropout draws its masks per process, so a network with dropout (Case 1) follows a
 different random path than one process would; without dropout the results agree to
 float tolerance (``tests/train/test_distributed.py``).
@@ -28,9 +32,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from cnnlab.errors import CnnlabError
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,66 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
+def agree(flag: bool, ctx: DistContext) -> bool:
+    """Rank 0's ``flag`` on every process (a decision that reads a clock must be one)."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def gather(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every process's ``obj`` (plain data and CPU tensors), in rank order, on every one."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def restart_count() -> int:
+    """How often torchrun restarted this group's workers (its TORCHELASTIC_RESTART_COUNT:
+    torchrun's protocol, not a cnnlab setting); 0 outside torchrun."""
+    if not dist.is_torchelastic_launched():
+        return 0
+    text = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return int(text) if text.isdigit() else 0
+
+
+def group_restarted(device: torch.device) -> bool:
+    """Whether torchrun restarted this group's workers after a failure: any process's
+    restart count above 0. Asked of the whole group (which this joins), because an agent
+    whose own worker was healthy restarts it with its count unchanged when another
+    agent's worker failed."""
+    if not launched():  # a group shrunk to one process (elastic sizes): its own count
+        return restart_count() > 0
+    try:
+        ctx = setup(device)
+        t = torch.tensor([restart_count()], device=local_device(device, ctx))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    except RuntimeError as exc:
+        why = peer_loss(exc)
+        if why is None:
+            raise
+        raise CnnlabError(f"cannot join the process group ({why})") from None
+    return int(t.item()) > 0
+
+
+def peer_loss(exc: BaseException) -> str | None:
+    """One line naming a collective's failure (a peer killed, a connection reset), or None
+    for an error that is no communication failure."""
+    dist_error = getattr(dist, "DistError", None)
+    text = str(exc).strip()
+    first = (text.splitlines() or [type(exc).__name__])[-1].strip()[:200]
+    if dist_error is not None and isinstance(exc, dist_error):
+        return first
+    markers = ("gloo", "nccl", "connection", "broken pipe", "socket", "timed out")
+    if isinstance(exc, RuntimeError) and any(m in text.lower() for m in markers):
+        return first
+    return None
+
+
 def teardown() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_initialized():
@@ -123,6 +190,13 @@ def teardown() -> None:
 def process_group(device: torch.device) -> Iterator[DistContext]:
     """Join torchrun's process group for the duration of a run, and always leave it."""
     try:
-        yield setup(device)
+        try:
+            ctx = setup(device)
+        except RuntimeError as exc:  # the group never formed: a peer gone already
+            why = peer_loss(exc)
+            if why is None:
+                raise
+            raise CnnlabError(f"cannot join the process group ({why})") from None
+        yield ctx
     finally:
         teardown()

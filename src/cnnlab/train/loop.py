@@ -13,15 +13,15 @@ reference the fast one is tested against.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -30,15 +30,18 @@ from cnnlab.data import Dataset, Splits
 from cnnlab.data.scaling import InputScale
 from cnnlab.engine.choice import EngineChoice, for_model
 from cnnlab.engine.device import resolve_device
-from cnnlab.engine.fastpath import Step, make_step, run_batches
+from cnnlab.engine.fastpath import Step, make_step
 from cnnlab.engine.feed import Feed
 from cnnlab.engine.inference import evaluate_chunks
-from cnnlab.engine.tensors import as_inputs
+from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network, build_module, resolve
 from cnnlab.train import distributed, records, runs
 from cnnlab.train.config import ENGINES, TrainConfig
+from cnnlab.train.distributed import DistContext
+from cnnlab.train.epochs import PlainStep, evaluate, save_epoch_end, train_one_epoch
 from cnnlab.train.fit_data import as_dataset, check_data, data_scale, named_for
 from cnnlab.train.plateau import Plateau, learning_rate, make_plateau, set_learning_rate
+from cnnlab.train.position import Position, Schedule, set_process_rng
 from cnnlab.train.stopping import EarlyStopping, TrainState
 
 __all__ = ["ENGINES", "EarlyStopping", "TrainConfig", "fit", "make_optimizer", "train_epoch"]
@@ -94,27 +97,18 @@ def train_batches(
     """
     ctx = ctx or distributed.DistContext()
     model.train()
+    step = PlainStep(model, optimizer, ctx, scale)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     hits = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    for step, (xb, yb, denom) in enumerate(batches):
-        logits = model(as_inputs(xb, scale))
-        if ctx.enabled:
-            batch_sum = F.cross_entropy(logits, yb, reduction="sum")
-            loss = batch_sum * (ctx.world_size / denom)
-            batch_sum = batch_sum.detach()
-        else:
-            loss = F.cross_entropy(logits, yb)
-            batch_sum = loss.detach() * len(yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += batch_sum.double()
-        hits += (logits.detach().argmax(1) == yb).sum()
+    for k, (xb, yb, denom) in enumerate(batches):
+        batch_loss, batch_hits = step(xb, yb, denom)
+        loss_sum += batch_loss
+        hits += batch_hits
         seen += denom
         if bar is not None:
             bar.update(denom)
-            if step % 100 == 0:  # a host sync, so only now and then
+            if k % 100 == 0:  # a host sync, so only now and then
                 done = seen / ctx.world_size
                 bar.set_postfix(
                     loss=f"{loss_sum.item() / done:.4f}", acc=f"{hits.item() / done:.4f}"
@@ -144,6 +138,11 @@ class Session:
     scale: InputScale  # how the data's stored values become network inputs
     choice: EngineChoice  # the engine, decided once: the step, evaluation, config.json
     plateau: Plateau | None = None  # ReduceLROnPlateau, when the config turns it on
+    # A resumed run: where inside an epoch its last.pt stands (a mid-epoch checkpoint),
+    # and each process's random streams at the last epoch's end (under torchrun)
+    position: Position | None = None
+    ranks_rng: list[dict[str, Any]] | None = None
+    schedule: Schedule = field(default_factory=lambda: Schedule(0, 0.0, 1, DistContext()))
 
 
 def _start(
@@ -162,9 +161,13 @@ def _start(
     optimizer = make_optimizer(model, config)
     shuffle = torch.Generator().manual_seed(config.seed)
     state = TrainState(stopping=EarlyStopping(config.patience))
+    restored = None
     if resume:
-        state = records.restore(out_dir / "last.pt", model, optimizer, shuffle)
-        log(f"resuming {out_dir} after epoch {state.epoch}")
+        restored = records.restore(out_dir / "last.pt", model, optimizer, shuffle)
+        state = restored.state
+        at = restored.position
+        where = f"after epoch {state.epoch}" if at is None else f"at step {at.step} of epoch "
+        log(f"resuming {out_dir} {where}{'' if at is None else at.epoch}")
     choice = for_model(model, engine=config.engine, native=config.native)
     fast = choice.fast
     grad_hook = partial(distributed.all_reduce_grads, ctx=ctx) if ctx.enabled else None
@@ -179,32 +182,18 @@ def _start(
     return Session(
         config, description, model, optimizer, shuffle, state, device, ctx, step, ddp_model,
         scale, choice, plateau,
+        restored.position if restored else None, restored.ranks_rng if restored else None,
     )  # fmt: skip
 
 
-def _train_one_epoch(s: Session, feed: Feed, epoch: int, progress: bool) -> tuple[float, float]:
-    """One epoch of either engine: (mean training loss, accuracy)."""
-    n = len(feed)
-    order = torch.randperm(n, generator=s.shuffle)
-    order = order if feed.lazy else order.to(s.device)
-    shard = partial(distributed.shard, ctx=s.ctx) if s.ctx.enabled else None
-    batches = feed.batches(order, s.config.batch_size, shard)
-    with tqdm(
-        total=n,
-        desc=f"epoch {epoch}/{s.config.epochs}",
-        unit="sample",
-        disable=not progress,
-        leave=False,
-    ) as bar:
-        if s.step is None:
-            return train_batches(
-                s.ddp_model, s.optimizer, batches, n, s.device, bar, s.ctx, s.scale
-            )
-        on_batch = records.progress_callback(bar) if progress else None
-        sums = run_batches(s.step, batches, n, s.device, on_batch=on_batch)
-        distributed.all_reduce_sum(sums.loss, s.ctx)
-        distributed.all_reduce_sum(sums.hits, s.ctx)
-        return sums.means()
+def _resume_streams(s: Session, n_train: int, out_dir: Path) -> None:
+    """Each process's own random streams where the checkpoint left them (rank 0's were
+    set by the restore); a mid-epoch position from another run or group size is refused."""
+    if s.position is not None:
+        s.position.check_fits(out_dir / "last.pt", s.config.batch_size, n_train, s.ctx.world_size)
+        set_process_rng(s.position.ranks[s.ctx.rank])
+    elif s.ranks_rng is not None and len(s.ranks_rng) == s.ctx.world_size:
+        set_process_rng(s.ranks_rng[s.ctx.rank])
 
 
 def fit(
@@ -239,12 +228,21 @@ def fit(
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest
         log(f"inputs: {scale.reason}")
         s = _start(config, description, device, ctx, out_dir, resume, scale, log)
-        if not resume and ctx.is_main:
-            records.write_run_config(
-                out_dir, config, description, dataset, device, ctx, scale, s.choice
-            )
-        metrics = _loop(s, dataset.splits, out_dir, progress, on_epoch_end, log)
-        distributed.barrier(ctx)
+        try:
+            if not resume and ctx.is_main:
+                records.write_run_config(
+                    out_dir, config, description, dataset, device, ctx, scale, s.choice
+                )
+            metrics = _loop(s, dataset.splits, out_dir, progress, on_epoch_end, log)
+            distributed.barrier(ctx)
+        except RuntimeError as exc:  # a collective failed: a peer was killed or is gone
+            why = distributed.peer_loss(exc) if ctx.enabled else None
+            if why is None:
+                raise
+            raise CnnlabError(
+                f"rank {ctx.rank} of {ctx.world_size} lost its peers ({why}); {out_dir} "
+                "keeps its last checkpoint"
+            ) from None
     return metrics
 
 
@@ -262,14 +260,16 @@ def _loop(
     # a split that stays on the disk is read batch by batch (cnnlab.engine.feed).
     train = Feed(splits.x_train, splits.y_train, s.device)
     val = Feed(splits.x_val, splits.y_val, s.device)
+    steps = math.ceil(len(train) / config.batch_size)
+    every, minutes = config.checkpoint_every, config.checkpoint_minutes
+    s.schedule = Schedule(every, minutes, steps, s.ctx)
+    _resume_streams(s, len(train), out_dir)
     while not state.finished and state.epoch < config.epochs:
         epoch = state.epoch + 1
         start = time.perf_counter()
-        loss, acc = _train_one_epoch(s, train, epoch, progress)
-        val_loss, val_acc, _ = evaluate_chunks(
-            s.model, val.chunks(config.eval_batch_size), choice=s.choice, scale=s.scale
-        )
-        seconds = time.perf_counter() - start
+        loss, acc, carried = train_one_epoch(s, train, epoch, out_dir, progress)
+        val_loss, val_acc = evaluate(s, val)
+        seconds = time.perf_counter() - start + carried
         row = {
             "epoch": epoch,
             "loss": loss,
@@ -299,8 +299,7 @@ def _loop(
             f"epoch {epoch}: loss {loss:.4f} - accuracy {acc:.4f} - val_loss {val_loss:.4f}"
             f" - val_accuracy {val_acc:.4f} - {seconds:.1f}s{note}"
         )
-        if s.ctx.is_main:
-            records.save_last(out_dir, s.description, s.model, s.optimizer, s.shuffle, state)
+        save_epoch_end(s, out_dir)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     if state.stopping.wait >= config.patience and state.epoch < config.epochs:

@@ -7,9 +7,10 @@ folder gets one line naming the file and the field, never a traceback.
 
 from __future__ import annotations
 
+import json
 import platform
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network
 from cnnlab.train import distributed, runs
 from cnnlab.train.checkpoint import load_checkpoint, load_model, make_checkpoint, run_name
-from cnnlab.train.config import TrainConfig
+from cnnlab.train.config import SCHEDULE_ONLY, TrainConfig
+from cnnlab.train.position import Position
 from cnnlab.train.schemas import (
     CONFIG,
     METRICS,
@@ -79,6 +81,38 @@ def write_run_config(
     fileio.write_json(out_dir / CONFIG, run)
 
 
+def check_same_run(
+    out_dir: Path, config: TrainConfig, description: ModelDescription, dataset: Dataset
+) -> None:
+    """Refuse, in one line, to continue the run in ``out_dir`` with another config, network
+    or data than the one it was started with (a restarted torchrun command continues it)."""
+    saved, described = read_run_config(out_dir)
+    mine, theirs = asdict(config), asdict(saved)
+    for key, value in mine.items():
+        if key not in SCHEDULE_ONLY and theirs[key] != value:
+            raise CnnlabError(
+                f"{out_dir} holds a run with {key}={theirs[key]!r}, this command has "
+                f"{key}={value!r}: not the same run; choose another --out"
+            )
+    if described != description:
+        raise CnnlabError(
+            f"{out_dir} holds a run of another network ({described.name!r}, this command "
+            f"trains {description.name!r}); choose another --out"
+        )
+    record = fileio.read_json(out_dir / CONFIG)
+    data = json.loads(json.dumps(dataset.record()))  # as config.json holds it
+    splits = dataset.splits
+    sizes = {"n_train": len(splits.x_train), "n_val": len(splits.x_val)}
+    sizes["n_test"] = len(splits.x_test)
+    resolved = record.get("resolved") if isinstance(record.get("resolved"), dict) else {}
+    same_sizes = all(resolved.get(k) == v for k, v in sizes.items())
+    if record.get("data") != data or not same_sizes:
+        raise CnnlabError(
+            f"{out_dir} holds a run on other data than this command's ({dataset.description}); "
+            "choose another --out"
+        )
+
+
 def save_best(out_dir: Path, description: ModelDescription, model: nn.Module, epoch: int) -> None:
     runs.save_torch(out_dir / "best.pt", make_checkpoint(description, model, epoch))
 
@@ -90,9 +124,17 @@ def save_last(
     optimizer: torch.optim.Optimizer,
     shuffle: torch.Generator,
     state: TrainState,
+    *,
+    ranks_rng: list[dict[str, Any]] | None = None,
+    position: Position | None = None,
 ) -> None:
-    """history.csv and last.pt after an epoch: everything --resume needs."""
-    runs.write_history(out_dir / "history.csv", state.history)
+    """last.pt (and history.csv at an epoch's end): everything --resume needs.
+
+    ``ranks_rng``: every process's own random streams under torchrun (rank 0's are in
+    ``rng`` too); ``position``: where inside an epoch a mid-epoch checkpoint stands
+    (:mod:`cnnlab.train.position`). Written atomically: a kill leaves the last good one."""
+    if position is None:
+        runs.write_history(out_dir / "history.csv", state.history)
     last = make_checkpoint(description, model, state.epoch) | {
         "optimizer": optimizer.state_dict(),
         "rng": runs.rng_state(shuffle),
@@ -103,12 +145,25 @@ def save_last(
         "finished": state.finished,
         "history": state.history,
     }
+    if ranks_rng is not None:
+        last["ranks_rng"] = ranks_rng
+    if position is not None:
+        last["position"] = position.to_dict()
     runs.save_torch(out_dir / "last.pt", last)
+
+
+@dataclass
+class Restored:
+    """What ``last.pt`` gives a resumed run besides the weights and the optimiser."""
+
+    state: TrainState
+    position: Position | None  # inside an epoch, for a mid-epoch checkpoint
+    ranks_rng: list[dict[str, Any]] | None  # each process's random streams, under torchrun
 
 
 def restore(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator
-) -> TrainState:
+) -> Restored:
     """Load ``last.pt`` (checked whole first: :func:`read_last`) into the model, the
     optimiser and the generator; the run's state."""
     _, ckpt = read_last(Path(path).parent)
@@ -119,7 +174,7 @@ def restore(
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise CnnlabError(f"{path} does not hold this run's training state ({why})") from None
-    return TrainState(
+    state = TrainState(
         epoch=ckpt["epoch"],
         stopping=EarlyStopping(**ckpt["stopping"]),
         best_val_loss=float(ckpt["best_val_loss"]),
@@ -128,6 +183,8 @@ def restore(
         finished=bool(ckpt["finished"]),
         history=list(ckpt["history"]),
     )
+    position = ckpt.get("position")
+    return Restored(state, position, ckpt.get("ranks_rng"))
 
 
 def read_last(run_dir: Path) -> tuple[Network, dict[str, Any]]:
@@ -144,6 +201,15 @@ def read_last(run_dir: Path) -> tuple[Network, dict[str, Any]]:
         )
     model, ckpt = load_model(run_dir, "last")
     check_training_state(ckpt, path, model)
+    if ckpt.get("position") is not None:  # parsed here: every reader gets it checked
+        ckpt["position"] = Position.parse(ckpt["position"], path, ckpt["epoch"])
+    ranks_rng = ckpt.get("ranks_rng")
+    if ranks_rng is not None:
+        ok = isinstance(ranks_rng, list) and all(
+            isinstance(r, dict) and isinstance(r.get("torch"), torch.Tensor) for r in ranks_rng
+        )
+        if not ok:
+            raise CnnlabError(f"{path}: field 'ranks_rng' must list each process's generator")
     return model, ckpt
 
 
@@ -183,9 +249,10 @@ def write_metrics(
     return metrics
 
 
-def progress_callback(bar: tqdm) -> Callable[[int, EpochSums], None]:
-    """A progress-bar callback that reads the running sums (a host sync) only now and then."""
-    seen = steps = 0
+def progress_callback(bar: tqdm, seen: int = 0) -> Callable[[int, EpochSums], None]:
+    """A progress-bar callback that reads the running sums (a host sync) only now and then;
+    ``seen``: the samples the sums already hold (a resumed epoch)."""
+    steps = 0
 
     def update(batch_len: int, sums: EpochSums) -> None:
         nonlocal seen, steps
@@ -194,7 +261,8 @@ def progress_callback(bar: tqdm) -> Callable[[int, EpochSums], None]:
         bar.update(batch_len)
         if steps % 100 == 1:
             bar.set_postfix(
-                loss=f"{sums.loss.item() / seen:.4f}", acc=f"{sums.hits.item() / seen:.4f}"
+                loss=f"{sums.loss.item() / max(seen, 1):.4f}",
+                acc=f"{sums.hits.item() / max(seen, 1):.4f}",
             )
 
     return update
