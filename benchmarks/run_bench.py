@@ -33,7 +33,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 KERAS_PY = HERE / ".venv-keras" / "bin" / "python"
 CNNLAB = Path(sys.executable).with_name("cnnlab")
-GOALS = {"epoch": 0.4, "speedrun": 0.5, "memory": 0.5, "accuracy": 0.99}
+GOALS = {"epoch": 0.4, "speedrun": 0.5, "memory": 0.5, "accuracy": 0.99, "rgb_step": 0.5}
+GOALS["gap"] = 2.0  # a step's time over its arithmetic limit (profile_step.py)
 
 
 def machine() -> dict[str, Any]:
@@ -232,6 +233,20 @@ def verdicts(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def rgb_verdicts(rgb: dict[str, Any]) -> list[str]:
+    """Issue 23's goals for the RGB rows: a step at most 0.5x Keras' and within 2x of the
+    arithmetic limit."""
+    out = []
+    for name, r in rgb["networks"].items():
+        if "keras_us" in r:
+            ratio = r["step_us"] / r["keras_us"]
+            ok = "met" if ratio <= GOALS["rgb_step"] else "NOT met"
+            out.append(f"{ok}: {name} step <= 0.5x Keras' ({ratio:.2f}x)")
+        ok = "met" if r["gap"] <= GOALS["gap"] else "NOT met"
+        out.append(f"{ok}: {name} within 2x of its arithmetic limit ({r['gap']:.1f}x)")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3, help="epochs per timed run (default 3)")
@@ -247,14 +262,18 @@ def main() -> None:
 
     cases = ["1", "2", "3", "zoo"]
     result["cases"] = bench_cases.run(args.epochs, cases, None, HERE / ".work" / "cases")
+    import profile_step  # the RGB rows: a training step against Keras' and the arithmetic
+
+    result["rgb"] = profile_step.run(400, 60, "rgb", profile_step.torch.device("cpu"), True)
     md = table(result) + "\n\n" + bench_fcn1d.markdown(result["fcn1d"])
     md += "\n\n" + bench_cases.markdown(result["cases"])
+    md += "\n\n" + profile_step.markdown(result["rgb"], ops=False)
     m = result["machine"]
     header = (
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; torch {m['torch']}; "
         f"{result['keras']['stack']}; load average at start {m['load_average_at_start'][0]:.2f}."
     )
-    checks = verdicts(result)
+    checks = verdicts(result) + rgb_verdicts(result["rgb"])
     result["verdicts"] = checks
     (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "bench.md").write_text(header + "\n\n" + md + "\n\n" + "\n".join(checks) + "\n")

@@ -32,6 +32,7 @@ from torch import nn
 from cnnlab.data.scaling import input_scale
 from cnnlab.engine import native
 from cnnlab.engine.blocks import NativeStep, kernel_inputs, runs_natively
+from cnnlab.engine.choice import for_model
 from cnnlab.engine.fastpath import fast_logits, make_step
 from cnnlab.engine.plan import plan, where
 from cnnlab.models import ModelDescription, create_model, parse_compact
@@ -313,7 +314,8 @@ def steps_follow_the_plain_loop(
     torch.manual_seed(3)
     plain_model = build_module(desc)
     fast_model = copy.deepcopy(plain_model)
-    step = make_step(fast_model, make_optimizer(fast_model, TrainConfig()))
+    every = for_model(fast_model, rule=False)  # every kernel, whatever the measured rule
+    step = make_step(fast_model, make_optimizer(fast_model, TrainConfig()), choice=every)
     assert isinstance(step, NativeStep) == native
     torch.manual_seed(11)
     expected = plain_losses(plain_model, x, y, 8)

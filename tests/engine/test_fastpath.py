@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from cnnlab.data import Splits
 from cnnlab.data.scaling import input_scale
+from cnnlab.engine.choice import for_model
 from cnnlab.engine.fastpath import (
     conv_single_channel,
     fast_forward,
@@ -64,8 +65,11 @@ def fast_losses(
     bs: int,
     use_native: bool | None = None,
 ) -> list:
+    """The fast step's losses; every kernel the plan has runs (``rule=False``: the kernels
+    must be right where the measured rule leaves a block to PyTorch too)."""
     opt = make_optimizer(model, TrainConfig(lr=1e-3, adam_eps=1e-7))
-    step = make_step(model, opt, use_native=use_native)
+    choice = for_model(model, native=use_native is not False, rule=False)
+    step = make_step(model, opt, choice=choice)
     model.train()
     out = []
     for i in range(0, len(x), bs):

@@ -9,11 +9,13 @@ from cnnlab import fileio
 from cnnlab.analysis.metrics import confusion_matrix
 from cnnlab.analysis.run_data import as_dataset, check_fits, scale_for
 from cnnlab.data import MNIST, Dataset
+from cnnlab.engine.choice import for_model
 from cnnlab.engine.device import resolve_device
 from cnnlab.engine.feed import Feed
 from cnnlab.engine.inference import evaluate_chunks
 from cnnlab.train import checkpoint
 from cnnlab.train.records import read_metrics
+from cnnlab.train.schemas import read_run
 
 CHUNK = 1000  # test examples evaluated at once (cnnlab.budget checks one chunk)
 
@@ -34,8 +36,13 @@ def evaluate_run(run_dir: Path, data: MNIST | Dataset, device: str = "cpu") -> d
     check_fits(run_dir, desc, dataset)
     scale = scale_for(run_dir, desc, dataset)
     model.to(dev)
+    # the engine the run was trained with (native=False: no C++ kernel here either)
+    config, _ = read_run(run_dir)
+    choice = (
+        for_model(model, engine=config.engine, native=config.native) if config else for_model(model)
+    )
     test = Feed(dataset.splits.x_test, dataset.splits.y_test, dev)
-    loss, acc, pred = evaluate_chunks(model, test.chunks(CHUNK), scale=scale)
+    loss, acc, pred = evaluate_chunks(model, test.chunks(CHUNK), choice=choice, scale=scale)
     y_np = dataset.splits.y_test
     cm = confusion_matrix(y_np, pred.numpy(), desc.classes)
     metrics_path = run_dir / "metrics.json"

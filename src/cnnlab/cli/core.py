@@ -236,14 +236,22 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def engine_line(desc: ModelDescription) -> str:
     """Where the fast engine runs the network's training step on a CPU (engine.plan)."""
-    from cnnlab.engine.plan import PYTORCH, where
+    from cnnlab.engine.choice import resolve
+    from cnnlab.engine.plan import PYTORCH
 
-    placed = where(desc, kernels=True)
+    choice = resolve(desc, "cpu", available=True)  # what a CPU run chooses
+    placed = choice.layers
     slow = [name for name, ran in placed.items() if ran == PYTORCH]
     if not slow:
         return "Fast engine, CPU: every layer in cnnlab's C++ kernels (where they compile)."
     if len(slow) == len(placed):
-        return "Fast engine, CPU: PyTorch operations (no C++ kernels for these layers)."
+        slower = [why for why in choice.reasons if ": PyTorch" in why]
+        why = (
+            f"a kernel measured slower: {slower[0]}"
+            if slower
+            else "no C++ kernels for these layers"
+        )
+        return f"Fast engine, CPU: PyTorch operations ({why})."
     return f"Fast engine, CPU: {', '.join(slow)} as PyTorch operations, the rest in C++ kernels."
 
 

@@ -17,9 +17,9 @@ from torch import nn
 from cnnlab.data.scaling import InputScale
 from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
-from cnnlab.engine.plan import Plan, mixed_kernel, plan
+from cnnlab.engine.choice import for_model
+from cnnlab.engine.plan import Plan
 from cnnlab.engine.tensors import GradHook, as_inputs, dropout_mask
-from cnnlab.models import ModelDescription
 
 
 def channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -37,18 +37,9 @@ def kernel_inputs(xb: torch.Tensor, scale: InputScale | None) -> torch.Tensor:
 
 
 def runs_natively(model: nn.Module, use_native: bool | None) -> Plan | None:
-    """The plan of ``model`` if its whole step runs in the kernels here, else None."""
-    desc = getattr(model, "description", None)
-    if use_native is False or not isinstance(desc, ModelDescription):
-        return None
-    p = plan(desc)
-    params = list(model.parameters())
-    flat = all(
-        q.device.type == "cpu" and q.dtype == torch.float32 and q.requires_grad for q in params
-    )
-    if not (p.native and flat and native.load()):
-        return None
-    return p
+    """The plan of ``model`` if the engine choice runs its whole step in the kernels here,
+    else None (:func:`cnnlab.engine.choice.for_model` decides; this only reads it)."""
+    return for_model(model, native=use_native is not False).whole
 
 
 class NativeStep:
@@ -141,19 +132,10 @@ def conv_pool_relu(
 
 def kernel_blocks(model: nn.Module, use_native: bool | None) -> dict[int, tuple[int, int]]:
     """For a step mixing kernels and PyTorch: the index of each layer that starts a
-    convolution block the kernels compute here, with its pooled size. Empty where they
-    do not run (a GPU, no compiler, ``use_native=False``)."""
-    desc = getattr(model, "description", None)
-    params = list(model.parameters())
-    cpu = all(q.device.type == "cpu" and q.dtype == torch.float32 for q in params)
-    if use_native is False or not isinstance(desc, ModelDescription) or not cpu:
-        return {}
-    if not native.load():
-        return {}
-    starts = {b.layers[0]: (b.code[-2], b.code[-1]) for b in plan(desc).blocks if mixed_kernel(b)}
-    return {
-        i: starts[info.layer.name] for i, info in enumerate(desc.info) if info.layer.name in starts
-    }
+    convolution block the kernels compute here, with its pooled size, as the engine choice
+    has it (:func:`cnnlab.engine.choice.for_model`). Empty where they do not run (a GPU, no
+    compiler, ``use_native=False``)."""
+    return dict(for_model(model, native=use_native is not False).blocks)
 
 
 def native_logits(

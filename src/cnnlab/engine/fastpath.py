@@ -39,16 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.data.scaling import InputScale
-from cnnlab.engine import native
 from cnnlab.engine.adam import FusedAdam
 from cnnlab.engine.batchnorm import batch_norm
-from cnnlab.engine.blocks import (
-    NativeStep,
-    conv_pool_relu,
-    kernel_blocks,
-    native_logits,
-    runs_natively,
-)
+from cnnlab.engine.blocks import NativeStep, conv_pool_relu, native_logits
+from cnnlab.engine.choice import EngineChoice, for_model
 from cnnlab.engine.plan import exact
 from cnnlab.engine.tensors import CL, GradHook, as_inputs
 from cnnlab.models import Network
@@ -173,22 +167,29 @@ def fast_forward(
 
 
 @torch.inference_mode()
-def fast_logits(model: Network, x: torch.Tensor, scale: InputScale | None = None) -> torch.Tensor:
+def fast_logits(
+    model: Network,
+    x: torch.Tensor,
+    scale: InputScale | None = None,
+    choice: EngineChoice | None = None,
+) -> torch.Tensor:
     """Logits of ``model`` in evaluation mode (no dropout): (N, C, ...) -> (N, classes);
-    ``scale``: how uint8 inputs become network inputs.
+    ``scale``: how uint8 inputs become network inputs; ``choice``: the run's engine
+    (:mod:`cnnlab.engine.choice`; None: resolved for ``model`` with the kernels allowed).
 
     Works through ``x`` in chunks of ``EVAL_CHUNK`` inputs, small enough for the
     intermediate maps to stay in the CPU's cache (per-input results do not depend on it).
     """
-    plan = runs_natively(model, None) if x.device.type == "cpu" else None
-    blocks = kernel_blocks(model, None) if x.device.type == "cpu" else {}
+    choice = choice or for_model(model)
+    whole = choice.whole if x.device.type == "cpu" else None
+    blocks = choice.blocks if x.device.type == "cpu" else {}
     out = []
     for i in range(0, len(x), EVAL_CHUNK):
         chunk = x[i : i + EVAL_CHUNK]
-        if plan is None:
-            out.append(fast_forward(model, as_inputs(chunk, scale), blocks))
+        if whole is None:
+            out.append(fast_forward(model, as_inputs(chunk, scale), dict(blocks)))
         else:
-            out.append(native_logits(model, plan, chunk, scale))
+            out.append(native_logits(model, whole, chunk, scale))
     return torch.cat(out)
 
 
@@ -204,15 +205,16 @@ class AutogradStep:
         model: Network,
         optimizer: torch.optim.Optimizer,
         grad_hook: GradHook | None = None,
-        use_native: bool | None = None,
+        choice: EngineChoice | None = None,
         scale: InputScale | None = None,
     ) -> None:
+        choice = choice or for_model(model)
         self.model = model
         self.scale = scale
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.adam = FusedAdam(optimizer, self.params, use_native)
+        self.adam = FusedAdam(optimizer, self.params, None if choice.adam else False)
         self.grad_hook = grad_hook
-        self.blocks = kernel_blocks(model, use_native)  # the blocks the kernels compute
+        self.blocks = dict(choice.blocks)  # the blocks the kernels compute, as chosen
 
     def __call__(
         self, xb: torch.Tensor, yb: torch.Tensor, denom: int | None = None
@@ -238,22 +240,25 @@ def make_step(
     grad_hook: GradHook | None = None,
     use_native: bool | None = None,
     scale: InputScale | None = None,
+    *,
+    choice: EngineChoice | None = None,
 ) -> Step:
-    """The fastest faithful step for ``model``, chosen here and only here.
+    """The training step of ``model`` as the run's engine choice says
+    (:mod:`cnnlab.engine.choice`, decided there and only there).
 
-    A network whose every block has a kernel (:mod:`cnnlab.engine.blocks`) runs its whole
-    step in C++ (:class:`NativeStep`); any other, autograd on :func:`fast_forward`.
-    ``use_native`` picks cnnlab's C++ kernels (True: required) or PyTorch operations only
-    (False); None takes the kernels whenever they run here (:mod:`cnnlab.engine.native`).
-    ``scale``: how uint8 batches become network inputs (the run's, decided once).
+    The whole step in C++ (:class:`NativeStep`) where the choice says so; otherwise
+    autograd on :func:`fast_forward`, with the chosen kernel blocks inside. ``choice``: the
+    run's (what ``cnnlab train`` passes); None resolves one for ``model`` here, with
+    ``use_native``: True requires the kernels, False forbids them, None takes them where they
+    run. ``scale``: how uint8 batches become network inputs (the run's, decided once).
     """
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    if use_native and not (on_cpu and native.load()):
-        raise ValueError("cnnlab's C++ kernels do not run here (CPU only; see the warning)")
-    plan = runs_natively(model, use_native) if on_cpu else None
-    if plan is not None:
-        return NativeStep(model, optimizer, plan, grad_hook, scale)
-    return AutogradStep(model, optimizer, grad_hook, use_native, scale)
+    if choice is None:
+        choice = for_model(model, native=use_native is not False)
+        if use_native and not choice.kernels:
+            raise ValueError("cnnlab's C++ kernels do not run here (CPU only; see the warning)")
+    if choice.whole is not None:
+        return NativeStep(model, optimizer, choice.whole, grad_hook, scale)
+    return AutogradStep(model, optimizer, grad_hook, choice, scale)
 
 
 def run_batches(

@@ -35,9 +35,12 @@ class TrainConfig:
     val_fraction: float = 0.25
     eval_batch_size: int = 1000
     device: str = "cpu"
+    # engine and native are resolved once per run into cnnlab.engine.choice.EngineChoice,
+    # which training, evaluation and `cnnlab evaluate` all read (config.json: resolved.engine)
     engine: str = "fast"  # "fast" (cnnlab.engine.fastpath) or "plain" (the reference loop)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
-    native: bool = True  # the fast engine's C++ kernels on a CPU, where they build
+    native: bool = True  # the C++ kernels on a CPU where they build and are the faster way;
+    # False: PyTorch operations only, in training and in evaluation
     monitor: str = "val_accuracy"  # what early stopping watches: val_accuracy or val_loss
     # ReduceLROnPlateau on the training loss (cnnlab.train.plateau); factor 0 is off
     plateau_factor: float = 0.0

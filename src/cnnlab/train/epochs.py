@@ -122,15 +122,15 @@ def evaluate(s: Session, feed: Feed) -> tuple[float, float]:
     its share of every chunk and the sums are all-reduced: every process gets the same
     numbers, bit for bit, so all take the same early-stopping decision (even where their
     kernels could round differently), and each reads only its rows of the split."""
-    fast, size = s.config.engine == "fast", s.config.eval_batch_size
+    choice, size = s.choice, s.config.eval_batch_size  # the run's engine, as trained
     if not s.ctx.enabled:
-        loss, acc, _ = evaluate_chunks(s.model, feed.chunks(size), fast=fast, scale=s.scale)
+        loss, acc, _ = evaluate_chunks(s.model, feed.chunks(size), choice=choice, scale=s.scale)
         return loss, acc
     order = torch.arange(len(feed))
     order = order if feed.lazy else order.to(s.device)
     shard = partial(distributed.shard, ctx=s.ctx)
     chunks = ((xb, yb) for xb, yb, _ in feed.batches(order, size, shard))
-    loss, acc, preds = evaluate_chunks(s.model, chunks, fast=fast, scale=s.scale)
+    loss, acc, preds = evaluate_chunks(s.model, chunks, choice=choice, scale=s.scale)
     n = len(preds)
     mine = [loss * n, round(acc * n), n] if n else [0.0, 0.0, 0.0]
     total = torch.tensor(mine, dtype=torch.float64, device=s.device)

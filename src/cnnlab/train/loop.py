@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from cnnlab.data import Dataset, Splits
 from cnnlab.data.scaling import InputScale
+from cnnlab.engine.choice import EngineChoice, for_model
 from cnnlab.engine.device import resolve_device
 from cnnlab.engine.fastpath import Step, make_step
 from cnnlab.engine.feed import Feed
@@ -135,6 +136,7 @@ class Session:
     step: Step | None  # the fast engine's step; None runs the plain loop
     ddp_model: nn.Module
     scale: InputScale  # how the data's stored values become network inputs
+    choice: EngineChoice  # the engine, decided once: the step, evaluation, config.json
     plateau: Plateau | None = None  # ReduceLROnPlateau, when the config turns it on
     # A resumed run: where inside an epoch its last.pt stands (a mid-epoch checkpoint),
     # and each process's random streams at the last epoch's end (under torchrun)
@@ -166,11 +168,11 @@ def _start(
         at = restored.position
         where = f"after epoch {state.epoch}" if at is None else f"at step {at.step} of epoch "
         log(f"resuming {out_dir} {where}{'' if at is None else at.epoch}")
-    fast = config.engine == "fast"
+    choice = for_model(model, engine=config.engine, native=config.native)
+    fast = choice.fast
     grad_hook = partial(distributed.all_reduce_grads, ctx=ctx) if ctx.enabled else None
     # After resume: the step reads Adam's restored state.
-    use_native = None if config.native else False
-    step = make_step(model, optimizer, grad_hook, use_native, scale) if fast else None
+    step = make_step(model, optimizer, grad_hook, scale=scale, choice=choice) if fast else None
     # The plain engine trains through DistributedDataParallel, which averages gradients
     # in its backward hooks; the fast engine all-reduces them in its own step (grad_hook).
     ddp_model = DistributedDataParallel(model) if ctx.enabled and not fast else model
@@ -179,7 +181,7 @@ def _start(
         plateau.replay(state.history, config.lr)
     return Session(
         config, description, model, optimizer, shuffle, state, device, ctx, step, ddp_model,
-        scale, plateau,
+        scale, choice, plateau,
         restored.position if restored else None, restored.ranks_rng if restored else None,
     )  # fmt: skip
 
@@ -228,7 +230,9 @@ def fit(
         s = _start(config, description, device, ctx, out_dir, resume, scale, log)
         try:
             if not resume and ctx.is_main:
-                records.write_run_config(out_dir, config, description, dataset, device, ctx, scale)
+                records.write_run_config(
+                    out_dir, config, description, dataset, device, ctx, scale, s.choice
+                )
             metrics = _loop(s, dataset.splits, out_dir, progress, on_epoch_end, log)
             distributed.barrier(ctx)
         except RuntimeError as exc:  # a collective failed: a peer was killed or is gone
@@ -306,7 +310,7 @@ def _loop(
     log(f"training duration = {state.train_seconds:.3f}")
     if not s.ctx.is_main:
         return {}
-    return finish(out_dir, config, splits, state, s.device, s.scale, log)
+    return finish(out_dir, config, splits, state, s.device, s.scale, log, s.choice)
 
 
 def _silent(_message: str) -> None:
@@ -321,18 +325,21 @@ def finish(
     device: torch.device,
     scale: InputScale,
     log: Callable[[str], None] = print,
+    choice: EngineChoice | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the best checkpoint on the test set; write metrics.json and curves.png."""
+    """Evaluate the best checkpoint on the test set; write metrics.json and curves.png.
+    ``choice``: the run's engine (None: resolved from ``config`` for the best model)."""
     from cnnlab.plots import plot_curves
 
     model, ckpt = records.load_best(out_dir)
     model.to(device)
+    choice = choice or for_model(model, engine=config.engine, native=config.native)
     test_loss: float | None = None
     test_acc: float | None = None
     if len(splits.y_test):
         test = Feed(splits.x_test, splits.y_test, device)
         test_loss, test_acc, _ = evaluate_chunks(
-            model, test.chunks(config.eval_batch_size), fast=config.engine == "fast", scale=scale
+            model, test.chunks(config.eval_batch_size), choice=choice, scale=scale
         )
     metrics = records.write_metrics(out_dir, model, ckpt, state, config, test_loss, test_acc)
     history = runs.read_history(out_dir / "history.csv")

@@ -21,9 +21,8 @@ from tqdm import tqdm
 from cnnlab import fileio
 from cnnlab.data import Dataset
 from cnnlab.data.scaling import InputScale
-from cnnlab.engine import native
+from cnnlab.engine.choice import EngineChoice
 from cnnlab.engine.fastpath import EpochSums
-from cnnlab.engine.plan import where
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelDescription, Network
 from cnnlab.train import distributed, runs
@@ -50,19 +49,19 @@ def write_run_config(
     device: torch.device,
     ctx: distributed.DistContext,
     scale: InputScale,
+    choice: EngineChoice,
 ) -> None:
     """``model.json`` (the description) and ``config.json``: the resolved config, the data
-    (its spec, class names and preprocessing, enough to rebuild it) and how its stored
-    values became network inputs."""
+    (its spec, class names and preprocessing, enough to rebuild it), how its stored
+    values became network inputs, and the run's engine ``choice`` as training and
+    evaluation read it (:mod:`cnnlab.engine.choice`)."""
     splits = dataset.splits
-    fast = config.engine == "fast"
-    kernels = fast and config.native and device.type == "cpu" and native.load()
-    blocks = where(description, kernels)
     resolved = {
         "device": str(device),
         # whether the whole step runs in the C++ kernels, and where each layer ran
-        "native_kernels": bool(blocks) and all(v == "cnnlab" for v in blocks.values()),
-        "blocks": blocks,
+        "native_kernels": choice.whole is not None,
+        "blocks": dict(choice.layers),
+        "engine": choice.to_dict(),
         "threads": torch.get_num_threads(),
         "world_size": ctx.world_size,
         "torch": torch.__version__,
