@@ -67,7 +67,7 @@ class NativeStep:
         self.scale = scale
         self.model = model
         self.plan = p
-        self.code = p.code()
+        self.program = native.program(p.calls())
         self.drops = [b.drop for b in p.blocks if b.drop is not None]
         self.weights = [q.detach() for q in params]
         self.grads = [torch.zeros_like(q) for q in params]
@@ -95,7 +95,7 @@ class NativeStep:
         n = xb.shape[0]
         masks = self.masks(n)
         loss, hits = torch.ops.cnnlab.net_gradients(
-            kernel_inputs(xb, self.scale), yb, self.code, self.weights, self.grads, masks,
+            kernel_inputs(xb, self.scale), yb, self.program, self.weights, self.grads, masks,
             self.state, denom or n,
         )  # fmt: skip
         if self.grad_hook is not None:
@@ -150,7 +150,7 @@ def kernel_blocks(model: nn.Module, use_native: bool | None) -> dict[int, tuple[
         return {}
     if not native.load():
         return {}
-    starts = {b.layers[0]: (b.code[-2], b.code[-1]) for b in plan(desc).blocks if mixed_kernel(b)}
+    starts = {b.layers[0]: b.pooled() for b in plan(desc).blocks if mixed_kernel(b)}
     return {
         i: starts[info.layer.name] for i, info in enumerate(desc.info) if info.layer.name in starts
     }
@@ -162,4 +162,5 @@ def native_logits(
     """Evaluation-mode logits through the kernels: (N, C, H, W) -> (N, classes)."""
     weights = [q.detach() for q in model.parameters()]
     state = [s.detach() for s in model.buffers()]
-    return torch.ops.cnnlab.net_logits(kernel_inputs(x, scale), p.code(), weights, state)
+    program = native.program(p.calls())
+    return torch.ops.cnnlab.net_logits(kernel_inputs(x, scale), program, weights, state)
