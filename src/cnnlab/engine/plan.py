@@ -1,9 +1,10 @@
 """A network's layers as the blocks cnnlab's C++ kernels compute, matched by kind.
 
 The fast engine reads a model description as a sequence of blocks, each with its shapes
-read from the description, whatever the network. Each kind below is a method of the kernels'
-``Program`` (``csrc/program.cpp``: its name and its typed, named arguments), and a block's
-:class:`Call` names the method and its arguments:
+read from the description, whatever the network. Each kind below but ``pytorch`` is declared
+once, in C++: a struct of typed fields (``csrc/program.h``) and the kernels' ``Program``
+method of the kind's name, its arguments named and typed (``csrc/program.cpp``); a block's
+:class:`Call` names the method and its arguments (:func:`cnnlab.engine.native.program`):
 
 - ``conv_pool_relu``: Conv2D('valid' or 'same', stride 1, bias, relu) followed by
   MaxPooling2D(2x2), any channel counts and map sizes, kernels up to 7x7: cnnlab's own loops
