@@ -21,7 +21,9 @@ struct Pads {
   int64_t top = 0, bottom = 0, left = 0, right = 0;  // TensorFlow's 'same': the odd one after
 };
 
-// What a block's backward pass needs from its forward pass.
+// What a block's backward pass needs from its forward pass: its input and output, and two
+// tensors of its own kind's (a convolution's input columns or padded input; pooling's
+// indices or window counts and padded input; batch normalisation's mean and 1/std).
 struct Cache {
   at::Tensor in, out, a, b;
 };
