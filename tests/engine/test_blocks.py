@@ -5,11 +5,11 @@
   several input channels, channel counts that are not multiples of 16, odd map sizes,
   3x3/5x5 (compiled in) and other kernel sizes (read at run time), a cropped pooled size,
   and ties in the pooling windows (flat backgrounds, saturated bars);
-- ``net_gradients``/``net_logits`` (a whole description's step) against autograd on the
-  network's own module in float64, for the chapter's cases and descriptions outside them:
-  the general blocks too (strided, dilated, same-padded and bias-free convolutions, every
-  activation, max and average pooling of other sizes, BatchNormalization with its moving
-  statistics, global max pooling);
+- ``Program.gradients``/``logits`` (``csrc/net.cpp``: a whole description's step) against
+  autograd on the network's own module in float64, for the chapter's cases and
+  descriptions outside them: the general blocks too (strided, dilated, same-padded and
+  bias-free convolutions, every activation, max and average pooling of other sizes,
+  BatchNormalization with its moving statistics, global max pooling);
 - the plan (blocks matched by kind, the crop), nn.Dropout's masks, the step against the
   plain loop on the same batches, and mutation checks: deliberately broken kernels fail.
 """
@@ -242,16 +242,14 @@ def test_net_gradients_match_float64_autograd(name: str, n: int) -> None:
     inputs = kernel_inputs(x, CHAPTER)  # uint8 pixels divided by 255, as the chapter
     ref_loss, ref_logits, ref_grads, ref = reference(model, x, y, cf, denom)
     program = native.program(p.calls())
-    loss, hits = torch.ops.cnnlab.net_gradients(
-        inputs, y, program, weights, grads, masks, state, denom
-    )
+    loss, hits = program.gradients(inputs, y, weights, grads, masks, state, denom)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
     assert hits.item() == (ref_logits.argmax(1) == y).sum().item()
     for (pname, _), got, want in zip(model.named_parameters(), grads, ref_grads, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6, msg=pname)
     for (bname, got), want in zip(model.named_buffers(), ref.buffers(), strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6, msg=bname)
-    logits = torch.ops.cnnlab.net_logits(inputs, program, weights, state)
+    logits = program.logits(inputs, weights, state)
     with torch.no_grad():
         want = copy.deepcopy(model).double().eval()(as_double(x))
     torch.testing.assert_close(logits.double(), want, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,8 @@
 """The typed interface between plan.py and the kernels (``csrc/program.h``, ``program.cpp``).
 
 - every call a plan makes is a method of the kernels' ``Program``, its arguments named and
-  typed as the method's schema says, and the program holds the blocks asked for;
+  typed as the method's schema says, and the program holds the blocks asked for; its
+  step shows in the profiler under the kernels' name;
 - a call with a mistyped, missing, unknown or out-of-range argument is refused;
 - mutation checks: a deliberately mis-set field (a stride, a padding, epsilon, momentum,
   an offset, an activation, the pooling mode, the ReLU's place) fails the comparison with
@@ -45,7 +46,7 @@ def test_every_call_matches_its_method_schema(name: str) -> None:
     calls = plan(NETS[name]).calls()
     program = native.program(calls)
     assert program.kinds() == [c.kind for c in calls]
-    for c in calls:
+    for c in calls:  # (the Program's other methods, logits and gradients, run it)
         schema = program._get_method(c.kind).schema
         declared = {a.name: str(a.type) for a in schema.arguments[1:]}  # after self
         assert list(declared) == [arg for arg, _ in c.args], (c, schema)
@@ -73,6 +74,22 @@ def test_bad_calls_are_refused(bad: Call, message: str) -> None:
         native.program((bad,))
 
 
+def test_the_step_is_named_in_the_profiler() -> None:
+    """A method call, not an op: it still shows as cnnlab::net_gradients and net_logits in
+    torch.profiler's table (benchmarks/profile_step.py reads the kernels' time there)."""
+    desc = NETS["case2"]
+    model = build_module(desc)
+    program = native.program(plan(desc).calls())
+    weights = [q.detach() for q in model.parameters()]
+    grads = [torch.zeros_like(q) for q in weights]
+    x, y = torch.rand(2, 28, 28, 1), torch.tensor([1, 7])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        program.gradients(x, y, weights, grads, [], [], 2)
+        program.logits(x, weights, [])
+    names = {ev.key for ev in prof.key_averages()}
+    assert {"cnnlab::net_gradients", "cnnlab::net_logits"} <= names, names
+
+
 def check_against_autograd(desc: ModelDescription, calls: tuple[Call, ...], n: int = 7) -> None:
     """Loss, gradients, moving statistics and logits of ``calls`` on ``desc``'s module against
     float64 autograd (as test_blocks' net test); raises AssertionError where they differ."""
@@ -91,13 +108,13 @@ def check_against_autograd(desc: ModelDescription, calls: tuple[Call, ...], n: i
     ref_loss, _, ref_grads, ref = reference(model, x, y, cf, n)
     program = native.program(calls)
     inputs = kernel_inputs(x, CHAPTER)
-    loss, _ = torch.ops.cnnlab.net_gradients(inputs, y, program, weights, grads, masks, state, n)
+    loss, _ = program.gradients(inputs, y, weights, grads, masks, state, n)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
     for got, want in zip(model.buffers(), ref.buffers(), strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
-    logits = torch.ops.cnnlab.net_logits(inputs, program, weights, state)
+    logits = program.logits(inputs, weights, state)
     with torch.no_grad():
         want = ref.eval()(as_double(x))  # (ref's moving statistics: the ones just updated)
     torch.testing.assert_close(logits.double(), want, rtol=1e-5, atol=1e-5)

@@ -101,17 +101,15 @@ def test_fused_adam_is_torch_adam(use_native: bool) -> None:
 def test_kernels_reject_bad_inputs() -> None:
     model = create_model("case1")
     weights = [p.detach() for p in model.parameters()]
-    code = native.program(plan(model.description).calls())
+    program = native.program(plan(model.description).calls())
     with pytest.raises(RuntimeError, match=r"\(N, H, W, C\)"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28), code, weights, [])
+        program.logits(torch.zeros(2, 28, 28), weights, [])
     with pytest.raises(RuntimeError, match="float32"):
-        torch.ops.cnnlab.net_logits(
-            torch.zeros(2, 28, 28, 1, dtype=torch.float64), code, weights, []
-        )
+        program.logits(torch.zeros(2, 28, 28, 1, dtype=torch.float64), weights, [])
     with pytest.raises(RuntimeError, match="too few weight"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28, 1), code, weights[:7], [])
+        program.logits(torch.zeros(2, 28, 28, 1), weights[:7], [])
     with pytest.raises(RuntimeError, match="does not fit"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 20, 20, 1), code, weights, [])
+        program.logits(torch.zeros(2, 20, 20, 1), weights, [])
 
 
 @pytest.mark.parametrize("case", ["case1", "case2", "case3"])

@@ -94,9 +94,9 @@ class NativeStep:
         returns (sum of losses, hits). ``denom``: the batch the loss is averaged over."""
         n = xb.shape[0]
         masks = self.masks(n)
-        loss, hits = torch.ops.cnnlab.net_gradients(
-            kernel_inputs(xb, self.scale), yb, self.program, self.weights, self.grads, masks,
-            self.state, denom or n,
+        loss, hits = self.program.gradients(
+            kernel_inputs(xb, self.scale), yb, self.weights, self.grads, masks, self.state,
+            denom or n,
         )  # fmt: skip
         if self.grad_hook is not None:
             self.grad_hook(self.grads)
@@ -163,4 +163,4 @@ def native_logits(
     weights = [q.detach() for q in model.parameters()]
     state = [s.detach() for s in model.buffers()]
     program = native.program(p.calls())
-    return torch.ops.cnnlab.net_logits(kernel_inputs(x, scale), program, weights, state)
+    return program.logits(kernel_inputs(x, scale), weights, state)

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Sequence
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 
@@ -185,15 +185,32 @@ def load() -> bool:
     return True
 
 
+class Program(Protocol):
+    """``torch.classes.cnnlab.Program`` (``csrc/program.h``; its step in ``csrc/net.cpp``)."""
+
+    def gradients(
+        self, x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor],
+        grads: list[torch.Tensor], masks: list[torch.Tensor], state: list[torch.Tensor],
+        denom: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...  # fmt: skip
+
+    def logits(
+        self, x: torch.Tensor, weights: list[torch.Tensor], state: list[torch.Tensor]
+    ) -> torch.Tensor: ...
+
+    def kinds(self) -> list[str]: ...
+
+
 @lru_cache(maxsize=64)  # evaluation asks for the same plan's program batch after batch
-def program(calls: tuple[Call, ...]) -> torch.ScriptObject:
+def program(calls: tuple[Call, ...]) -> Program:
     """The kernels' ``Program`` (``csrc/program.h``) of a plan's calls: one method call per
     block, by the kind's name with its named arguments (torch checks names and types).
-    Not to be changed after (it may be shared)."""
+    Not to be changed after (it may be shared). It runs as ``program.gradients(x, y,
+    weights, grads, masks, state, denom)`` and ``program.logits(x, weights, state)``."""
     out = torch.classes.cnnlab.Program()
     for c in calls:
         getattr(out, c.kind)(**dict(c.args))
-    return out
+    return cast(Program, out)
 
 
 @cache

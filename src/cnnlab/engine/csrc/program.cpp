@@ -45,9 +45,9 @@ const char* kind_of(const Block& b) {
 
 }  // namespace
 
-void register_program(torch::Library& m) {
+torch::class_<Program> register_program(torch::Library& m) {
   using torch::arg;
-  m.class_<Program>("Program")
+  return m.class_<Program>("Program")
       .def(torch::init<>())
       .def("kinds",
            [](const ProgramPtr& self) {

@@ -95,8 +95,8 @@ struct Program : torch::CustomClassHolder {
   std::vector<Block> blocks;
 };
 
-// Declares torch.classes.cnnlab.Program and its methods (program.cpp); called by net.cpp's
-// registration before the ops that take a Program, whose schemas name the class.
-void register_program(torch::Library& m);
+// Declares torch.classes.cnnlab.Program and one method per block kind (program.cpp); net.cpp
+// adds the methods that run the program (logits, gradients) to the class returned.
+torch::class_<Program> register_program(torch::Library& m);
 
 }  // namespace cnnlab
