@@ -19,7 +19,7 @@ import torch
 
 from cnnlab.engine import native
 from cnnlab.engine.blocks import NativeStep, kernel_inputs
-from cnnlab.engine.plan import Arg, Call, call, plan
+from cnnlab.engine.plan import ACTIVATIONS, Arg, Call, call, plan
 from cnnlab.models import ModelDescription
 from cnnlab.models.torch_module import build_module
 from cnnlab.train.loop import TrainConfig, make_optimizer
@@ -53,6 +53,11 @@ def test_every_call_matches_its_method_schema(name: str) -> None:
         for arg, value in c.args:
             # exact types: a bool is no int here, an int no float
             assert type(value) is PYTHON_TYPES[declared[arg]], (c, arg, value)
+
+
+def test_the_activations_are_named_alike_on_both_sides() -> None:
+    program = native.program(tuple(call("activation", function=f) for f in sorted(ACTIVATIONS)))
+    assert program.kinds() == ["activation"] * len(ACTIVATIONS) == ["activation"] * 5
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ def exact(layer: L.Layer | None, kind: type[T]) -> TypeGuard[T]:
     return type(layer) is kind
 
 
-Arg = int | float | bool | str
+Arg = int | float | bool | str  # the types of the Program methods' arguments
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class Call:
 
 
 def call(kind: str, **args: Arg) -> Call:
+    """``Program.<kind>(**args)``, its arguments in the order written."""
     return Call(kind, tuple(args.items()))
 
 
