@@ -105,26 +105,35 @@ def test_no_paths_of_the_machine_they_were_written_on() -> None:
 
 def test_the_block_kinds_are_listed_where_the_docs_point() -> None:
     """fastpath.py and native.py point to plan.py for the block kinds, not a copy of them:
-    plan.py's docstring names every kind its code makes, numbered as csrc/net.cpp's."""
+    plan.py's docstring names every kind its code makes, and each kind with a kernel is
+    declared once in C++: a struct of csrc/program.h (its ``kName``) and the Program method
+    of that name in csrc/program.cpp, which plan.py's ``call`` names."""
     from cnnlab.engine import plan
 
     source = Path(plan.__file__).read_text(encoding="utf-8")
-    made = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Block":
-            made |= {
-                c.value
-                for c in ast.walk(node.args[0])
-                if isinstance(c, ast.Constant) and isinstance(c.value, str)
-            }
-    made.discard("average")  # the condition's operand, not a kind
+
+    def first_strings(function: str) -> set[str]:
+        return {
+            c.value
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == function
+            for c in ast.walk(node.args[0])
+            if isinstance(c, ast.Constant) and isinstance(c.value, str)
+        }
+
+    made, called = first_strings("Block"), first_strings("call")
     assert {k for k in made if f"``{k}``" not in (plan.__doc__ or "")} == set()
-    net = (Path(plan.__file__).parent / "csrc" / "net.cpp").read_text(encoding="utf-8")
-    enum = re.search(r"enum Kind : int64_t \{(.*?)\};", net, flags=re.S)
-    assert enum is not None
-    numbers = [int(n) for n in re.findall(r"k\w+ = (\d+)", enum.group(1))]
-    # one kind string per kernel kind (conv_pool_relu is kConv, conv kConvNd, ...)
-    assert len(made) == len(numbers) >= 12 and numbers == list(range(len(numbers))), made
+    csrc = Path(plan.__file__).parent / "csrc"
+    header = (csrc / "program.h").read_text(encoding="utf-8")
+    name = r"struct (\w+) \{\n  static constexpr const char\* kName = \"(\w+)\";"
+    declared = re.findall(name, header)
+    methods = re.findall(r"\.def\(block::(\w+)::kName", (csrc / "program.cpp").read_text("utf-8"))
+    variant = re.search(r"using Block = std::variant<(.*?)>;", header, flags=re.S)
+    assert variant is not None
+    alternatives = re.findall(r"block::(\w+)", variant.group(1))
+    structs = [struct for struct, _ in declared]
+    assert sorted(structs) == sorted(methods) == sorted(alternatives), (structs, methods)
+    assert len(declared) >= 12 and {name for _, name in declared} == called == made, made
 
 
 def test_one_figure_for_the_kernel_build() -> None:

@@ -5,11 +5,11 @@
   several input channels, channel counts that are not multiples of 16, odd map sizes,
   3x3/5x5 (compiled in) and other kernel sizes (read at run time), a cropped pooled size,
   and ties in the pooling windows (flat backgrounds, saturated bars);
-- ``net_gradients``/``net_logits`` (a whole description's step) against autograd on the
-  network's own module in float64, for the chapter's cases and descriptions outside them:
-  the general blocks too (strided, dilated, same-padded and bias-free convolutions, every
-  activation, max and average pooling of other sizes, BatchNormalization with its moving
-  statistics, global max pooling);
+- ``Program.gradients``/``logits`` (``csrc/net.cpp``: a whole description's step) against
+  autograd on the network's own module in float64, for the chapter's cases and
+  descriptions outside them: the general blocks too (strided, dilated, same-padded and
+  bias-free convolutions, every activation, max and average pooling of other sizes,
+  BatchNormalization with its moving statistics, global max pooling);
 - the plan (blocks matched by kind, the crop), nn.Dropout's masks, the step against the
   plain loop on the same batches, and mutation checks: deliberately broken kernels fail.
 """
@@ -34,7 +34,7 @@ from cnnlab.engine import native
 from cnnlab.engine.blocks import NativeStep, kernel_inputs, runs_natively
 from cnnlab.engine.choice import for_model
 from cnnlab.engine.fastpath import fast_logits, make_step
-from cnnlab.engine.plan import plan, where
+from cnnlab.engine.plan import call, plan, where
 from cnnlab.models import ModelDescription, create_model, parse_compact
 from cnnlab.models.torch_module import build_module
 from cnnlab.train.loop import TrainConfig, make_optimizer
@@ -242,16 +242,15 @@ def test_net_gradients_match_float64_autograd(name: str, n: int) -> None:
     state = [s.detach() for s in model.buffers()]  # BatchNormalization's moving statistics
     inputs = kernel_inputs(x, CHAPTER)  # uint8 pixels divided by 255, as the chapter
     ref_loss, ref_logits, ref_grads, ref = reference(model, x, y, cf, denom)
-    loss, hits = torch.ops.cnnlab.net_gradients(
-        inputs, y, p.code(), weights, grads, masks, state, denom
-    )
+    program = native.program(p.calls())
+    loss, hits = program.gradients(inputs, y, weights, grads, masks, state, denom)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
     assert hits.item() == (ref_logits.argmax(1) == y).sum().item()
     for (pname, _), got, want in zip(model.named_parameters(), grads, ref_grads, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6, msg=pname)
     for (bname, got), want in zip(model.named_buffers(), ref.buffers(), strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6, msg=bname)
-    logits = torch.ops.cnnlab.net_logits(inputs, p.code(), weights, state)
+    logits = program.logits(inputs, weights, state)
     with torch.no_grad():
         want = copy.deepcopy(model).double().eval()(as_double(x))
     torch.testing.assert_close(logits.double(), want, rtol=1e-5, atol=1e-5)
@@ -272,22 +271,37 @@ def test_dropout_masks_are_nn_dropouts_on_maps_and_vectors() -> None:
 def test_blocks_are_matched_by_kind() -> None:
     case1 = plan(NETS["case1"])
     # 2x2 pooling drops conv2's last row and column, so conv1 keeps 12 of its 13 pooled rows
-    assert case1.code() == [0, 12, 12, 0, 5, 5, 1, 2, 3, 1, 2, 3, 0]
+    assert case1.calls() == (
+        call("conv_pool_relu", pooled_h=12, pooled_w=12),
+        call("conv_pool_relu", pooled_h=5, pooled_w=5),
+        call("flatten"), call("dropout"), call("dense", activation="relu"), call("dropout"),
+        call("dense", activation="linear"),
+    )  # fmt: skip
     assert [b.kind for b in plan(NETS["case2"]).blocks][-1] == "global_average"
     assert plan(NETS["case2"]).folded == ("softmax",)  # the final softmax goes with the loss
     odd = plan(ZOO["odd_5x5"])
     # 23x19 -> conv 5x5 -> 19x15 -> pool 9x7, of which conv 3x3 + pool (3x2) reads 8x6
-    assert odd.code()[:6] == [0, 8, 6, 0, 3, 2]
+    assert [b.pooled() for b in odd.blocks[:2]] == [(8, 6), (3, 2)]
     # the general blocks, a ReLU convolution's ReLU left to the max pooling after it
     general = plan(NETS["general_mix"])
     assert [b.kind for b in general.blocks][:4] == ["conv", "batch_norm", "conv", "pool"]
-    assert general.blocks[0].code == (5, 2, 2, 1, 1, 1, 2, 1, 1, 1, 0)  # pads (1, 2), (1, 1)
-    assert general.blocks[2].code[-2:] == (0, 1) and general.blocks[3].code[-1] == 1
-    assert general.blocks[0].code[-2] == 1  # its ReLU stays: BatchNormalization comes next
+    # its ReLU stays: BatchNormalization comes next
+    assert general.blocks[0].calls == (
+        call("conv", stride_h=2, stride_w=2, dilation_h=1, dilation_w=1, pad_top=1,
+             pad_bottom=2, pad_left=1, pad_right=1, activation="relu", bias=False),
+    )  # fmt: skip
+    assert general.blocks[2].calls[0]["activation"] == "linear"  # its ReLU after the pooling
+    assert general.blocks[2].calls[0]["bias"] is True
+    assert general.blocks[3].calls[0]["relu_after"] is True
     # 'same' before 2x2 max pooling: zeros first, in the same block
     same = plan(NETS["same_pool"])
-    assert same.blocks[0].code == (10, 1, 1, 1, 1, 0, 7, 6) and same.blocks[0].pads == (1,) * 4
-    assert same.blocks[1].code[:5] == (10, 1, 2, 1, 2)  # a 4x4 kernel: 1 before, 2 after
+    assert same.blocks[0].calls == (
+        call("pad", top=1, bottom=1, left=1, right=1),
+        call("conv_pool_relu", pooled_h=7, pooled_w=6),
+    )  # fmt: skip
+    assert same.blocks[0].pads == (1,) * 4
+    # a 4x4 kernel: 1 before, 2 after
+    assert same.blocks[1].calls[0] == call("pad", top=1, bottom=2, left=1, right=2)
     # a block without a kernel (a softmax over channels) runs as PyTorch, so the whole step is
     # autograd: the unpadded conv_pool_relu blocks through their kernels, the rest PyTorch
     other = parse_compact(
@@ -369,6 +383,7 @@ MUTANTS = {
     5: "general blocks: the activation's derivative left out of the backward pass",
     6: "average pooling: the gradient scaled twice",
     7: "batch normalisation: moving variance from the unbiased batch variance",
+    8: "the program's interface: batch normalisation's epsilon and momentum swapped",
 }
 
 

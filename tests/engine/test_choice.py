@@ -2,8 +2,9 @@
 
 The PyTorch path (``engine="plain"`` or ``native=False``) must run no C++ kernel: not in
 training, not in the validation and test passes, not when ``cnnlab evaluate`` scores the run
-later. Every kernel call goes through ``torch.ops.cnnlab``; the tests put a namespace there
-that raises on any use, so a single call anywhere fails the run.
+later. Every kernel call goes through ``torch.ops.cnnlab`` (single kernels) or
+``torch.classes.cnnlab`` (the whole-step ``Program``); the tests put namespaces there that
+raise on any use, so a single call anywhere fails the run.
 """
 
 from __future__ import annotations
@@ -33,15 +34,27 @@ class KernelCalled(AssertionError):
 
 
 class Forbidden:
-    """``torch.ops.cnnlab`` for a test: any kernel looked up raises, naming it."""
+    """``torch.ops.cnnlab`` or ``torch.classes.cnnlab`` for a test: any kernel or class
+    looked up raises, naming it."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
 
     def __getattr__(self, name: str) -> Any:
-        raise KernelCalled(f"C++ kernel torch.ops.cnnlab.{name} was called")
+        raise KernelCalled(f"C++ kernel {self.where}.{name} was called")
+
+
+def forbid_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways into the kernels raise (their namespaces exist before they are replaced)."""
+    torch.ops.cnnlab  # noqa: B018
+    monkeypatch.setattr(torch.ops, "cnnlab", Forbidden("torch.ops.cnnlab"))
+    torch.classes.cnnlab  # noqa: B018
+    monkeypatch.setattr(torch.classes, "cnnlab", Forbidden("torch.classes.cnnlab"))
+    native.program.cache_clear()  # a Program built by an earlier test would bypass the class
 
 
 def forbid_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    torch.ops.cnnlab  # noqa: B018 (the namespace exists before it is replaced)
-    monkeypatch.setattr(torch.ops, "cnnlab", Forbidden())
+    forbid_namespaces(monkeypatch)
 
     def no_load() -> bool:
         raise KernelCalled("cnnlab.engine.native.load was called")
@@ -80,8 +93,7 @@ def test_the_forbidden_namespace_catches_the_kernels(
     """The check can fail: with the kernels allowed, the same run calls them."""
     choice = resolve(create_model("case1").description, "cpu")
     assert choice.whole is not None  # case 1 runs its whole step in C++
-    torch.ops.cnnlab  # noqa: B018
-    monkeypatch.setattr(torch.ops, "cnnlab", Forbidden())
+    forbid_namespaces(monkeypatch)
     with pytest.raises(KernelCalled):
         train_and_score(tiny_splits, tiny_mnist, tmp_path / "run", native=True)
 
@@ -98,9 +110,8 @@ def test_evaluation_that_ignores_the_choice_is_caught(
         return real(model, x, scale, choice_mod.for_model(model))
 
     monkeypatch.setattr(inference, "fast_logits", ignores_choice)
-    torch.ops.cnnlab  # noqa: B018
-    monkeypatch.setattr(torch.ops, "cnnlab", Forbidden())
-    with pytest.raises(KernelCalled, match="net_logits"):
+    forbid_namespaces(monkeypatch)
+    with pytest.raises(KernelCalled, match=r"torch\.classes\.cnnlab\.Program"):
         train_and_score(tiny_splits, tiny_mnist, tmp_path / "run", native=False)
 
 

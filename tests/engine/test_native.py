@@ -5,7 +5,8 @@
 - the block kernels against float64 autograd: ``tests/engine/test_blocks.py``;
 - the step the fast engine picks: every chapter case through the kernels on a CPU;
 - building: the library lands atomically, a missing compiler gives one warning and the
-  PyTorch version of the step.
+  PyTorch version of the step; every source compiles with the build's warnings on and none
+  given (``-Werror``), and the check catches a warning where there is one.
 
 Skipped only where there is no C++ compiler; where there is one, the kernels must build.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -99,17 +101,15 @@ def test_fused_adam_is_torch_adam(use_native: bool) -> None:
 def test_kernels_reject_bad_inputs() -> None:
     model = create_model("case1")
     weights = [p.detach() for p in model.parameters()]
-    code = plan(model.description).code()
+    program = native.program(plan(model.description).calls())
     with pytest.raises(RuntimeError, match=r"\(N, H, W, C\)"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28), code, weights, [])
+        program.logits(torch.zeros(2, 28, 28), weights, [])
     with pytest.raises(RuntimeError, match="float32"):
-        torch.ops.cnnlab.net_logits(
-            torch.zeros(2, 28, 28, 1, dtype=torch.float64), code, weights, []
-        )
+        program.logits(torch.zeros(2, 28, 28, 1, dtype=torch.float64), weights, [])
     with pytest.raises(RuntimeError, match="too few weight"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 28, 28, 1), code, weights[:7], [])
+        program.logits(torch.zeros(2, 28, 28, 1), weights[:7], [])
     with pytest.raises(RuntimeError, match="does not fit"):
-        torch.ops.cnnlab.net_logits(torch.zeros(2, 20, 20, 1), code, weights, [])
+        program.logits(torch.zeros(2, 20, 20, 1), weights, [])
 
 
 @pytest.mark.parametrize("case", ["case1", "case2", "case3"])
@@ -152,3 +152,28 @@ def test_build_is_atomic_and_a_missing_compiler_falls_back(
     finally:
         native.load.cache_clear()
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.so"))
+
+
+def warnings_of(source: Path) -> subprocess.CompletedProcess[str]:
+    command = native.warnings_command(source)
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", native.SOURCES, ids=lambda p: p.name)
+def test_the_kernels_compile_without_warnings(source: Path) -> None:
+    """cnnlab's own sources and headers, with -Wall -Wextra -Wshadow -Wconversion as errors
+    (torch's headers are system headers: their warnings are not ours)."""
+    assert {"-Wall", "-Wextra", "-Wshadow"} <= set(native.warnings_command(source))
+    done = warnings_of(source)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr[-3000:]
+
+
+def test_the_warnings_check_catches_a_warning(tmp_path: Path) -> None:
+    """The check above fails on a source with a shadowed name, and passes without it."""
+    source = tmp_path / "shadow.cpp"
+    source.write_text("int twice(int x) {\n  { int x = 2; return x; }\n}\n")
+    done = warnings_of(source)
+    assert done.returncode != 0 and "shadows a parameter" in done.stderr, done.stderr
+    source.write_text("int twice(int x) {\n  { int y = 2; return x * y; }\n}\n")
+    assert warnings_of(source).returncode == 0

@@ -58,7 +58,7 @@ class NativeStep:
         self.scale = scale
         self.model = model
         self.plan = p
-        self.code = p.code()
+        self.program = native.program(p.calls())
         self.drops = [b.drop for b in p.blocks if b.drop is not None]
         self.weights = [q.detach() for q in params]
         self.grads = [torch.zeros_like(q) for q in params]
@@ -85,9 +85,9 @@ class NativeStep:
         returns (sum of losses, hits). ``denom``: the batch the loss is averaged over."""
         n = xb.shape[0]
         masks = self.masks(n)
-        loss, hits = torch.ops.cnnlab.net_gradients(
-            kernel_inputs(xb, self.scale), yb, self.code, self.weights, self.grads, masks,
-            self.state, denom or n,
+        loss, hits = self.program.gradients(
+            kernel_inputs(xb, self.scale), yb, self.weights, self.grads, masks, self.state,
+            denom or n,
         )  # fmt: skip
         if self.grad_hook is not None:
             self.grad_hook(self.grads)
@@ -144,4 +144,5 @@ def native_logits(
     """Evaluation-mode logits through the kernels: (N, C, H, W) -> (N, classes)."""
     weights = [q.detach() for q in model.parameters()]
     state = [s.detach() for s in model.buffers()]
-    return torch.ops.cnnlab.net_logits(kernel_inputs(x, scale), p.code(), weights, state)
+    program = native.program(p.calls())
+    return program.logits(kernel_inputs(x, scale), weights, state)

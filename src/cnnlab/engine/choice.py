@@ -168,7 +168,7 @@ def resolve(
             won, why = kernel_wins(desc, b, whole=False) if rule else (True, "")
             reasons += (why,) if why and whole is None else ()
             if won:
-                blocks[index[b.layers[0]]] = (b.code[-2], b.code[-1])
+                blocks[index[b.layers[0]]] = b.pooled()
     return EngineChoice(FAST, True, whole, blocks, True, _layers(desc, p, whole, blocks), reasons)
 
 

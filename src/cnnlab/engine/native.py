@@ -27,16 +27,25 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 
+if TYPE_CHECKING:
+    from cnnlab.engine.plan import Call
+
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = tuple(
-    CSRC / f for f in ("common.cpp", "blocks.cpp", "layers.cpp", "net.cpp", "speedrun.cpp")
+    CSRC / f
+    for f in ("common.cpp", "blocks.cpp", "layers.cpp", "program.cpp", "net.cpp", "speedrun.cpp")
 )
-# (and the headers they share: blocks.h, layers.h, vec16.h)
+# (and the headers they share: blocks.h, layers.h, program.h, f32x16.h)
+# Warnings on for cnnlab's sources (torch's headers come in as -isystem, whose warnings are
+# not ours). Not -Werror here: another compiler's new warning must not cost a user the fast
+# engine; tests/engine/test_native.py compiles every source with -Werror instead.
+WARNINGS = ("-Wall", "-Wextra", "-Wshadow", "-Wconversion")
 # No -ffast-math: IEEE float32 results. -fno-math-errno only lets sqrt vectorise.
 FLAGS = [
     "-O3",
@@ -46,7 +55,7 @@ FLAGS = [
     "-fPIC",
     "-fopenmp",
     "-fno-math-errno",
-    "-w",
+    *WARNINGS,
 ]
 
 
@@ -64,19 +73,24 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def _command(sources: Sequence[Path], target: Path, extra: Sequence[str] = ()) -> list[str]:
+def _compiler() -> str:
+    return os.environ.get("CXX", "g++")
+
+
+def _compile_flags() -> list[str]:
     import torch.utils.cpp_extension as cpp  # slow to import; only needed to build
 
-    torch_dir = Path(torch.__file__).parent
-    lib = torch_dir / "lib"
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    includes = [f"-I{p}" for p in cpp.include_paths()]
+    includes = [f"-isystem{p}" for p in cpp.include_paths()]
+    return [*FLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes]
+
+
+def _command(sources: Sequence[Path], target: Path, extra: Sequence[str] = ()) -> list[str]:
+    lib = Path(torch.__file__).parent / "lib"
     return [
-        os.environ.get("CXX", "g++"),
-        *FLAGS,
+        _compiler(),
+        *_compile_flags(),
         *extra,
-        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-        *includes,
         *map(str, sources),
         f"-L{lib}",
         "-lc10",
@@ -85,6 +99,12 @@ def _command(sources: Sequence[Path], target: Path, extra: Sequence[str] = ()) -
         "-o",
         str(target),
     ]
+
+
+def warnings_command(source: Path) -> list[str]:
+    """The command that compiles one source as the build does, without output, and fails on
+    any warning (the tests' check that cnnlab's own code compiles cleanly)."""
+    return [_compiler(), *_compile_flags(), "-fsyntax-only", "-Werror", str(source)]
 
 
 def library_path() -> Path:
@@ -105,7 +125,7 @@ def build(target: Path, sources: Sequence[Path] = SOURCES, extra: Sequence[str] 
     """
     if platform.system() != "Linux":
         raise NativeBuildError(f"the C++ kernels are built on Linux only, not {platform.system()}")
-    compiler = _command(sources, target)[0]
+    compiler = _compiler()
     if shutil.which(compiler) is None:
         raise NativeBuildError(f"no C++ compiler ({compiler}) on PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +183,34 @@ def load() -> bool:
         )
         return False
     return True
+
+
+class Program(Protocol):
+    """``torch.classes.cnnlab.Program`` (``csrc/program.h``; its step in ``csrc/net.cpp``)."""
+
+    def gradients(
+        self, x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor],
+        grads: list[torch.Tensor], masks: list[torch.Tensor], state: list[torch.Tensor],
+        denom: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...  # fmt: skip
+
+    def logits(
+        self, x: torch.Tensor, weights: list[torch.Tensor], state: list[torch.Tensor]
+    ) -> torch.Tensor: ...
+
+    def kinds(self) -> list[str]: ...
+
+
+@lru_cache(maxsize=64)  # evaluation asks for the same plan's program batch after batch
+def program(calls: tuple[Call, ...]) -> Program:
+    """The kernels' ``Program`` (``csrc/program.h``) of a plan's calls: one method call per
+    block, by the kind's name with its named arguments (torch checks names and types).
+    Not to be changed after (it may be shared). It runs as ``program.gradients(x, y,
+    weights, grads, masks, state, denom)`` and ``program.logits(x, weights, state)``."""
+    out = torch.classes.cnnlab.Program()
+    for c in calls:
+        getattr(out, c.kind)(**dict(c.args))
+    return cast(Program, out)
 
 
 @cache

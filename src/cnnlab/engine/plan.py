@@ -1,7 +1,10 @@
 """A network's layers as the blocks cnnlab's C++ kernels compute, matched by kind.
 
 The fast engine reads a model description as a sequence of blocks, each with its shapes
-read from the description, whatever the network (the numbers are ``csrc/net.cpp``'s):
+read from the description, whatever the network. Each kind below but ``pytorch`` is declared
+once, in C++: a struct of typed fields (``csrc/program.h``) and the kernels' ``Program``
+method of the kind's name, its arguments named and typed (``csrc/program.cpp``); a block's
+:class:`Call` names the method and its arguments (:func:`cnnlab.engine.native.program`):
 
 - ``conv_pool_relu``: Conv2D('valid' or 'same', stride 1, bias, relu) followed by
   MaxPooling2D(2x2), any channel counts and map sizes, kernels up to 7x7: cnnlab's own loops
@@ -29,7 +32,6 @@ their kernels and the rest as PyTorch operations (:func:`where` says which ran w
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, replace
 from typing import TypeGuard, TypeVar
 
@@ -37,9 +39,8 @@ from cnnlab.models import ModelDescription
 from cnnlab.models import layers as L
 from cnnlab.ops import padding_amounts
 
-# block kinds, as csrc/net.cpp numbers them
-CONV, FLATTEN, DROPOUT, DENSE, GAP, CONV_ND, POOL, ACT, NORM, GMP, PAD, SCALE = range(12)
-ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "elu": 4}  # csrc/layers.h
+# the activations the kernels compute, by the names csrc/program.cpp reads
+ACTIVATIONS = frozenset({"linear", "relu", "tanh", "sigmoid", "elu"})
 MAX_TAPS = 49  # conv_pool_relu: kernels up to 7x7 (csrc/blocks.h: kMaxTaps)
 KERNEL, PYTORCH = "cnnlab", "pytorch"  # where a layer ran, as config.json records it
 # blocks with weights (a pytorch block may have some): the ones that need input gradients
@@ -55,16 +56,42 @@ def exact(layer: L.Layer | None, kind: type[T]) -> TypeGuard[T]:
     return type(layer) is kind
 
 
+Arg = int | float | bool | str  # the types of the Program methods' arguments
+
+
+@dataclass(frozen=True)
+class Call:
+    """One block of the kernels' program: ``Program.<kind>(**args)`` (``csrc/program.cpp``
+    declares each kind's argument names and types; torch checks them at the call)."""
+
+    kind: str
+    args: tuple[tuple[str, Arg], ...] = ()
+
+    def __getitem__(self, name: str) -> Arg:
+        return dict(self.args)[name]
+
+
+def call(kind: str, **args: Arg) -> Call:
+    """``Program.<kind>(**args)``, its arguments in the order written."""
+    return Call(kind, tuple(args.items()))
+
+
 @dataclass(frozen=True)
 class Block:
-    """One block: its kind, the description's layers it computes, its kernel plan entry."""
+    """One block: its kind, the description's layers it computes, its kernel calls."""
 
     kind: str
     layers: tuple[str, ...]
-    code: tuple[int, ...] = ()  # kind number and arguments; empty for a pytorch block
+    calls: tuple[Call, ...] = ()  # what the kernels' program adds; none for a pytorch block
     drop: tuple[tuple[int, ...], float] | None = None  # dropout: nn.Dropout's shape, rate
     conv: tuple[int, int, int, int] | None = None  # conv_pool_relu: padded H, W, kh, kw
     pads: tuple[int, ...] = ()  # conv_pool_relu: 'same' padding (top, bottom, left, right)
+
+    def pooled(self) -> tuple[int, int]:
+        """A ``conv_pool_relu`` block's pooled rows and columns (its last call's)."""
+        conv = self.calls[-1]
+        assert conv.kind == "conv_pool_relu"
+        return int(conv["pooled_h"]), int(conv["pooled_w"])
 
 
 @dataclass(frozen=True)
@@ -77,8 +104,9 @@ class Plan:
         """Whether every block has a kernel (the whole step can run in C++)."""
         return bool(self.blocks) and all(b.kind != PYTORCH for b in self.blocks)
 
-    def code(self) -> list[int]:
-        return [v for b in self.blocks for v in b.code]
+    def calls(self) -> tuple[Call, ...]:
+        """The kernels' program: every block's calls, in order."""
+        return tuple(c for b in self.blocks for c in b.calls)
 
 
 def _conv_pool(layer: L.Layer, nxt: L.Layer | None, in_shape: tuple[int, ...]) -> bool:
@@ -115,11 +143,6 @@ def _pads(
     return (*pairs[0], *pairs[1])
 
 
-def _bits(value: float) -> int:
-    """A float64 as the int64 with its bit pattern (the plan is a list of ints)."""
-    return int(struct.unpack("<q", struct.pack("<d", value))[0])
-
-
 def _2d(values: tuple[int, ...]) -> tuple[int, ...]:
     """A 1-D layer's sizes as a 2-D layer's over (1, L) maps: a height of 1 first."""
     return (1, *values) if len(values) == 1 else values
@@ -136,36 +159,41 @@ def _general(
     name = (layer.name,)
     hw = _2d(shape[:-1])  # the map's (H, W)
     if exact(layer, L.Conv) and layer.rank == rank and layer.activation in ACTIVATIONS:
-        act = ACTIVATIONS[layer.activation]
-        if act == ACTIVATIONS["relu"] and _max_pool(nxt, rank):
-            act = 0  # the ReLU goes after the pooling (the pool block's flag)
-        strides, dilation = _2d(layer.strides), _2d(layer.dilation_rate)
-        pads = _pads(hw, _2d(layer.kernel_size), strides, dilation, layer.padding)
-        code = (CONV_ND, *strides, *dilation, *pads, act, int(layer.use_bias))
-        return Block("conv", name, code)
+        act = layer.activation
+        if act == "relu" and _max_pool(nxt, rank):
+            act = "linear"  # the ReLU goes after the pooling (the pool block's relu_after)
+        (sh, sw), (dh, dw) = _2d(layer.strides), _2d(layer.dilation_rate)
+        top, bottom, left, right = _pads(hw, _2d(layer.kernel_size), (sh, sw), (dh, dw),
+                                         layer.padding)  # fmt: skip
+        conv = call("conv", stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
+                    pad_top=top, pad_bottom=bottom, pad_left=left, pad_right=right,
+                    activation=act, bias=bool(layer.use_bias))  # fmt: skip
+        return Block("conv", name, (conv,))
     if exact(layer, L.Pool) and layer.rank == rank:
-        size, strides = _2d(layer.pool_size), _2d(layer.strides)
-        pads = _pads(hw, size, strides, (1, 1), layer.padding)
-        relu = int(_max_pool(layer, rank) and relu_before)
-        code = (POOL, int(layer.kind == "max"), *size, *strides, *pads, relu)
-        return Block("pool", name, code)
+        size, (sh, sw) = _2d(layer.pool_size), _2d(layer.strides)
+        top, bottom, left, right = _pads(hw, size, (sh, sw), (1, 1), layer.padding)
+        pool = call("pool", mode="max" if layer.kind == "max" else "average",
+                    size_h=size[0], size_w=size[1], stride_h=sh, stride_w=sw, pad_top=top,
+                    pad_bottom=bottom, pad_left=left, pad_right=right,
+                    relu_after=_max_pool(layer, rank) and relu_before)  # fmt: skip
+        return Block("pool", name, (pool,))
     if exact(layer, L.Activation) and layer.activation in ACTIVATIONS:
-        return Block("activation", name, (ACT, ACTIVATIONS[layer.activation]))
+        return Block("activation", name, (call("activation", function=layer.activation),))
     if exact(layer, L.ReLU) and layer.activation_name == "relu":
         # only a plain max(x, 0): the kernel has no max_value, negative_slope or threshold
-        return Block("activation", name, (ACT, ACTIVATIONS["relu"]))
+        return Block("activation", name, (call("activation", function="relu"),))
     if exact(layer, L.BatchNormalization) and len(shape) == rank + 1 and hw[0] * hw[1] >= 2:
-        code = (NORM, int(layer.scale), int(layer.center), _bits(layer.epsilon))
-        return Block("batch_norm", name, (*code, _bits(layer.momentum)))
+        norm = call("batch_norm", scale=bool(layer.scale), center=bool(layer.center),
+                    epsilon=float(layer.epsilon), momentum=float(layer.momentum))  # fmt: skip
+        return Block("batch_norm", name, (norm,))
     if exact(layer, L.GlobalPool) and layer.rank == rank:
-        return Block(
-            "global_average" if layer.kind == "average" else "global_max",
-            name, (GAP if layer.kind == "average" else GMP,),
-        )  # fmt: skip
+        if layer.kind == "average":
+            return Block("global_average", name, (call("global_average"),))
+        return Block("global_max", name, (call("global_max"),))
     if exact(layer, L.ZeroPadding) and layer.rank == rank:
         pairs = ((0, 0), *layer.padding) if rank == 1 else layer.padding
         (top, bottom), (left, right) = pairs
-        return Block("pad", name, (PAD, top, bottom, left, right))
+        return Block("pad", name, (call("pad", top=top, bottom=bottom, left=left, right=right),))
     return None
 
 
@@ -208,17 +236,18 @@ def plan(desc: ModelDescription) -> Plan:
         if general is not None and (conv_fits or not exact(layer, L.Conv)):
             blocks.append(general)
         elif maps and exact(layer, L.Rescaling):
-            code = (SCALE, _bits(layer.scale), _bits(layer.offset))
-            blocks.append(Block("rescale", (layer.name,), code))
+            scale = call("rescale", scale=float(layer.scale), offset=float(layer.offset))
+            blocks.append(Block("rescale", (layer.name,), (scale,)))
         elif maps and exact(layer, L.Flatten):
-            blocks.append(Block("flatten", (layer.name,), (FLATTEN,)))
+            blocks.append(Block("flatten", (layer.name,), (call("flatten"),)))
         elif maps and exact(layer, L.Dropout) and layer.rate < 1:
             torch_shape = (shape[-1], *shape[:-1]) if len(shape) > 1 else shape  # (C, H, W)
             drop = (tuple(torch_shape), layer.rate)
-            blocks.append(Block("dropout", (layer.name,), (DROPOUT,), drop=drop))
+            blocks.append(Block("dropout", (layer.name,), (call("dropout"),), drop=drop))
         elif maps and _dense(layer, shape):
             assert isinstance(layer, L.Dense)
-            blocks.append(Block("dense", (layer.name,), (DENSE, ACTIVATIONS[layer.activation])))
+            dense = call("dense", activation=layer.activation)
+            blocks.append(Block("dense", (layer.name,), (dense,)))
         else:
             blocks.append(Block(PYTORCH, (layer.name,)))
         i += 1
@@ -229,10 +258,13 @@ def _conv_pool_block(layer: L.Conv, pool: L.Layer, shape: tuple[int, ...]) -> Bl
     kh, kw = layer.kernel_size
     pads = _pads(shape, layer.kernel_size, (1, 1), (1, 1), layer.padding)
     h, w = shape[0] + pads[0] + pads[1], shape[1] + pads[2] + pads[3]
-    ph, pw = (h - kh + 1) // 2, (w - kw + 1) // 2
-    pad = (PAD, *pads) if any(pads) else ()  # zeros first, in the same block
-    return Block("conv_pool_relu", (layer.name, pool.name), (*pad, CONV, ph, pw),
-                 conv=(h, w, kh, kw), pads=pads if any(pads) else ())  # fmt: skip
+    conv = call("conv_pool_relu", pooled_h=(h - kh + 1) // 2, pooled_w=(w - kw + 1) // 2)
+    if not any(pads):
+        return Block("conv_pool_relu", (layer.name, pool.name), (conv,), conv=(h, w, kh, kw))
+    top, bottom, left, right = pads
+    zeros = call("pad", top=top, bottom=bottom, left=left, right=right)  # first, in the block
+    return Block("conv_pool_relu", (layer.name, pool.name), (zeros, conv),
+                 conv=(h, w, kh, kw), pads=pads)  # fmt: skip
 
 
 def _graph_blocks(desc: ModelDescription) -> tuple[Block, ...]:
@@ -275,10 +307,11 @@ def _crop(blocks: list[Block]) -> tuple[Block, ...]:
         if b.kind != "conv_pool_relu" or b.conv is None:
             need = None
             continue
-        ph, pw = b.code[-2:]
+        ph, pw = b.pooled()
         if need is not None:
             ph, pw = min(ph, need[0]), min(pw, need[1])
-            out[j] = replace(b, code=(*b.code[:-2], ph, pw))
+            conv = call("conv_pool_relu", pooled_h=ph, pooled_w=pw)
+            out[j] = replace(b, calls=(*b.calls[:-1], conv))
         need = (2 * ph + b.conv[2] - 1, 2 * pw + b.conv[3] - 1)
         if b.pads:  # the rows and columns of the unpadded map under those
             need = (need[0] - b.pads[0], need[1] - b.pads[2])

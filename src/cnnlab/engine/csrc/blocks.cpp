@@ -19,7 +19,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "vec16.h"
+#include "f32x16.h"
 
 namespace cnnlab {
 namespace {
@@ -76,16 +76,16 @@ void direct_forward(const Geom& g, const T* x, const float* wt, const float* b, 
       for (int64_t p = 0; p < H * W; ++p) img[p] = pixel(x[i * H * W + p]);
       for (int64_t c0 = 0; c0 < cout; c0 += 16) {
         const int nc = lanes(cout, c0);
-        f16v wk[MaxTaps<KH, KW>::value];
+        f32x16 wk[MaxTaps<KH, KW>::value];
         for (int64_t k = 0; k < taps; ++k) wk[k] = ld<F>(wt + k * cout + c0, nc);
-        const f16v bias = ld<F>(b + c0, nc);
+        const f32x16 bias = ld<F>(b + c0, nc);
         for (int64_t py = 0; py < g.ph; ++py) {
           for (int64_t px = 0; px < g.pw; ++px) {
-            f16v best{};
-            i16v arg{};
+            f32x16 best{};
+            i32x16 arg{};
             for (int d = 0; d < 4; ++d) {
               const float* at = img + (2 * py + (d >> 1)) * W + 2 * px + (d & 1);
-              f16v acc = bias;
+              f32x16 acc = bias;
               for (int64_t k = 0; k < used; ++k) acc += wk[k] * at[(k / kw) * W + k % kw];
               if (d == 0) {
                 best = acc;
@@ -121,18 +121,18 @@ void direct_backward(const Geom& g, const T* x, const float* ga, const float* a,
     for (int64_t ch = 0; ch < chunks; ++ch) {
       const int64_t c0 = ch * 16;
       const int nc = lanes(cout, c0);
-      f16v acc[MaxTaps<KH, KW>::value + 1] = {};
+      f32x16 acc[MaxTaps<KH, KW>::value + 1] = {};
       for (int64_t i = begin; i < end; ++i) {
         for (int64_t p = 0; p < H * W; ++p) img[p] = pixel(x[i * H * W + p]);
         for (int64_t py = 0; py < g.ph; ++py) {
           for (int64_t px = 0; px < g.pw; ++px) {
             const int64_t o = ((i * g.ph + py) * g.pw + px) * cout + c0;
-            const f16v gv = ld<F>(a + o, nc) > 0.0f ? ld<F>(ga + o, nc) : f16v{};
-            const i16v arg = ld_arg<F>(idx + o, nc);
+            const f32x16 gv = ld<F>(a + o, nc) > 0.0f ? ld<F>(ga + o, nc) : f32x16{};
+            const i32x16 arg = ld_arg<F>(idx + o, nc);
             acc[taps] += gv;
             for (int d = 0; d < 4; ++d) {
               const float* at = img + (2 * py + (d >> 1)) * W + 2 * px + (d & 1);
-              const f16v gd = arg == d ? gv : f16v{};
+              const f32x16 gd = arg == d ? gv : f32x16{};
               for (int64_t k = 0; k < taps; ++k) acc[k] += gd * at[(k / kw) * W + k % kw];
             }
           }
@@ -165,17 +165,17 @@ void pool_relu(const Geom& g, const float* c, float* a, uint8_t* idx) {
           const int64_t o = ((i * g.ph + py) * g.pw + px) * cout;
           for (int64_t c0 = 0; c0 < cout; c0 += 16) {
             const int nc = lanes(cout, c0);
-            f16v best{};
-            i16v arg{};
+            f32x16 best{};
+            i32x16 arg{};
             for (int d = 0; d < 4; ++d) {
               const int64_t y = 2 * py + (d >> 1), xx = 2 * px + (d & 1);
-              const f16v v = ld<F>(c + ((i * oh + y) * ow + xx) * cout + c0, nc);
+              const f32x16 v = ld<F>(c + ((i * oh + y) * ow + xx) * cout + c0, nc);
               if (d == 0) {
                 best = v;
               } else if (mutant() == 3) {  // mutant 3: ties go to the last maximum
-                const i16v take = v >= best;
+                const i32x16 take = v >= best;
                 best = take ? v : best;
-                arg = take ? i16v{} + d : arg;
+                arg = take ? i32x16{} + d : arg;
               } else {
                 pool_take(v, d, best, arg);
               }
@@ -233,7 +233,7 @@ void sparse_backward(const Geom& g, float* gr, const float* a, const uint8_t* id
             const int64_t at = corner(win, d);
             for (int64_t c0 = 0; c0 < cin; c0 += 16) {
               const int nc = lanes(cin, c0);
-              f16v back[MaxTaps<KH, KW>::value] = {};  // sum over output channels of g * kernel, in registers
+              f32x16 back[MaxTaps<KH, KW>::value] = {};  // sum over output channels of g * kernel, in registers
               for (int e = 0; e < used; ++e) {
                 const float* wk = wc + chan[d * cout + e] * taps * cin + c0;
                 const float v = val[d * cout + e];
@@ -255,7 +255,7 @@ void sparse_backward(const Geom& g, float* gr, const float* a, const uint8_t* id
     for (int64_t o = begin; o < end; ++o) {
       for (int64_t c0 = 0; c0 < cin; c0 += 16) {
         const int nc = lanes(cin, c0);
-        f16v acc[MaxTaps<KH, KW>::value] = {};
+        f32x16 acc[MaxTaps<KH, KW>::value] = {};
         float bias = 0.0f;
         for (int64_t i = 0; i < g.n; ++i) {
           const float* xi = x + i * H * W * cin + c0;

@@ -110,8 +110,8 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w, const at::Tens
         for (int64_t t = 0; t < taps; ++t) {
           const float* from = src + i * H * W + (t / kw) * c.dh * W + (t % kw) * c.dw;
           float* to = cols + t * n * oh * ow + i * oh * ow;
-          for (int64_t y = 0; y < oh; ++y) {
-            for (int64_t xo = 0; xo < ow; ++xo) to[y * ow + xo] = from[y * c.sh * W + xo * c.sw];
+          for (int64_t yo = 0; yo < oh; ++yo) {
+            for (int64_t xo = 0; xo < ow; ++xo) to[yo * ow + xo] = from[yo * c.sh * W + xo * c.sw];
           }
         }
       }
@@ -277,8 +277,7 @@ at::Tensor batch_norm_forward(const at::Tensor& input, const at::Tensor& gamma,
 }
 
 at::Tensor batch_norm_backward(const at::Tensor& g, const Cache& cache, const at::Tensor& gamma,
-                               const NormArgs& a, at::Tensor* ggamma, at::Tensor* gbeta,
-                               bool input_grad) {
+                               at::Tensor* ggamma, at::Tensor* gbeta, bool input_grad) {
   const at::Tensor gc = g.contiguous();
   const int64_t c = gc.size(3), rows = gc.numel() / c;
   const float *gp = gc.data_ptr<float>(), *xp = cache.in.data_ptr<float>();

@@ -10,7 +10,7 @@
 
 namespace cnnlab {
 
-// activations, as csrc/net.cpp's plan and cnnlab/engine/plan.py number them
+// activations; Python names them (program.cpp reads the names), these values stay in C++
 enum Act : int64_t { kLinear = 0, kRelu = 1, kTanh = 2, kSigmoid = 3, kElu = 4 };
 
 void activate_(at::Tensor& y, int64_t act);
@@ -21,7 +21,9 @@ struct Pads {
   int64_t top = 0, bottom = 0, left = 0, right = 0;  // TensorFlow's 'same': the odd one after
 };
 
-// What a block's backward pass needs from its forward pass.
+// What a block's backward pass needs from its forward pass: its input and output, and two
+// tensors of its own kind's (a convolution's input columns or padded input; pooling's
+// indices or window counts and padded input; batch normalisation's mean and 1/std).
 struct Cache {
   at::Tensor in, out, a, b;
 };
@@ -60,9 +62,9 @@ struct NormArgs {
 at::Tensor batch_norm_forward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
                               at::Tensor& moving_mean, at::Tensor& moving_var, const NormArgs& a,
                               Cache& cache, bool train);
+// (the batch's statistics are in the cache: epsilon and momentum are not needed again)
 at::Tensor batch_norm_backward(const at::Tensor& g, const Cache& cache, const at::Tensor& gamma,
-                               const NormArgs& a, at::Tensor* ggamma, at::Tensor* gbeta,
-                               bool input_grad);
+                               at::Tensor* ggamma, at::Tensor* gbeta, bool input_grad);
 
 // GlobalMaxPooling2D: (N, H, W, C) -> (N, C)
 at::Tensor global_max_forward(const at::Tensor& x, Cache& cache);

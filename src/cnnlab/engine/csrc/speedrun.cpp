@@ -19,11 +19,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "vec16.h"
+#include "f32x16.h"
 
 namespace {
 
-using namespace cnnlab;  // NOLINT: the vector helpers of vec16.h
+using namespace cnnlab;  // NOLINT: the vector helpers of f32x16.h
 
 constexpr int64_t kSide = 28;           // image side
 constexpr int64_t kPad = kSide + 4;     // the image with its 2-pixel zero border
@@ -71,16 +71,16 @@ std::tuple<at::Tensor, at::Tensor> speedrun_block(const at::Tensor& x, const at:
     for (int64_t i = begin; i < end; ++i) {
       pad_image(xp + i * kSide * kSide, padded);
       for (int64_t h = 0; h < kCh; h += 16) {  // each half of the channels, its kernel in registers
-        f16v wk[kTaps];
+        f32x16 wk[kTaps];
         for (int k = 0; k < kTaps; ++k) wk[k] = load16(wp + k * kCh + h);
-        const f16v bias = load16(bp + h);
+        const f32x16 bias = load16(bp + h);
         for (int64_t py = 0; py < kOut; ++py) {
           for (int64_t px = 0; px < kOut; ++px) {
-            f16v best{};
-            i16v arg{};
+            f32x16 best{};
+            i32x16 arg{};
             for (int d = 0; d < 4; ++d) {
               const float* at = padded + origin(2 * py + (d >> 1), 2 * px + (d & 1));
-              f16v acc = bias;
+              f32x16 acc = bias;
 #pragma GCC unroll 25
               for (int k = 0; k < kTaps; ++k) acc += wk[k] * at[tap(k)];
               if (d == 0) {
@@ -121,18 +121,18 @@ std::tuple<at::Tensor, at::Tensor> speedrun_block_backward(const at::Tensor& gra
     float padded[kPad * kPad];
     float* mine = part.data() + at::get_thread_num() * (kTaps + 1) * kCh;
     for (int64_t h = 0; h < kCh; h += 16) {  // each half of the channels, its sums in registers
-      f16v acc[kTaps + 1] = {};  // 25 taps and the bias
+      f32x16 acc[kTaps + 1] = {};  // 25 taps and the bias
       for (int64_t i = begin; i < end; ++i) {
         pad_image(xp + i * kSide * kSide, padded);
         for (int64_t py = 0; py < kOut; ++py) {
           for (int64_t px = 0; px < kOut; ++px) {
             const int64_t o = ((i * kOut + py) * kOut + px) * kCh + h;
-            const f16v g = load16(op + o) > 0.0f ? load16(gp + o) : f16v{};
-            const i16v arg = load_arg(ip + o);
+            const f32x16 g = load16(op + o) > 0.0f ? load16(gp + o) : f32x16{};
+            const i32x16 arg = load_arg(ip + o);
             acc[kTaps] += g;
             for (int d = 0; d < 4; ++d) {
               const float* at = padded + origin(2 * py + (d >> 1), 2 * px + (d & 1));
-              const f16v gd = arg == d ? g : f16v{};
+              const f32x16 gd = arg == d ? g : f32x16{};
 #pragma GCC unroll 25
               for (int k = 0; k < kTaps; ++k) acc[k] += gd * at[tap(k)];
             }
