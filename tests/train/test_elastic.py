@@ -5,6 +5,7 @@ the end (issue 24)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,15 @@ def test_a_dead_node_shrinks_the_group_and_the_run_continues(
     rng = np.random.default_rng([global_random_seed, 24])
     # after epoch 1's checkpoint: the continuation starts from an epoch end, at size 1
     kill_at = int(rng.integers(STEPS_PER_EPOCH + 1, STEPS))
-    codes, output = two_agents(tmp_path, [], [*CASE3, "--out", "two"])
-    assert codes == [0, 0], output[-4000:]
-    worker = ["--kill-at", str(kill_at)]
-    codes, output = elastic_agents(tmp_path, worker, [*CASE3, "--out", "run"], max_restarts=1)
+    # the uninterrupted two-agent run alongside (a thread waits on its agents): most of
+    # either run is waiting, for process starts and rendezvous deadlines
+    (tmp_path / "ref").mkdir()
+    with ThreadPoolExecutor(1) as pool:
+        reference = pool.submit(two_agents, tmp_path / "ref", [], [*CASE3, "--out", "two"])
+        worker = ["--kill-at", str(kill_at)]
+        codes, output = elastic_agents(tmp_path, worker, [*CASE3, "--out", "run"], 1)
+        ref_codes, ref_output = reference.result()
+    assert ref_codes == [0, 0], ref_output[-4000:]
     where = f"killed the second node at step {kill_at}\n"
     # the node that does not host the store died; the other finished the run
     assert codes == [0, -9], where + output[-6000:]
@@ -54,13 +60,13 @@ def test_a_dead_node_shrinks_the_group_and_the_run_continues(
     assert "continuing run from its last.pt" in output, where + output[-6000:]
     assert "Traceback" not in output, where + output[-6000:]
     done = (kill_at - 1) // STEPS_PER_EPOCH  # epochs finished at size 2
-    h, ref = history(tmp_path / "run"), history(tmp_path / "two")
+    h, ref = history(tmp_path / "run"), history(tmp_path / "ref" / "two")
     assert [row["epoch"] for row in h] == [1, 2, 3]
     # the epochs before the kill are the two-agent run's, number for number ...
     assert h[:done] == ref[:done]
     # ... and the rest, computed by one process on the same global batches, agree to the
     # tolerance of one process against two (the sums across processes change order)
-    assert_close(tmp_path / "run", tmp_path / "two")
+    assert_close(tmp_path / "run", tmp_path / "ref" / "two")
 
 
 @pytest.mark.slow
