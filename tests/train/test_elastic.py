@@ -10,9 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cnnlab.train import checkpoint
-from train.agents import assert_close, documented_launch, elastic_agents, history, two_agents
+from train.agents import (
+    METRICS,
+    documented_launch,
+    elastic_agents,
+    history,
+    two_agents,
+    weights,
+)
 
 # Case 3 as in test_torchrun_agents.py: 23 global batches of 8 an epoch
 CASE3 = ["train", "--case", "3", "--epochs", "3", "--batch-size", "8", "--patience", "100"]
@@ -64,9 +72,17 @@ def test_a_dead_node_shrinks_the_group_and_the_run_continues(
     assert [row["epoch"] for row in h] == [1, 2, 3]
     # the epochs before the kill are the two-agent run's, number for number ...
     assert h[:done] == ref[:done]
-    # ... and the rest, computed by one process on the same global batches, agree to the
-    # tolerance of one process against two (the sums across processes change order)
-    assert_close(tmp_path / "run", tmp_path / "ref" / "two")
+    # ... and the rest, computed by one process on the same global batches, agree to float
+    # tolerance (the sums across processes change order). Measured here: history 1.1e-7
+    # relative, weights 6e-8 absolute, restarted from either epoch end; asserted with a
+    # tenfold margin, tighter than one process against two for a whole run (assert_close)
+    for row, want in zip(h, ref, strict=True):
+        for key in METRICS:
+            assert row[key] == pytest.approx(want[key], rel=1e-6), (row, want)
+    w, wref = weights(tmp_path / "run"), weights(tmp_path / "ref" / "two")
+    assert w.keys() == wref.keys()
+    for key in wref:
+        torch.testing.assert_close(w[key], wref[key], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -75,7 +91,7 @@ def test_a_shrink_refuses_a_mid_epoch_checkpoint_in_one_line(
 ) -> None:
     """A mid-epoch checkpoint holds each of the two processes' partial sums and random
     streams: the group of one that the shrink leaves refuses it in one line (no hang, no
-    traceback), and the run folder keeps it for a group of two to continue."""
+    traceback), and the run folder keeps it as it was."""
     rng = np.random.default_rng([global_random_seed, 5])
     # checkpoints every 5 steps: a kill at global step 26..46 (epoch 2; the kill comes
     # before that step's checkpoint) leaves one written mid-epoch 2, at step 25..45
