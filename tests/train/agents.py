@@ -19,6 +19,7 @@ import torch
 from cnnlab.train import checkpoint, runs
 
 WORKER = Path(__file__).with_name("fault_worker.py")
+ELASTIC_WORKER = Path(__file__).with_name("elastic_worker.py")
 SRC = Path(__file__).parents[2] / "src"
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -40,12 +41,17 @@ def environment() -> dict[str, str]:
 CLUSTER_DOC = Path(__file__).parents[2] / "docs" / "cluster.md"
 
 
-def documented_launch(port: int, run_id: str, max_restarts: int) -> list[str]:
-    """The torchrun flags of docs/cluster.md's batch script, for two agents here: its
-    variables given local values (2 nodes, 1 process each, the head 127.0.0.1), its port and
-    restart count the test's. The tests launch exactly these."""
+def documented_launch(
+    port: int, run_id: str, max_restarts: int, elastic: bool = False
+) -> list[str]:
+    """The torchrun flags of docs/cluster.md's batch script (``elastic``: of its elastic
+    line, ``--nnodes=1:...``), for two agents here: its variables given local values (2
+    nodes, 1 process each, the head 127.0.0.1), its port and restart count the test's. The
+    tests launch exactly these."""
     line = next(
-        t for t in CLUSTER_DOC.read_text(encoding="utf-8").splitlines() if "srun torchrun" in t
+        t
+        for t in CLUSTER_DOC.read_text(encoding="utf-8").splitlines()
+        if "srun torchrun" in t and ("--nnodes=1:" in t) == elastic
     )
     words = shlex.split(line)
     flags = words[words.index("torchrun") + 1 : words.index("-m")]
@@ -104,6 +110,66 @@ def two_agents(
             )
     deadline = time.monotonic() + 240
     try:
+        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return codes, "\n".join(log.read_text() for log in logs)
+
+
+def store_host(port: int, pids: list[int]) -> int | None:
+    """Which of ``pids`` listens on ``port`` (hosts the rendezvous store), if one does yet:
+    read from /proc, so the store is not disturbed by a probing connection."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:  # closed since the listing
+                continue
+    return None
+
+
+def elastic_agents(
+    cwd: Path, worker: list[str], train: list[str], max_restarts: int
+) -> tuple[list[int], str]:
+    """Two torchrun agents with docs/cluster.md's elastic flags (``--nnodes=1:2``), started
+    together, one worker each, running tests/train/elastic_worker.py; the pid of the one
+    that hosts the c10d store (whichever bound the port first) is written to
+    ``cwd/host.pid`` for the workers. The exit codes (the host's first) and the output."""
+    port = free_port()
+    launch = [sys.executable, "-m", "torch.distributed.run"]
+    launch += documented_launch(port, f"cnnlab-{port}", max_restarts, elastic=True)
+    launch += ["--monitor-interval=0.2", str(ELASTIC_WORKER), *worker]
+    launch += ["--host-pid", str(cwd / "host.pid"), "--", *train]
+    logs = [cwd / f"agent{i}.log" for i in range(2)]
+    env = environment()
+    procs: list[subprocess.Popen[bytes]] = []
+    deadline = time.monotonic() + 240
+    try:
+        for log in logs:
+            with log.open("w") as f:
+                procs.append(
+                    subprocess.Popen(launch, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
+                )
+        pids = [p.pid for p in procs]
+        while (host := store_host(port, pids)) is None:
+            assert all(p.poll() is None for p in procs), "an agent ended before the rendezvous"
+            assert time.monotonic() < deadline, "no agent hosted the rendezvous store"
+            time.sleep(0.02)
+        (cwd / "host.tmp").write_text(str(host))
+        (cwd / "host.tmp").replace(cwd / "host.pid")  # whole, for a worker that reads it
+        if host != pids[0]:
+            procs.reverse()
+            logs.reverse()
         codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
     finally:
         for p in procs:
