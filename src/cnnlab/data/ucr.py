@@ -326,7 +326,8 @@ def load_ucr(
     if folder is not None:
         return _load_folder(folder, name, max_memory_bytes)
     if not allow_download:
-        where = ", ".join(str(d / name) for d in search_dirs(data_dir))
+        shipped = [d for d in [sktime_dir()] if d is not None]
+        where = ", ".join(str(d / name) for d in search_dirs(data_dir) + shipped)
         raise CnnlabError(f"UCR dataset {name} not found (looked in {where})")
     return _download(name, default_cache_dir(), max_memory_bytes)
 
