@@ -134,8 +134,11 @@ def table(results: dict[str, list[dict[str, Any]]], datasets: list[str]) -> str:
 
 def runs_table(results: dict[str, list[dict[str, Any]]]) -> str:
     """Every trained (model, dataset): seeds, accuracy range, parameters, epochs."""
-    lines = ["| model | data | seeds | test accuracy % (mean ± sd) | min-max | params "
-             "| epochs run (mean) | best epoch (mean) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | data | seeds | test accuracy % (mean ± sd) | min-max | params "
+        "| epochs run (mean) | best epoch (mean) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, runs in results.items():
         model, data = key.split("@", 1)
         if not runs or model == "minirocket":

@@ -84,8 +84,11 @@ def one_fold(
 
 
 def markdown(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
-    lines = ["| data (model) | recipe | folds | CV accuracy % (all TRAIN series) "
-             "| per fold % | epochs run (mean) | s per fold |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| data (model) | recipe | folds | CV accuracy % (all TRAIN series) "
+        "| per fold % | epochs run (mean) | s per fold |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, by_recipe in results.items():
         for recipe, rows in by_recipe.items():
             if not rows:

@@ -421,7 +421,9 @@ def test_the_datasets_sktime_ships_are_found_last(
 def test_val_fraction_zero_trains_and_validates_on_all_of_train(tmp_path: Path) -> None:
     x = np.arange(12, dtype=np.float32).reshape(6, 2, 1)
     y = np.array([0, 1, 0, 1, 0, 1])
-    data = ucr.TimeSeriesData("T", x, y, x[:2], y[:2], ["a", "b"], y * 0 + 2, y[:2] * 0 + 2, tmp_path)
-    x_tr, y_tr, x_val, y_val, x_te, _ = ucr.ucr_splits(data, seed=3, val_fraction=0)
+    data = ucr.TimeSeriesData(
+        "T", x, y, x[:2], y[:2], ["a", "b"], y * 0 + 2, y[:2] * 0 + 2, tmp_path
+    )
+    x_tr, _, x_val, y_val, _, _ = ucr.ucr_splits(data, seed=3, val_fraction=0)
     assert np.array_equal(x_tr, x) and np.array_equal(x_val, x) and np.array_equal(y_val, y)
     assert len(ucr.ucr_splits(data, seed=3, val_fraction=0.5)[0]) == 3

@@ -21,7 +21,6 @@ from cnnlab.data.ucr import load_ucr
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_module, count_params, resolve
 from cnnlab.models.registry import REGISTRY, TEMPLATES, resolve_for
-from cnnlab.train.records import load_best
 from cnnlab.train.recipes import (
     TIME_SERIES,
     TIME_SERIES_HOLDOUT,
@@ -29,6 +28,7 @@ from cnnlab.train.recipes import (
     series_batch,
     settings,
 )
+from cnnlab.train.records import load_best
 
 REPO = Path(__file__).resolve().parents[2]
 
