@@ -48,9 +48,14 @@ PUBLISHED: dict[str, dict[str, tuple[float, float] | None]] = {
 CLIP_MODELS = ("moving3d", "perframe2d")
 
 
-def train(model: str, data: str, seed: int, out: Path, extra: list[str]) -> dict[str, Any]:
-    """One ``cnnlab train`` run (skipped when its metrics.json exists); its metrics."""
+def train(
+    model: str, data: str, seed: int, out: Path, extra: list[str], run: bool = True
+) -> dict[str, Any] | None:
+    """One ``cnnlab train`` run (skipped when its metrics.json exists); its metrics. None
+    where it has not run and ``run`` is False (``--report``)."""
     metrics = out / "metrics.json"
+    if not metrics.is_file() and not run:
+        return None
     if not metrics.is_file():
         cmd = [str(CNNLAB), "train", "--model", model, "--data", data, "--seed", str(seed)]
         cmd += [*extra, "--quiet", "--out", str(out)]
@@ -58,7 +63,8 @@ def train(model: str, data: str, seed: int, out: Path, extra: list[str]) -> dict
         with (out.parent / f"{out.name}.log").open("w") as log:
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     result: dict[str, Any] = json.loads(metrics.read_text())
-    return result
+    config = json.loads((out / "config.json").read_text())["config"]
+    return result | {"val_fraction": config["val_fraction"], "batch_size": config["batch_size"]}
 
 
 def minirocket(name: str, seed: int, work: Path) -> dict[str, Any]:
@@ -88,6 +94,8 @@ def _cell(runs: list[dict[str, Any]]) -> str:
     if not runs:
         return "not run"
     s = summary([r["test_accuracy"] for r in runs])
+    if s["n"] == 1:
+        return f"{s['mean']:.1f} (1 seed)"
     return f"{s['mean']:.1f} ± {s['sd']:.1f} ({s['n']})"
 
 
@@ -159,6 +167,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--models", nargs="*", default=list(MODELS), help="CNNs to train")
     ap.add_argument("--no-minirocket", action="store_true")
+    ap.add_argument("--report", action="store_true", help="no training: the finished runs' table")
     ap.add_argument("--clips", action="store_true", help="also moving3d and perframe2d")
     ap.add_argument("--clip-epochs", type=int, default=None, help="default: the recipe's")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "timeseries")
@@ -173,6 +182,9 @@ def main() -> None:
     # Rows of (model, dataset) pairs not in this run are kept: datasets can run one at a time.
     old = args.out / "results.json"
     results: dict[str, list[dict[str, Any]]] = json.loads(old.read_text()) if old.is_file() else {}
+    for key in [k for k in results if k.split("@")[0] in MODELS]:
+        if any(r.get("val_fraction") != 0 for r in results[key]):  # an earlier recipe's rows
+            del results[key]
     results.update({f"{m}@{d}": [] for m, d, _ in jobs})
 
     def save() -> None:
@@ -190,7 +202,9 @@ def main() -> None:
     for seed in range(args.seeds):
         for model, data, extra in jobs:
             name = f"{model}_{data.replace(':', '_')}_seed{seed}"
-            metrics = train(model, data, seed, args.work / name, extra)
+            metrics = train(model, data, seed, args.work / name, extra, not args.report)
+            if metrics is None:
+                continue
             results[f"{model}@{data}"].append(metrics | {"seed": seed})
             save()
             print(

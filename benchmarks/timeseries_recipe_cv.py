@@ -110,6 +110,9 @@ def main() -> None:
     ap.add_argument("--model", default="fcn1d")
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--only-folds", type=int, nargs="+", default=None, help="e.g. 2: one process a fold"
+    )
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="quick checks: < 1")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "timeseries")
     ap.add_argument("--work", type=Path, default=HERE / ".work" / "recipe_cv")
@@ -124,13 +127,16 @@ def main() -> None:
         key = f"{name} ({args.model})"
         by_recipe = results.setdefault(key, {r: [] for r in RECIPES})
         for f, held in enumerate(folds(data.y_train, args.folds, args.seed)):
+            if args.only_folds is not None and f not in args.only_folds:
+                continue
             for recipe in RECIPES:
-                if len(by_recipe[recipe]) > f:
+                if any(r.get("fold") == f for r in by_recipe[recipe]):
                     continue  # finished on an earlier run
                 work = args.work / f"{name}_{args.model}_{recipe}_fold{f}"
                 row = one_fold(args.model, name, recipe, data.x_train, data.y_train, held,
                                args.seed, work, args.epochs_scale)  # fmt: skip
-                by_recipe[recipe].append(row)
+                by_recipe[recipe].append(row | {"fold": f})
+                by_recipe[recipe].sort(key=lambda r: r["fold"])
                 path.write_text(json.dumps(results, indent=2))
                 (args.out / "recipe_cv.md").write_text(markdown(results))
                 print(f"{key} fold {f} {recipe}: {row}", flush=True)
