@@ -127,8 +127,10 @@ def table(results: dict[str, list[dict[str, Any]]], datasets: list[str]) -> str:
     for name in datasets:
         runs = {m: results.get(f"{m}@ucr:{name}", []) for m in (*MODELS, "minirocket")}
         means = {m: summary([r["test_accuracy"] for r in v])["mean"] for m, v in runs.items() if v}
-        best = max(means, key=lambda m: means[m]) if means else ""
-        if best and any(len(runs[m]) < 5 for m in means):
+        best = max(means, key=lambda m: means[m]) if len(means) > 1 else "-"  # one: no contest
+        if best != "-" and sum(v == means[best] for v in means.values()) > 1:
+            best = "tie: " + ", ".join(m for m, v in means.items() if v == means[best])
+        if best != "-" and any(len(runs[m]) < 5 for m in means):
             best += " (fewer than 5 seeds somewhere)"
         pub = PUBLISHED.get(name, {})
         secs = " / ".join(_secs(runs[m]) or "-" for m in (*MODELS, "minirocket"))
