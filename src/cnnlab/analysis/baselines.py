@@ -28,7 +28,7 @@ from cnnlab import fileio
 from cnnlab.analysis.series_baselines import SeriesBaselineConfig, run_series_baselines
 from cnnlab.data import Splits
 from cnnlab.errors import CnnlabError
-from cnnlab.extras import extra
+from cnnlab.extras import extra, require
 
 FORMAT = "cnnlab-baselines-1"
 
@@ -226,6 +226,42 @@ def run_series(
         "n_test": len(ts.y_test),
         "methods": methods,
     }
+
+
+def series_command(
+    data: str,
+    out: Path,
+    data_dir: Path | None,
+    runs: list[Path],
+    seed: int,
+    force: bool,
+    log: Any = print,
+) -> tuple[str, Path]:
+    """``cnnlab baselines --data ucr:NAME``: fit (or read the cache), write the JSON and the
+    Markdown table beside it; returns (the table, the JSON's path)."""
+    kind, _, name = data.partition(":")
+    if kind != "ucr" or not name:
+        raise CnnlabError(f"cnnlab baselines takes --data mnist or ucr:NAME, not {data!r}")
+    rows = cnn_rows(runs, f"ucr:{name}")  # checked before any work
+    config = SeriesBaselineConfig(seed=seed)
+    path = Path(out) / f"baselines_ucr_{name}.json"
+    results = None if force else cached(path, config, log=log)
+    if results is not None and results.get("data") != f"ucr:{name}":
+        results = None
+    if results is None:
+        require("timeseries", "cnnlab baselines --data ucr:NAME")  # sktime, numba
+        require("baselines", "cnnlab baselines --data ucr:NAME")  # scikit-learn
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CnnlabError(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
+        results = run_series(config, name, data_dir, log=log)
+        save(results, path)
+    else:
+        log(f"using cached results in {path} (--force to fit again)")
+    table = markdown_table(results, rows)
+    fileio.write_text(path.with_suffix(".md"), table)
+    return table, path
 
 
 def cnn_rows(run_dirs: list[Path], data: str) -> list[dict[str, Any]]:

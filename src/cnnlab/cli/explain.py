@@ -100,21 +100,11 @@ def register(sub: Any) -> None:
     add_model_args(p, required=True)
     p.set_defaults(func=cmd_receptive)
 
-    p = sub.add_parser(
-        "baselines",
-        help="HOG + logistic regression and kNN on MNIST's pixels; on ucr:NAME, MiniRocket "
-        "and 1-NN (Euclidean, DTW)",
-    )
+    p = sub.add_parser("baselines", help="HOG + logreg, kNN on MNIST; MiniRocket, 1-NN on ucr")
     p.add_argument("--out", type=Path, default=DEFAULT_BASELINES.parent)
     p.add_argument("--data", default="mnist", metavar="DATASET", help="mnist or ucr:NAME")
-    p.add_argument(
-        "--runs",
-        type=Path,
-        nargs="+",
-        default=[],
-        metavar="RUN_DIR",
-        help="trained runs on the same data: their test accuracy and seconds beside",
-    )
+    runs = "trained runs on the same data: their test accuracy and seconds beside"
+    p.add_argument("--runs", type=Path, nargs="+", default=[], metavar="RUN_DIR", help=runs)
     p.add_argument("--seed", type=seed_int, default=42, help="split seed (default: 42)")
     p.add_argument("--knn-k", type=positive_int, default=3)
     p.add_argument("--limit-train", type=positive_int, default=None, metavar="N")
@@ -317,8 +307,11 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     from cnnlab.analysis import baselines
     from cnnlab.extras import require
 
-    if args.data != "mnist":
-        return _series_baselines(args)
+    if args.data != "mnist":  # ucr:NAME: MiniRocket and 1-NN, beside any --runs
+        how = (args.out, args.data_dir, args.runs, args.seed, args.force, Progress.of(args).say)
+        table, path = baselines.series_command(args.data, *how)
+        print(table + f"wrote {path}")
+        return 0
     config = baselines.BaselineConfig(
         seed=args.seed, knn_k=args.knn_k, limit_train=args.limit_train
     )
@@ -339,40 +332,6 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     else:
         print(f"using cached results in {path} (--force to retrain)")
     print(baselines.markdown_table(results), end="")
-    print(f"wrote {path}")
-    return 0
-
-
-def _series_baselines(args: argparse.Namespace) -> int:
-    """``cnnlab baselines --data ucr:NAME``: MiniRocket and 1-NN, beside any ``--runs``."""
-    from cnnlab.analysis import baselines
-    from cnnlab.analysis.series_baselines import SeriesBaselineConfig
-    from cnnlab.extras import require
-
-    kind, _, name = args.data.partition(":")
-    if kind != "ucr" or not name:
-        raise CnnlabError(f"cnnlab baselines takes --data mnist or ucr:NAME, not {args.data!r}")
-    rows = baselines.cnn_rows(args.runs, f"ucr:{name}")  # checked before any work
-    config = SeriesBaselineConfig(seed=args.seed)
-    path = args.out / f"baselines_ucr_{name}.json"
-    prog = Progress.of(args)
-    results = None if args.force else baselines.cached(path, config, log=prog.say)
-    if results is not None and results.get("data") != f"ucr:{name}":
-        results = None
-    if results is None:
-        require("timeseries", "cnnlab baselines --data ucr:NAME")  # sktime, numba
-        require("baselines", "cnnlab baselines --data ucr:NAME")  # scikit-learn
-        try:
-            args.out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CnnlabError(f"cannot create {args.out}: {exc.strerror or exc}") from exc
-        results = baselines.run_series(config, name, args.data_dir, log=prog.say)
-        baselines.save(results, path)
-    else:
-        print(f"using cached results in {path} (--force to fit again)")
-    table = baselines.markdown_table(results, rows)
-    fileio.write_text(path.with_suffix(".md"), table)
-    print(table, end="")
     print(f"wrote {path}")
     return 0
 

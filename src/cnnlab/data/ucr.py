@@ -106,9 +106,8 @@ def search_dirs(data_dir: Path | None = None) -> list[Path]:
 
 
 def sktime_dir() -> Path | None:
-    """The folder of datasets that sktime ships (``NAME/NAME_TRAIN.ts``, the archive's
-    layout: ArrowHead, GunPoint, ItalyPowerDemand, ... eight classification sets), or None
-    where sktime is not installed. Found without importing sktime (seconds)."""
+    """The folder of the datasets sktime ships (``NAME/NAME_TRAIN.ts``, eight classification
+    sets), or None without sktime; found without importing it (that takes seconds)."""
     spec = importlib.util.find_spec("sktime")
     if spec is None or spec.origin is None:
         return None
@@ -119,8 +118,7 @@ def sktime_dir() -> Path | None:
 def locate(name: str, data_dir: Path | None = None) -> Path | None:
     """The first ``ucr/NAME/`` folder holding either of the dataset's two files; then
     sktime's own copy (:func:`sktime_dir`), read where it lies, before any download."""
-    shipped = sktime_dir()
-    for root in search_dirs(data_dir) + ([shipped] if shipped is not None else []):
+    for root in search_dirs(data_dir) + [d for d in [sktime_dir()] if d is not None]:
         folder = root / name
         if any((folder / f"{name}_{split}.ts").exists() for split in ("TRAIN", "TEST")):
             return folder
@@ -326,8 +324,8 @@ def load_ucr(
     if folder is not None:
         return _load_folder(folder, name, max_memory_bytes)
     if not allow_download:
-        shipped = [d for d in [sktime_dir()] if d is not None]
-        where = ", ".join(str(d / name) for d in search_dirs(data_dir) + shipped)
+        dirs = search_dirs(data_dir) + [d for d in [sktime_dir()] if d is not None]
+        where = ", ".join(str(d / name) for d in dirs)
         raise CnnlabError(f"UCR dataset {name} not found (looked in {where})")
     return _download(name, default_cache_dir(), max_memory_bytes)
 
