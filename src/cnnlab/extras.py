@@ -20,7 +20,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "starlette", "pydantic", "anyio", "uvicorn", "h11", "python_multipart"),
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "keras": ("h5py",),
-    "timeseries": ("sktime", "pandas"),
+    "timeseries": ("sktime", "pandas", "numba"),
     "baselines": ("sklearn", "skimage"),
 }
 # Where the import name is not the name pip knows the package by.

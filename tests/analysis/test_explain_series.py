@@ -63,17 +63,21 @@ def test_explain_series_writes_figures(tmp_path: Path) -> None:
 
 
 @pytest.mark.mnist
-def test_explain_a_1d_run_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("model", ["fcn1d_small", "resnet1d"])
+def test_explain_a_1d_run_through_the_cli(
+    model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = shared_ucr()
     if src is None:
         pytest.skip("shared UCR data not found: set CNNLAB_DATA to a folder holding ucr/")
     shutil.copytree(src / "BasicMotions", tmp_path / "data" / "ucr" / "BasicMotions")
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "data"))
     run = tmp_path / "run"
-    argv = ["train", "--model", "fcn1d_small", "--data", "ucr:BasicMotions", "--epochs", "1"]
+    argv = ["train", "--model", model, "--data", "ucr:BasicMotions", "--epochs", "1"]
     assert main([*argv, "--out", str(run), "--quiet"]) == 0
     out = tmp_path / "explain"
     assert main(["explain", str(run), "--index", "5", "--out", str(out)]) == 0
     assert (out / "overview.png").is_file() and (out / "cam.png").is_file()
+    assert (out / "cam.png").stat().st_size > 10_000  # a drawn map, not an empty figure
     assert main(["explain", str(run), "--index", "40"]) == 2  # 40 test series: 0..39
     assert main(["explain", str(run), "--image", str(out / "cam.png")]) == 2

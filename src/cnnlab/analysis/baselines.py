@@ -7,6 +7,10 @@ the 60,000 training images, seed 42) and scored on the same 10,000 test images:
 - HOG (histogram of oriented gradients, scikit-image) + logistic regression (scikit-learn);
 - k-nearest neighbours on the raw pixels (scikit-learn, exhaustive "brute" search).
 
+On a UCR/UEA dataset (``ucr:NAME``) the baselines are the time series' own, fitted on all
+of TRAIN and scored on TEST (:mod:`cnnlab.analysis.series_baselines`): MiniRocket + ridge
+and 1-nearest neighbour with the Euclidean distance or DTW.
+
 Results are cached as JSON, so reports read them instead of retraining.
 """
 
@@ -21,9 +25,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab import fileio
+from cnnlab.analysis.series_baselines import SeriesBaselineConfig, run_series_baselines
 from cnnlab.data import Splits
 from cnnlab.errors import CnnlabError
-from cnnlab.extras import extra
+from cnnlab.extras import extra, require
 
 FORMAT = "cnnlab-baselines-1"
 
@@ -204,7 +209,84 @@ def data_of(results: dict[str, Any]) -> str:
     return data if isinstance(data, str) else "mnist"
 
 
-def cached(path: Path, config: BaselineConfig, log: Any = None) -> dict[str, Any] | None:
+def run_series(
+    config: SeriesBaselineConfig, name: str, data_dir: Path | None = None, log: Any = print
+) -> dict[str, Any]:
+    """The series baselines on UCR/UEA dataset ``name``: fitted on TRAIN, scored on TEST."""
+    from cnnlab.data.ucr import load_ucr
+
+    ts = load_ucr(name, data_dir)
+    methods = run_series_baselines(config, ts.x_train, ts.y_train, ts.x_test, ts.y_test, log=log)
+    return {
+        "format": FORMAT,
+        "config": asdict(config),
+        "data": f"ucr:{ts.name}",
+        "n_train": len(ts.y_train),
+        "n_val": 0,
+        "n_test": len(ts.y_test),
+        "methods": methods,
+    }
+
+
+def series_command(
+    data: str,
+    out: Path,
+    data_dir: Path | None,
+    runs: list[Path],
+    seed: int,
+    force: bool,
+    log: Any = print,
+) -> tuple[str, Path]:
+    """``cnnlab baselines --data ucr:NAME``: fit (or read the cache), write the JSON and the
+    Markdown table beside it; returns (the table, the JSON's path)."""
+    kind, _, name = data.partition(":")
+    if kind != "ucr" or not name:
+        raise CnnlabError(f"cnnlab baselines takes --data mnist or ucr:NAME, not {data!r}")
+    rows = cnn_rows(runs, f"ucr:{name}")  # checked before any work
+    config = SeriesBaselineConfig(seed=seed)
+    path = Path(out) / f"baselines_ucr_{name}.json"
+    results = None if force else cached(path, config, log=log)
+    if results is not None and results.get("data") != f"ucr:{name}":
+        results = None
+    if results is None:
+        require("timeseries", "cnnlab baselines --data ucr:NAME")  # sktime, numba
+        require("baselines", "cnnlab baselines --data ucr:NAME")  # scikit-learn
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CnnlabError(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
+        results = run_series(config, name, data_dir, log=log)
+        save(results, path)
+    else:
+        log(f"using cached results in {path} (--force to fit again)")
+    table = markdown_table(results, rows)
+    fileio.write_text(path.with_suffix(".md"), table)
+    return table, path
+
+
+def cnn_rows(run_dirs: list[Path], data: str) -> list[dict[str, Any]]:
+    """Rows for :func:`markdown_table` from finished ``cnnlab train`` runs on ``data``."""
+    rows = []
+    for run in run_dirs:
+        config = fileio.read_json(Path(run) / "config.json")
+        metrics = fileio.read_json(Path(run) / "metrics.json")
+        trained_on = config.get("config", {}).get("data") if isinstance(config, dict) else None
+        if trained_on != data:
+            raise CnnlabError(f"{run} was trained on {trained_on!r}, not {data}")
+        if not isinstance(metrics, dict) or metrics.get("test_accuracy") is None:
+            raise CnnlabError(f"{run}/metrics.json holds no test accuracy")
+        rows.append({
+            "name": f"{metrics.get('model', 'CNN')} ({Path(run).name})",
+            "params": metrics.get("trainable_params"),
+            "test_accuracy": float(metrics["test_accuracy"]),
+            "train_seconds": metrics.get("train_seconds"),
+        })  # fmt: skip
+    return rows
+
+
+def cached(
+    path: Path, config: BaselineConfig | SeriesBaselineConfig, log: Any = None
+) -> dict[str, Any] | None:
     """The cached results at ``path`` if they were made with ``config``, else None; a
     damaged file is None too, with one warning line to ``log`` (so it is made again)."""
     if not Path(path).is_file():
@@ -226,7 +308,8 @@ def markdown_table(results: dict[str, Any], cnn_rows: list[dict[str, Any]] | Non
     """Baselines, then optionally CNN runs, as one Markdown table.
 
     ``cnn_rows``: dicts with name, params, test_accuracy and, if known, train_seconds and
-    predict_seconds. A baseline's "fit s" includes extracting the HOG features of all images.
+    predict_seconds. A baseline's "fit s" includes extracting the HOG features of all images
+    (MiniRocket's: transforming TRAIN; numba's compile on a first call is not in it).
     """
 
     def secs(v: float | None) -> str:
@@ -240,10 +323,12 @@ def markdown_table(results: dict[str, Any], cnn_rows: list[dict[str, Any]] | Non
     n_test = results["n_test"]
     for m in results["methods"]:
         params = f"{m['params']:,}" if m["params"] else "0 (stores the training set)"
-        feats = f"{m['features']} ({'HOG' if m['key'] == 'hog_logreg' else 'pixels'})"
+        kind = {"hog_logreg": "HOG", "knn_pixels": "pixels"}.get(m["key"], m.get("feature_kind"))
+        feats = f"{m['features']} ({kind})"
         err = round((1 - m["test_accuracy"]) * n_test)
+        fit_s = m.get("feature_seconds", 0.0) + m["fit_seconds"]
         lines.append(
-            f"| {m['name']} | {feats} | {params} | {secs(m['feature_seconds'] + m['fit_seconds'])} "
+            f"| {m['name']} | {feats} | {params} | {secs(fit_s)} "
             f"| {secs(m['predict_seconds'])} | {100 * m['test_accuracy']:.2f}% | {err} |"
         )
     for r in cnn_rows or []:

@@ -73,7 +73,7 @@ def _compare(args: argparse.Namespace) -> int:
         shapes = {d.input_shape for d in fixed.values()}
         network = next(iter(shapes)) if len(shapes) == 1 else None
         spec = check_spec(args.data)
-        val_fraction = TrainConfig().val_fraction
+        val_fraction = settings(spec).get("val_fraction", TrainConfig().val_fraction)
         dataset = load_dataset(spec, options(args, args.seed, val_fraction, network))
         descriptions = [
             fixed[m] if m in fixed else resolve_for(m, dataset.input_shape, len(dataset.classes))
@@ -91,7 +91,12 @@ def _compare(args: argparse.Namespace) -> int:
                 data=dataset.spec,
                 seed=args.seed,
                 device=args.device,
-                **settings(dataset.kind, epochs=args.epochs),
+                **settings(
+                    dataset.kind,
+                    len(dataset.splits.y_train),
+                    epochs=args.epochs,
+                    val_fraction=val_fraction,  # the split the data was loaded with
+                ),
             )
             # each run's folder made and locked as train's own (cnnlab.train.runs.claim)
             with runs.claim(out / desc.name, log=prog.say, command="compare") as run_dir:

@@ -13,10 +13,10 @@ from cnnlab.cli.datasets import (
     add_data_dir_arg,
     add_dataset_arg,
     add_image_args,
-    fraction,
     options,
     run_dataset,
     show_progress,
+    val_fraction,
 )
 from cnnlab.cli.flags import (
     model_arg,
@@ -141,10 +141,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--val-split",
-        type=fraction,
+        type=val_fraction,
         default=None,
         metavar="FRACTION",
-        help="of the training data held out for validation, stratified " + recipe.format(0.25),
+        help="of the training data held out for validation, stratified; 0 for ucr: none, "
+        "the kept model has the lowest loss on all of TRAIN " + recipe.format(0.25),
     )
     p.add_argument(
         "--plateau-factor",
@@ -309,15 +310,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not restarted:
             runs.check_out_dir(args.out)
     given = _given(args)
-    val_fraction = given["val_fraction"] or TrainConfig().val_fraction
-    description, dataset = load_for(args, spec, args.seed, val_fraction)
+    if given["val_fraction"] is None:  # the recipe's: it is needed to load the data
+        given["val_fraction"] = settings(spec).get("val_fraction", TrainConfig().val_fraction)
+    description, dataset = load_for(args, spec, args.seed, given["val_fraction"])
     config = make_config(
         TrainConfig,
         model=model_spec(args),
         data=spec,
         seed=args.seed,
         device=args.device,
-        **settings(dataset.kind, **given),
+        **settings(dataset.kind, n_train=len(dataset.splits.y_train), **given),
         **_schedule(args),
     )
     new = (config, description, dataset)

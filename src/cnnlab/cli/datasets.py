@@ -66,6 +66,16 @@ def fraction(text: str) -> float:
     return value
 
 
+def val_fraction(text: str) -> float:
+    """A fraction, or 0: no held-out split (ucr: validation is all of TRAIN)."""
+    try:
+        if float(text) == 0.0:
+            return 0.0
+    except ValueError:
+        pass
+    return fraction(text)
+
+
 def add_dataset_arg(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
     p.add_argument(
         "--data",

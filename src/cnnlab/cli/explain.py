@@ -100,8 +100,11 @@ def register(sub: Any) -> None:
     add_model_args(p, required=True)
     p.set_defaults(func=cmd_receptive)
 
-    p = sub.add_parser("baselines", help="HOG + logistic regression and kNN on MNIST's pixels")
+    p = sub.add_parser("baselines", help="HOG + logreg, kNN on MNIST; MiniRocket, 1-NN on ucr")
     p.add_argument("--out", type=Path, default=DEFAULT_BASELINES.parent)
+    p.add_argument("--data", default="mnist", metavar="DATASET", help="mnist or ucr:NAME")
+    runs = "trained runs on the same data: their test accuracy and seconds beside"
+    p.add_argument("--runs", type=Path, nargs="+", default=[], metavar="RUN_DIR", help=runs)
     p.add_argument("--seed", type=seed_int, default=42, help="split seed (default: 42)")
     p.add_argument("--knn-k", type=positive_int, default=3)
     p.add_argument("--limit-train", type=positive_int, default=None, metavar="N")
@@ -304,6 +307,11 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     from cnnlab.analysis import baselines
     from cnnlab.extras import require
 
+    if args.data != "mnist":  # ucr:NAME: MiniRocket and 1-NN, beside any --runs
+        how = (args.out, args.data_dir, args.runs, args.seed, args.force, Progress.of(args).say)
+        table, path = baselines.series_command(args.data, *how)
+        print(table + f"wrote {path}")
+        return 0
     config = baselines.BaselineConfig(
         seed=args.seed, knn_k=args.knn_k, limit_train=args.limit_train
     )

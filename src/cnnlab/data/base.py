@@ -136,7 +136,10 @@ class DataOptions:
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0.0 < value < 1.0):
+            # val_fraction 0: no held-out split, for sources that allow it (ucr: keeps the
+            # model with the lowest loss on all of TRAIN); the others refuse it when they split
+            low = 0.0 if name == "val_fraction" and value == 0 else 1e-300
+            if not (isinstance(value, int | float) and low <= value < 1.0):
                 raise CnnlabError(f"{name} must be between 0 and 1 (exclusive), not {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise CnnlabError(f"seed must be a non-negative integer, not {self.seed!r}")

@@ -2,7 +2,8 @@
 
 A dataset is the archive's pair ``NAME/NAME_TRAIN.ts``, ``NAME/NAME_TEST.ts``, looked for in
 ``$CNNLAB_DATA/ucr/`` (or ``data_dir/ucr/``; may be read-only), then in the user cache
-``~/.cache/cnnlab/ucr/`` (``$XDG_CACHE_HOME`` honoured). A missing one is downloaded as the
+``~/.cache/cnnlab/ucr/`` (``$XDG_CACHE_HOME`` honoured), then among the eight that sktime
+ships in its package (read in place). A missing one is downloaded as the
 archive's zip (size-bounded), its two members extracted to a temporary folder (size-bounded,
 unsafe paths refused), parsed, and only then renamed into the cache.
 
@@ -18,6 +19,7 @@ rate, where resampling would put each series on its own time scale and invent va
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tempfile
@@ -103,9 +105,20 @@ def search_dirs(data_dir: Path | None = None) -> list[Path]:
     return store.search_dirs("ucr", data_dir)
 
 
+def sktime_dir() -> Path | None:
+    """The folder of the datasets sktime ships (``NAME/NAME_TRAIN.ts``, eight classification
+    sets), or None without sktime; found without importing it (that takes seconds)."""
+    spec = importlib.util.find_spec("sktime")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "datasets" / "data"
+    return folder if folder.is_dir() else None
+
+
 def locate(name: str, data_dir: Path | None = None) -> Path | None:
-    """The first ``ucr/NAME/`` folder holding either of the dataset's two files."""
-    for root in search_dirs(data_dir):
+    """The first ``ucr/NAME/`` folder holding either of the dataset's two files; then
+    sktime's own copy (:func:`sktime_dir`), read where it lies, before any download."""
+    for root in search_dirs(data_dir) + [d for d in [sktime_dir()] if d is not None]:
         folder = root / name
         if any((folder / f"{name}_{split}.ts").exists() for split in ("TRAIN", "TEST")):
             return folder
@@ -311,7 +324,8 @@ def load_ucr(
     if folder is not None:
         return _load_folder(folder, name, max_memory_bytes)
     if not allow_download:
-        where = ", ".join(str(d / name) for d in search_dirs(data_dir))
+        dirs = search_dirs(data_dir) + [d for d in [sktime_dir()] if d is not None]
+        where = ", ".join(str(d / name) for d in dirs)
         raise CnnlabError(f"UCR dataset {name} not found (looked in {where})")
     return _download(name, default_cache_dir(), max_memory_bytes)
 
@@ -334,10 +348,14 @@ def ucr_splits(
     """(x_train, y_train, x_val, y_val, x_test, y_test): validation drawn from TRAIN only.
 
     The TEST file is kept whole for the final score. For the lengths of the same rows,
-    index ``data.lengths_train`` with :func:`ucr_split_indices`.
+    index ``data.lengths_train`` with :func:`ucr_split_indices`. ``val_fraction`` 0: no
+    split, the published protocol (Wang et al. 2017): train on all of TRAIN, and the
+    "validation" rows are TRAIN again, so the model kept is the one of lowest training loss.
     """
-    train, val = ucr_split_indices(data.y_train, seed, val_fraction)
     x, y = data.x_train, data.y_train
+    if val_fraction == 0:
+        return x, y, x, y, data.x_test, data.y_test
+    train, val = ucr_split_indices(data.y_train, seed, val_fraction)
     return x[train], y[train], x[val], y[val], data.x_test, data.y_test
 
 
@@ -373,7 +391,9 @@ class UcrSource(Source):
             "name": ts.name,
             "padding": "zeros at the end, to the longest series of TRAIN and TEST",
             "length": int(t),
-            "val_split": split_record(options.seed, options.val_fraction),
+            "val_split": split_record(options.seed, options.val_fraction)
+            if options.val_fraction
+            else {"held_out": False, "validation": f"all of {ts.name}_TRAIN.ts again"},
             "test_split": {"drawn": False, "from": f"{ts.name}_TEST.ts"},
             "counts": splits.counts(),
         }

@@ -180,7 +180,8 @@ def fit(
         description = resolve_for(model, dataset.input_shape, len(dataset.classes))
     name = model if isinstance(model, str) else description.name
     given = {"epochs": epochs, "batch_size": batch_size, "patience": patience}
-    recipe = settings(dataset.kind, **given) | config
+    recipe = settings(dataset.kind, len(dataset.splits.y_train), **given) | config
+    recipe.pop("val_fraction", None)  # the split is the caller's (validation_*), made above
     run_config = _config({"model": name, "data": dataset.spec, "seed": seed, **recipe})
     run_dir = Path(out_dir) if out_dir is not None else _temporary(description.name)
     try:
