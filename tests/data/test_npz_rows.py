@@ -27,7 +27,8 @@ SPLITS = ("x_train", "x_val", "x_test")
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private data cache, and the threshold at 0 bytes: every input is read by rows."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # npz_rows' cache only: the whole user cache moved would rebuild the C++ kernels
+    monkeypatch.setattr(npz_rows, "cache_root", lambda: tmp_path / "cache" / "cnnlab")
     monkeypatch.setattr(npz_rows, "LOAD_WHOLE_BYTES", 0)
     return tmp_path / "cache" / "cnnlab" / "npz"
 
@@ -243,3 +244,37 @@ def test_two_ranks_each_read_their_shard(tmp_path: Path, monkeypatch: pytest.Mon
         assert seen[-1] == want  # only its shard: about half, never the split
     assert len(seen[0]) + len(seen[1]) == len(view)
     assert sorted(seen[0] + seen[1]) == sorted(view.rows.tolist())
+
+
+@pytest.mark.parametrize("saver", sorted(SAVERS))
+def test_a_run_on_rows_through_every_command(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    saver: str,
+) -> None:
+    """train, evaluate, explain, shift, verify-numpy and predict on an .npz read by rows."""
+    from cnnlab.cli.main import main
+
+    rng = np.random.default_rng(0)
+    y = np.arange(48) % 2
+    x = rng.integers(0, 60, (48, 12, 12), dtype=np.uint8)
+    x[y == 1, 3:9, 3:9] = 250  # a bright square: class 1
+    SAVERS[saver](tmp_path / "d.npz", x_train=x, y_train=y)
+    forbid_whole_inputs(monkeypatch)
+    run, net = (
+        tmp_path / "run",
+        "Input(12,12,1) Conv2D(4,3,relu) MaxPooling2D Flatten Dense(2,softmax)",
+    )
+    train = ["train", "--model", net, "--data", f"npz:{tmp_path / 'd.npz'}", "--epochs", "1"]
+    np.save(tmp_path / "two.npy", x[:2])
+    for argv in (
+        [*train, "--batch-size", "8", "--out", str(run), "--quiet"],
+        ["evaluate", str(run)],
+        ["explain", str(run), "--index", "0", "--out", str(tmp_path / "explain")],
+        ["shift", str(run), "--max-shift", "1", "--invariance-images", "4"],
+        ["verify-numpy", str(run), "--json"],
+        ["predict", str(run), "--array", str(tmp_path / "two.npy"), "--json"],
+    ):
+        assert main(argv) == 0, (argv, capsys.readouterr().err)
+    assert list((tmp_path / "explain").glob("*.png"))
