@@ -17,6 +17,7 @@ Under several processes each rank then reads only its shard of each batch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -161,10 +162,17 @@ def extract(
             f"{path}: extracting {name} needs {need / 1e9:.1f} GB in {folder}, which has "
             f"{free / 1e9:.1f} GB free"
         )
+    from cnnlab.data.folder_cache import locked  # PIL and friends: only when extracting
+
     try:
-        source.seek(0)
-        with zipfile.ZipFile(source) as zf, zf.open(info) as src:
-            fileio.atomic_write(target, lambda out: _stream(src, out, shape, dtype, name))
+        # several processes (torchrun's ranks) on one file: one extracts, the others wait
+        with locked(folder / f".{target.name}.lock"):
+            with contextlib.suppress(CnnlabError):
+                if read_npy_header(target)[:2] == (shape, want):
+                    return target  # another process wrote it while this one waited
+            source.seek(0)
+            with zipfile.ZipFile(source) as zf, zf.open(info) as src:
+                fileio.atomic_write(target, lambda out: _stream(src, out, shape, dtype, name))
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise CnnlabError(f"{path}: {name} does not extract: {exc}") from None
     return target
