@@ -166,6 +166,7 @@ def main() -> int:
                     extracted = Path(ranks[0]["source"])
                     if extracted.parent.name == "npz" and extracted.suffix == ".npy":
                         extracted.unlink(missing_ok=True)  # the cache's copy of a compressed one
+                        (extracted.parent / f".{extracted.name}.lock").unlink(missing_ok=True)
                 row = {"mode": mode, "data_gb": round(n * np.prod(ROW) / 1e9, 3), "ranks": ranks}
                 row["limit_gb"] = args.limit_gb
                 results.append(row)

@@ -16,6 +16,8 @@ natural order, or in ``class_names``' order).
 The file is read as data: ``allow_pickle=False``, and every member's shape and dtype are
 read from its header and checked against the member's size and this machine's memory
 *before* anything is allocated, so a hostile file claiming huge arrays is one line.
+Inputs over :data:`cnnlab.data.npz_rows.LOAD_WHOLE_BYTES` are never loaded: their splits
+are :class:`~cnnlab.data.rows.RowView` s read a batch at a time (:mod:`.npz_rows`).
 """
 
 from __future__ import annotations
