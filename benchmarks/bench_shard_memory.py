@@ -138,7 +138,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gb", type=float, default=0.5, help="the dataset's size (GB)")
     p.add_argument("--limit-gb", type=float, default=0.25, help="one rank's memory budget")
-    p.add_argument("--sizes", default="", help="more data sizes (GB) for the disk mode")
+    p.add_argument("--sizes", default="", help="more data sizes (GB), every mode but memory")
     p.add_argument("--modes", default="disk,memory,npz-stored,npz-compressed", help="at --gb")
     p.add_argument("--work", type=Path, default=None, help="where the data is written")
     p.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
