@@ -216,6 +216,10 @@ def test_bad_file_is_refused_in_one_line(
     path = tmp_path / target.removeprefix("tmp/") if target.startswith("tmp/") else run / target
     path.unlink()
     make, expected = DAMAGES[damage]
+    if target == "tmp/own.npz" and damage == "sparse 3 GiB":
+        # npz: data has no size cap (inputs past 256 MiB are read by rows, never whole):
+        # the zeros are refused as not a zip, after reading only the file's end
+        expected = "is not a readable .npz file"
     make(path)
     before = _snapshot(run, path.name)
 

@@ -16,6 +16,8 @@ natural order, or in ``class_names``' order).
 The file is read as data: ``allow_pickle=False``, and every member's shape and dtype are
 read from its header and checked against the member's size and this machine's memory
 *before* anything is allocated, so a hostile file claiming huge arrays is one line.
+Inputs over :data:`cnnlab.data.npz_rows.LOAD_WHOLE_BYTES` are never loaded: their splits
+are :class:`~cnnlab.data.rows.RowView` s read a batch at a time (:mod:`.npz_rows`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from cnnlab import fileio
-from cnnlab.data.base import DataOptions, Dataset, Source, Splits, register_source
+from cnnlab.data.base import DataOptions, Dataset, Rows, Source, Splits, register_source
 from cnnlab.data.folder_scan import natural_key
+from cnnlab.data.npz_rows import lazy, row_view
+from cnnlab.data.rows import RowView
 from cnnlab.data.splits import split_indices, split_record
 from cnnlab.errors import CnnlabError
 
@@ -103,7 +107,8 @@ def inspect(path: Path, source: BinaryIO | None = None) -> dict[str, Member]:
                     )
                 found[name] = member
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
-        raise CnnlabError(f"{path} is not a readable .npz file: {exc}") from None
+        detail = str(exc) or ("it ends early" if isinstance(exc, EOFError) else repr(exc))
+        raise CnnlabError(f"{path} is not a readable .npz file: {detail}") from None
     return found
 
 
@@ -143,9 +148,12 @@ def check_members(path: Path, members: dict[str, Member]) -> None:
             f"{path}: x_test has rows of {members['x_test'].shape[1:]}, "
             f"x_train of {members['x_train'].shape[1:]}"
         )
-    # Loaded, then converted to float32 (floats) and copied into the splits.
+    # Loaded, then converted to float32 (floats) and copied into the splits; a large
+    # input is read by rows instead (npz_rows), a batch at a time.
     need = 0
     for key, m in members.items():
+        if key.startswith("x_") and lazy(m.nbytes):
+            continue
         need += m.nbytes
         if key.startswith("x_"):
             need += 2 * math.prod(m.shape) * (4 if m.dtype.kind == "f" else 1)
@@ -157,9 +165,15 @@ def check_members(path: Path, members: dict[str, Member]) -> None:
         )
 
 
-def as_inputs(x: np.ndarray, name: str) -> tuple[np.ndarray, str]:
-    """Channels-last inputs and what the rank made of them; floats checked, as float32."""
-    if x.dtype.kind == "f":
+def pick(x: Rows, index: np.ndarray) -> Rows:
+    """Rows ``index`` of ``x``: copied from an array, a narrower view of a RowView."""
+    return x.take(index) if isinstance(x, RowView) else x[index]
+
+
+def as_inputs(x: Rows, name: str) -> tuple[Rows, str]:
+    """Channels-last inputs and what the rank made of them; floats checked, as float32
+    (a RowView's floats are float32 and checked already: see npz_rows)."""
+    if not isinstance(x, RowView) and x.dtype.kind == "f":
         with np.errstate(over="ignore"):  # what overflows float32 is refused just below
             x = x.astype(np.float32, copy=False)
         for start in range(0, len(x), CHUNK_ROWS):  # a bounded temporary, not a full mask
@@ -169,10 +183,9 @@ def as_inputs(x: np.ndarray, name: str) -> tuple[np.ndarray, str]:
                 raise CnnlabError(
                     f"{name}[{row}] holds NaN or inf (in float32): cnnlab does not impute"
                 )
-    if x.ndim == 2:
-        return x[..., np.newaxis], "2-D (N, L): one-channel series"
-    if x.ndim == 3 and x.dtype == np.uint8:
-        return x[..., np.newaxis], "3-D uint8 (N, H, W): one-channel images"
+    if x.ndim == 2 or (x.ndim == 3 and x.dtype == np.uint8):
+        one = {2: "2-D (N, L): one-channel series", 3: "3-D uint8 (N, H, W): one-channel images"}
+        return (x.with_channel() if isinstance(x, RowView) else x[..., np.newaxis]), one[x.ndim]
     what = {3: "(N, L, C) series", 4: "(N, H, W, C) images", 5: "(N, T, H, W, C) clips"}
     return x, what[x.ndim]
 
@@ -226,15 +239,20 @@ class NpzSource(Source):
             raise CnnlabError(f"{path} is not a file: npz:PATH takes an .npz file")
         # fileio's reader: a regular file within the size limit; the checked descriptor is
         # the one read, never the path again.
-        with fileio.open_regular(path, fileio.NPZ_ARCHIVE) as f:
+        # fileio's reader: a regular file; the checked descriptor is the one read for the
+        # small members, never the path again. No size cap: large inputs are read by rows.
+        with fileio.open_regular(path, fileio.ANY_SIZE) as f:
             members = inspect(path, f)
             check_members(path, members)
+            big = {k for k in ("x_train", "x_test") if k in members and lazy(members[k].nbytes)}
             try:
                 f.seek(0)
                 with np.load(f, allow_pickle=False) as npz:
-                    arrays = {k: npz[k] for k in members}
+                    arrays: dict[str, Any] = {k: npz[k] for k in members if k not in big}
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
                 raise CnnlabError(f"{path} does not load: {exc}") from None
+            for k in sorted(big):
+                arrays[k] = row_view(path, f, k, members[k].shape, members[k].dtype)
         ys = {k: arrays[k].reshape(-1) for k in ("y_train", "y_test") if k in arrays}
         labels, classes, label_kind = as_labels(ys, arrays.get("class_names"), path)
         if len(classes) < 2:
@@ -254,10 +272,10 @@ class NpzSource(Source):
             kept, held = split_indices(
                 y, options.seed, options.test_fraction, what="example", one_per_class=True
             )
-            x_test, y_test, x, y = x[held], y[held], x[kept], y[kept]
+            x_test, y_test, x, y = pick(x, held), y[held], pick(x, kept), y[kept]
             test_record = {"drawn": True, **split_record(options.seed, options.test_fraction)}
         train, val = split_indices(y, options.seed, options.val_fraction, one_per_class=True)
-        splits = Splits(x[train], y[train], x[val], y[val], x_test, y_test)
+        splits = Splits(pick(x, train), y[train], pick(x, val), y[val], x_test, y_test)
         kind = KINDS[x.ndim]  # after as_inputs: 3 series, 4 images, 5 clips
         record = {
             "source": "npz",

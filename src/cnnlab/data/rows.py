@@ -54,11 +54,22 @@ class RowView:
     ``view[index_array]`` and ``view[bool_mask]`` are arrays (read now);
     :meth:`take` is a narrower view (nothing read). ``np.asarray(view)`` reads every row.
     Safe to share between threads and to pickle into other processes.
+
+    ``layout`` (shape, dtype, data offset) reads an array stored elsewhere than at the
+    start of a ``.npy`` file: an ``.npz`` member stored uncompressed (:mod:`.npz_rows`).
     """
 
-    def __init__(self, path: Path | str, rows: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        rows: np.ndarray | None = None,
+        layout: tuple[tuple[int, ...], np.dtype[Any], int] | None = None,
+    ) -> None:
         self.path = Path(path)
-        shape, self.dtype, self.offset = read_npy_header(self.path)
+        if layout is None:
+            shape, self.dtype, self.offset = read_npy_header(self.path)
+        else:
+            shape, self.dtype, self.offset = layout
         if len(shape) < 1:
             raise CnnlabError(f"{self.path} holds a scalar, not rows")
         self._file_rows = shape[0]
@@ -97,6 +108,12 @@ class RowView:
         """The view of ``self[index]``'s rows, without reading them."""
         view = RowView.__new__(RowView)
         view.__setstate__({**self.__getstate__(), "rows": self.rows[index].reshape(-1)})
+        return view
+
+    def with_channel(self) -> RowView:
+        """The same rows with a trailing axis of 1 (the same bytes: nothing read)."""
+        view = self.take(slice(None))
+        view.row_shape = (*self.row_shape, 1)
         return view
 
     def __getitem__(self, index: Any) -> np.ndarray:
