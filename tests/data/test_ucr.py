@@ -65,15 +65,6 @@ def shared() -> dict[str, ucr.TimeSeriesData]:
     return {name: ucr.load_ucr(name, root, allow_download=False) for name in FACTS}
 
 
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No $CNNLAB_DATA, an empty user cache; returns a data_dir whose ucr/ is empty."""
-    monkeypatch.delenv(ucr.DATA_ENV, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    (tmp_path / "data" / "ucr").mkdir(parents=True)
-    return tmp_path / "data"
-
-
 def write_pair(data_dir: Path, train: str | bytes, test: str = VALID, name: str = "Tiny") -> Path:
     folder = data_dir / "ucr" / name
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,15 +12,6 @@ from cnnlab.errors import CnnlabError
 from data.test_ucr import VALID, needs_sktime
 
 
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No $CNNLAB_DATA, an empty user cache; a data_dir whose ucr/ is empty."""
-    monkeypatch.delenv(ucr.DATA_ENV, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    (tmp_path / "data" / "ucr").mkdir(parents=True)
-    return tmp_path / "data"
-
-
 @needs_sktime
 def test_the_datasets_sktime_ships_are_found_last(
     isolated: Path, monkeypatch: pytest.MonkeyPatch

@@ -110,13 +110,24 @@ def two_agents(
             )
     deadline = time.monotonic() + 240
     try:
-        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
+        return _wait_all(procs, logs, deadline)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _kill_all(procs)
+
+
+def _wait_all(
+    procs: list[subprocess.Popen[bytes]], logs: list[Path], deadline: float
+) -> tuple[list[int], str]:
+    """Every agent's exit code, waited for until ``deadline``, and their logs together."""
+    codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
     return codes, "\n".join(log.read_text() for log in logs)
+
+
+def _kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def store_host(port: int, pids: list[int]) -> int | None:
@@ -170,13 +181,9 @@ def elastic_agents(
         if host != pids[0]:
             procs.reverse()
             logs.reverse()
-        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
+        return _wait_all(procs, logs, deadline)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return codes, "\n".join(log.read_text() for log in logs)
+        _kill_all(procs)
 
 
 def history(run: Path) -> list[dict[str, float]]:
