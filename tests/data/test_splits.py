@@ -97,3 +97,13 @@ def test_index_for_index_scikit_learns_draw() -> None:
         np.testing.assert_array_equal(held, want[1], err_msg=f"case {case}")
         agreed += 1
     assert agreed > 300 and refused >= 3
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5])
+def test_a_fraction_outside_the_open_interval_is_one_line(fraction: float) -> None:
+    y = np.repeat(np.arange(2), 10)
+    with pytest.raises(CnnlabError) as err:
+        split_indices(y, seed=0, val_fraction=fraction)
+    # 0 means "no held-out split", which only the series recipe (ucr:) has: it says so
+    assert ("ucr:" in str(err.value)) == (fraction == 0)
+    assert "\n" not in str(err.value)

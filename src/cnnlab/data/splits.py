@@ -83,6 +83,11 @@ def split_indices(
     ``random_state=RandomState(seed)`` (which the tests check, index for index), computed
     here in NumPy: importing scikit-learn takes a second of every fresh process.
     """
+    if val_fraction == 0:  # only ucr: data trains on all of TRAIN (its recipe)
+        raise CnnlabError(
+            "--val-split 0 (no held-out validation) is for ucr: data only; "
+            "give a fraction between 0 and 1"
+        )
     if not 0.0 < val_fraction < 1.0:
         raise CnnlabError(f"val_fraction must be between 0 and 1, not {val_fraction}")
     y = np.asarray(y)
