@@ -31,6 +31,7 @@ from cnnlab.data.datasets import check_spec, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.train import checkpoint, distributed, runs
 from cnnlab.train.recipes import settings
+from cnnlab.train.records import check_same_run
 
 if TYPE_CHECKING:
     from cnnlab.models import ModelDescription
@@ -324,8 +325,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     new = (config, description, dataset)
     if restarted:
-        from cnnlab.train.records import check_same_run
-
         check_same_run(args.out, config, description, dataset)
         if main_process:
             print(f"torchrun restarted the workers: continuing {args.out} from its last.pt")
