@@ -22,6 +22,7 @@ The default, 3 GB, leaves room for torch itself under the 4 GB a small machine h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from typing import Any
 
@@ -106,6 +107,24 @@ def inference_bytes(desc: Any, chunk: int) -> int:
     """Estimated bytes to run ``desc`` forward on one chunk of ``chunk`` examples."""
     values, params = _values(desc)
     return chunk * max(values) * FLOAT * LIVE_FACTOR + params * FLOAT
+
+
+def fit_chunk(desc: Any, wanted: int, limit: int, doing: str = "running") -> int:
+    """The largest chunk up to ``wanted`` whose forward pass fits ``limit`` (halved from
+    ``wanted``): a chunk only sets how much runs at once, never a result. Refused, in one
+    line, where one example's would not fit."""
+    check_inference(desc, 1, limit, doing)
+    chunk = max(1, wanted)
+    while chunk > 1 and inference_bytes(desc, chunk) > limit:
+        chunk //= 2
+    return chunk
+
+
+def fit_eval_chunk(config: Any, desc: Any, limit: int) -> Any:
+    """A training config with an evaluation chunk (``eval_batch_size``) that fits ``limit``:
+    long series and large images are evaluated fewer at a time, to the same numbers."""
+    chunk = fit_chunk(desc, config.eval_batch_size, limit, "evaluating")
+    return dataclasses.replace(config, eval_batch_size=chunk)
 
 
 def check_training(desc: Any, batch_size: int, eval_chunk: int, limit: int) -> None:

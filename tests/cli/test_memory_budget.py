@@ -308,3 +308,18 @@ def test_value_counts_across_chunk_boundaries(
     monkeypatch.setattr(ts_budget, "CHUNK", chunk)
     counts = ts_budget.value_counts(path, 1 << 20)
     assert counts.tolist() == [2 * n for n in lengths] + [6]
+
+
+@needs_sktime
+def test_training_fits_its_evaluation_chunk_to_the_limit(world: Path, tmp_path: Path) -> None:
+    """A batch that fits but an evaluation chunk of 1,000 that would not (38 MB against
+    10 MB): the run trains, evaluating fewer series at a time, and says how many."""
+    import json
+
+    out = tmp_path / "run"
+    argv = ["train", "--model", "fcn1d_small", "--data", "ucr:Small", "--epochs", "1"]
+    argv += ["--data-dir", str(world), "--max-memory-gb", "0.01", "--out", str(out)]
+    code, _out, err, _rss = _run(argv, world)
+    assert code == 0, err[-2000:]
+    chunk = json.loads((out / "config.json").read_text())["config"]["eval_batch_size"]
+    assert 1 < chunk < 1000

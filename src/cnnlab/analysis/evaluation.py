@@ -20,10 +20,13 @@ from cnnlab.train.schemas import read_run
 CHUNK = 1000  # test examples evaluated at once (cnnlab.budget checks one chunk)
 
 
-def evaluate_run(run_dir: Path, data: MNIST | Dataset, device: str = "cpu") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path, data: MNIST | Dataset, device: str = "cpu", chunk: int = CHUNK
+) -> dict[str, Any]:
     """Test loss/accuracy of ``run_dir/best.pt``; updates metrics.json, writes confusion.png.
 
-    ``data`` is the run's dataset (or MNIST itself): only its test set is used, its stored
+    ``data`` is the run's dataset (or MNIST itself): only its test set is used, ``chunk``
+    examples at a time (fewer where the memory budget asks), its stored
     values scaled as the run recorded (:func:`cnnlab.analysis.run_data.scale_for`).
     """
     run_dir = Path(run_dir)
@@ -42,7 +45,7 @@ def evaluate_run(run_dir: Path, data: MNIST | Dataset, device: str = "cpu") -> d
         for_model(model, engine=config.engine, native=config.native) if config else for_model(model)
     )
     test = Feed(dataset.splits.x_test, dataset.splits.y_test, dev)
-    loss, acc, pred = evaluate_chunks(model, test.chunks(CHUNK), choice=choice, scale=scale)
+    loss, acc, pred = evaluate_chunks(model, test.chunks(chunk), choice=choice, scale=scale)
     y_np = dataset.splits.y_test
     cm = confusion_matrix(y_np, pred.numpy(), desc.classes)
     metrics_path = run_dir / "metrics.json"

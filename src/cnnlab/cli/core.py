@@ -247,12 +247,8 @@ def engine_line(desc: ModelDescription) -> str:
     if not slow:
         return "Fast engine, CPU: every layer in cnnlab's C++ kernels (where they compile)."
     if len(slow) == len(placed):
-        slower = [why for why in choice.reasons if ": PyTorch" in why]
-        why = (
-            f"a kernel measured slower: {slower[0]}"
-            if slower
-            else "no C++ kernels for these layers"
-        )
+        slower = [f"a kernel measured slower: {w}" for w in choice.reasons if ": PyTorch" in w]
+        why = (slower or ["no C++ kernels for these layers"])[0]
         return f"Fast engine, CPU: PyTorch operations ({why})."
     return f"Fast engine, CPU: {', '.join(slow)} as PyTorch operations, the rest in C++ kernels."
 
@@ -323,6 +319,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **settings(dataset.kind, n_train=len(dataset.splits.y_train), **given),
         **_schedule(args),
     )
+    config = budget.fit_eval_chunk(config, description, budget.limit_bytes(args))
     new = (config, description, dataset)
     if restarted:
         check_same_run(args.out, config, description, dataset)
@@ -355,6 +352,7 @@ def _train(
     if new is None:
         config, description = read_run_config(out)
         config = replace(config, **_schedule(args))  # the flags were checked by argparse
+        config = budget.fit_eval_chunk(config, description, budget.limit_bytes(args))
         dataset = run_dataset(out, args)
     else:
         config, description, dataset = new
@@ -392,9 +390,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if (args.run_dir / METRICS).exists():
         read_metrics(args.run_dir)  # updated afterwards: a damaged one fails now
     _, description = read_run_config(args.run_dir)
-    budget.check_inference(description, CHUNK, budget.limit_bytes(args), "evaluating")
+    chunk = budget.fit_chunk(description, CHUNK, budget.limit_bytes(args), "evaluating")
     dataset = run_dataset(args.run_dir, args, args.data)
-    metrics = evaluate_run(args.run_dir, dataset, args.device)
+    metrics = evaluate_run(args.run_dir, dataset, args.device, chunk)
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}")
     print(f"wrote {args.run_dir / 'metrics.json'} and {args.run_dir / 'confusion.png'}")
     return 0

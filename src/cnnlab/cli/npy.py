@@ -109,12 +109,9 @@ def chunk_rows(predictor: Predictor, limit: int) -> int:
     fewer where the network's maps for that many would exceed the budget; refused where
     one input's would."""
     desc = predictor.description
-    budget.check_inference(desc, 1, limit, "predicting with")
     per_input = math.prod(predictor.input_shape) * budget.FLOAT
     rows = max(1, min(ARRAY_CHUNK, ARRAY_CHUNK_BYTES // per_input))
-    while rows > 1 and budget.inference_bytes(desc, rows) > limit:
-        rows //= 2
-    return rows
+    return budget.fit_chunk(desc, rows, limit, "predicting with")
 
 
 def array_probs(predictor: Predictor, x: np.ndarray, limit: int) -> np.ndarray:
