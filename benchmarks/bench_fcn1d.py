@@ -1,14 +1,19 @@
-"""Seconds per epoch of ``fcn1d`` on JapaneseVowels: cnnlab against the chapter's Keras stack.
+"""Seconds per epoch of ``fcn1d`` or ``resnet1d`` on JapaneseVowels: cnnlab against Keras.
 
 The same network (Wang et al. 2017's FCN: three Conv1D + BatchNormalization + ReLU blocks of
-128, 256, 128 filters with kernels 8, 5, 3, ``same``; global average pooling; Dense softmax),
-the same data and split (cnnlab's loader: JapaneseVowels padded to 29 steps, the validation
-quarter drawn stratified with seed 42 from TRAIN), batch 16, Adam, a training pass plus a
-validation pass per epoch, timed as Keras prints it; the median over the epochs after the
-first of each process. Each side is a separate process; the two are interleaved
-(``--rounds``, alternating which goes first) and the load average is recorded around each.
+128, 256, 128 filters with kernels 8, 5, 3, ``same``; global average pooling; Dense softmax;
+or their ResNet, ``--model resnet1d``: three residual blocks of 64, 128, 128 filters, each
+Conv1D 8, 5, 3 + BatchNormalization, a 1x1 Conv1D + BatchNormalization shortcut where the
+width changes, BatchNormalization alone where not, Add, ReLU; built in Keras' functional
+API as cnnlab's ``resnet1d`` graph is), the same data and split (cnnlab's loader:
+JapaneseVowels padded to 29 steps, the validation quarter drawn stratified with seed 42 from
+TRAIN), batch 16, Adam, a training pass plus a validation pass per epoch, timed as Keras
+prints it; the median over the epochs after the first of each process. Each side is a
+separate process; the two are interleaved (``--rounds``, alternating which goes first) and
+the load average is recorded around each.
 
-Usage (cnnlab's venv): python benchmarks/bench_fcn1d.py [--epochs 5] [--rounds 2] [--out DIR]
+Usage (cnnlab's venv): python benchmarks/bench_fcn1d.py [--model fcn1d] [--epochs 5]
+    [--rounds 2] [--out DIR]
 ``run_bench.py`` calls :func:`run` and adds the row to ``bench.md``. The Keras side runs this
 same file with ``--keras-worker`` in ``benchmarks/.venv-keras``.
 """
@@ -36,24 +41,48 @@ KERAS_PY = HERE / ".venv-keras" / "bin" / "python"
 CNNLAB = Path(sys.executable).with_name("cnnlab")
 DATASET = "JapaneseVowels"
 BATCH = 16
+MODELS = ("fcn1d", "resnet1d")
 
 
-def keras_worker(npz: Path, epochs: int, out: Path) -> None:
-    """Train fcn1d in Keras on the arrays of ``npz``; write the epoch seconds to ``out``."""
-    import tensorflow as tf
+def keras_network(model: str, shape: tuple[int, ...], classes: int) -> Any:
+    """``fcn1d`` or ``resnet1d`` in Keras, layer for layer as cnnlab's templates (BN momentum
+    0.9, as cnnlab's series networks)."""
     from tensorflow import keras
     from tensorflow.keras import layers
+
+    def conv_bn(h: Any, filters: int, kernel: int) -> Any:
+        h = layers.Conv1D(filters, kernel, padding="same")(h)
+        return layers.BatchNormalization(momentum=0.9)(h)
+
+    inputs = keras.Input(shape)
+    h = inputs
+    if model == "fcn1d":
+        for filters, kernel in ((128, 8), (256, 5), (128, 3)):
+            h = layers.ReLU()(conv_bn(h, filters, kernel))
+    else:
+        width = shape[-1]
+        for filters in (64, 128, 128):
+            x = layers.ReLU()(conv_bn(h, filters, 8))
+            x = layers.ReLU()(conv_bn(x, filters, 5))
+            x = conv_bn(x, filters, 3)
+            if width != filters:
+                short = conv_bn(h, filters, 1)
+            else:
+                short = layers.BatchNormalization(momentum=0.9)(h)
+            h, width = layers.ReLU()(layers.Add()([x, short])), filters
+    h = layers.GlobalAveragePooling1D()(h)
+    return keras.Model(inputs, layers.Dense(classes, activation="softmax")(h))
+
+
+def keras_worker(npz: Path, epochs: int, out: Path, model_name: str = "fcn1d") -> None:
+    """Train the network in Keras on the arrays of ``npz``; write the epoch seconds to ``out``."""
+    import tensorflow as tf
+    from tensorflow import keras
 
     tf.random.set_seed(42)
     d = np.load(npz)
     k = int(d["classes"])
-    model = keras.Sequential([keras.Input(d["x_train"].shape[1:])])
-    for filters, kernel in ((128, 8), (256, 5), (128, 3)):
-        model.add(layers.Conv1D(filters, kernel, padding="same"))
-        model.add(layers.BatchNormalization(momentum=0.9))
-        model.add(layers.ReLU())
-    model.add(layers.GlobalAveragePooling1D())
-    model.add(layers.Dense(k, activation="softmax"))
+    model = keras_network(model_name, d["x_train"].shape[1:], k)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     seconds: list[float] = []
 
@@ -105,31 +134,39 @@ def _call(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
 SPINNING = {"GOMP_SPINCOUNT": "300000"}
 
 
-def _keras(worker: list[str], epochs: int, work: Path, tag: str) -> list[float]:
-    out = work / f"keras_fcn1d_{tag}.json"
-    _call([*worker, "--epochs", str(epochs), "--out", str(out)], work / f"keras_{tag}.log")
+def _keras(worker: list[str], epochs: int, work: Path, tag: str, model: str) -> list[float]:
+    out = work / f"keras_{model}_{tag}.json"
+    cmd = [*worker, "--model", model, "--epochs", str(epochs), "--out", str(out)]
+    _call(cmd, work / f"keras_{model}_{tag}.log")
     keras: dict[str, Any] = json.loads(out.read_text())
-    (work / "keras_fcn1d.json").write_text(json.dumps(keras))
+    (work / f"keras_{model}.json").write_text(json.dumps(keras))
     return [float(v) for v in keras["epoch_seconds"]]
 
 
-def _cnnlab(epochs: int, work: Path, tag: str, env: dict[str, str] | None = None) -> list[float]:
+def _cnnlab(
+    epochs: int, work: Path, tag: str, model: str, env: dict[str, str] | None = None
+) -> list[float]:
     import shutil
 
     from cnnlab.train import runs
 
-    run_dir = work / f"cnnlab_fcn1d_{tag}"
-    cmd = [str(CNNLAB), "train", "--model", "fcn1d", "--data", f"ucr:{DATASET}", "--epochs",
+    run_dir = work / f"cnnlab_{model}_{tag}"
+    cmd = [str(CNNLAB), "train", "--model", model, "--data", f"ucr:{DATASET}", "--epochs",
            str(epochs), "--patience", str(epochs), "--batch-size", str(BATCH), "--seed", "42",
            "--quiet", "--out", str(run_dir)]  # fmt: skip
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    _call(cmd, work / f"cnnlab_{tag}.log", env)
+    _call(cmd, work / f"cnnlab_{model}_{tag}.log", env)
     return [float(r["seconds"]) for r in runs.read_history(run_dir / "history.csv")]
 
 
 def run(
-    epochs: int, work: Path, rounds: int = 2, spinning: bool = True, other: Path | None = None
+    epochs: int,
+    work: Path,
+    rounds: int = 2,
+    spinning: bool = True,
+    other: Path | None = None,
+    model: str = "fcn1d",
 ) -> dict[str, Any]:
     """Keras and cnnlab interleaved, ``rounds`` times (the order alternates, so a drift of
     the machine's speed falls on both); seconds per epoch (the median of each process's
@@ -149,17 +186,18 @@ def run(
         extra = (["cnnlab_spinning"] if spinning else []) + (["cnnlab_other"] if other else [])
         for side in order + extra:
             if side == "keras":
-                sides[side].append(_keras(worker, epochs, work, f"r{r}"))
+                sides[side].append(_keras(worker, epochs, work, f"r{r}", model))
             else:
                 env = SPINNING if side == "cnnlab_spinning" else None
                 if side == "cnnlab_other":
                     env = {"PYTHONPATH": str(Path(other or ".").resolve() / "src")}
-                sides[side].append(_cnnlab(epochs, work, f"{side}_r{r}", env))
+                sides[side].append(_cnnlab(epochs, work, f"{side}_r{r}", model, env))
             loads.append(os.getloadavg()[0])
-    keras = json.loads((work / "keras_fcn1d.json").read_text())
+    keras = json.loads((work / f"keras_{model}.json").read_text())
     per = {k: [t for run in v for t in run[1:]] for k, v in sides.items() if v}
     med = {k: statistics.median(v) for k, v in per.items()}
     out: dict[str, Any] = {
+        "model": model,
         "dataset": DATASET,
         "epochs": epochs,
         "rounds": rounds,
@@ -185,7 +223,8 @@ def run(
 def row(r: dict[str, Any]) -> str:
     """The bench.md row: seconds per epoch on each side and the ratio."""
     return (
-        f"| fcn1d on {r['dataset']}, s/epoch (batch {r['batch_size']}, {r['epochs']} epochs) "
+        f"| {r.get('model', 'fcn1d')} on {r['dataset']}, s/epoch "
+        f"(batch {r['batch_size']}, {r['epochs']} epochs) "
         f"| {r['keras']['seconds_per_epoch']:.3f} | {r['cnnlab']['seconds_per_epoch']:.3f} "
         f"| {r['ratio']:.2f} |"
     )
@@ -207,6 +246,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=MODELS, default="fcn1d")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2, help="Keras and cnnlab, interleaved")
     ap.add_argument("--no-spinning", action="store_true", help="skip the spinning-wait row")
@@ -215,11 +255,13 @@ def main() -> None:
     ap.add_argument("--keras-worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.keras_worker is not None:
-        keras_worker(args.keras_worker, args.epochs, args.out)
+        keras_worker(args.keras_worker, args.epochs, args.out, args.model)
         return
-    r = run(args.epochs, HERE / ".work" / "fcn1d", args.rounds, not args.no_spinning, args.other)
+    work = HERE / ".work" / args.model
+    r = run(args.epochs, work, args.rounds, not args.no_spinning, args.other, args.model)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_fcn1d.json").write_text(json.dumps(r, indent=2))
+    name = "bench_fcn1d.json" if args.model == "fcn1d" else f"bench_{args.model}.json"
+    (args.out / name).write_text(json.dumps(r, indent=2))
     print(markdown(r))
 
 
