@@ -64,14 +64,16 @@ GRAPHS = {
 def test_kernel_blocks_inside_a_graph(name: str) -> None:
     desc = GRAPHS[name]
     kinds = {b.layers: b.kind for b in plan(desc).blocks}
-    assert not plan(desc).native  # a graph's step mixes kernels and PyTorch operations
+    # every layer of the residual graph has a kernel: its whole step is one C++ call
+    # (test_native_graphs.py); a Concatenate has none: the branches' step is mixed
+    assert plan(desc).native == (name == "residual")
     blocks = [layers for layers, kind in kinds.items() if kind == "conv_pool_relu"]
     assert blocks == (
         [("c1", "p1"), ("c4", "p2")]
         if name == "residual"
         else [("stem", "pool"), ("a", "pa"), ("b", "pb")]
     )
-    if native.load():
+    if native.load() and name != "residual":
         ran = where(desc, True)
         assert {n for n, w in ran.items() if w == KERNEL} == {n for b in blocks for n in b}
 

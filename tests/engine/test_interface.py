@@ -25,6 +25,7 @@ from cnnlab.models.torch_module import build_module
 from cnnlab.train.loop import TrainConfig, make_optimizer
 
 from .test_blocks import CHAPTER, NETS, as_double, images, reference
+from .test_native_graphs import GRAPHS
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
 
@@ -41,9 +42,9 @@ def kernels() -> None:
     assert native.load(), "the C++ kernels must build where there is a compiler"
 
 
-@pytest.mark.parametrize("name", list(NETS))
+@pytest.mark.parametrize("name", [*NETS, *GRAPHS])
 def test_every_call_matches_its_method_schema(name: str) -> None:
-    calls = plan(NETS[name]).calls()
+    calls = plan({**NETS, **GRAPHS}[name]).calls()
     program = native.program(calls)
     assert program.kinds() == [c.kind for c in calls]
     for c in calls:  # (the Program's other methods, logits and gradients, run it)
@@ -72,11 +73,20 @@ def test_the_activations_are_named_alike_on_both_sides() -> None:
         (call("pad", top=1, bottom=-1, left=0, right=0), "negative"),
         (call("conv", **(CONV | {"stride_h": 0})), "at least 1"),
         (call("pool", **(POOL | {"mode": "median"})), "'max' or 'average'"),
+        (call("store", slot=-1), r"slot must be in \[0, 4096\)"),
+        (call("add", slot=4096), r"slot must be in \[0, 4096\)"),
+        (call("load"), "missing value for argument 'slot'"),
     ],
 )
 def test_bad_calls_are_refused(bad: Call, message: str) -> None:
     with pytest.raises(RuntimeError, match=message):
         native.program((bad,))
+
+
+def test_a_slot_read_before_it_is_kept_is_refused() -> None:
+    program = native.program((call("load", slot=0), call("global_average")))
+    with pytest.raises(RuntimeError, match="slot 0 is read before a map is kept in it"):
+        program.logits(torch.zeros(2, 3, 3, 4), [], [])
 
 
 def test_the_step_is_named_in_the_profiler() -> None:

@@ -21,11 +21,11 @@ This module computes the same function and the same gradients another way:
 
 On a CPU, where cnnlab's C++ kernels build (:mod:`cnnlab.engine.native`), a network whose
 every block has a kernel (the kinds are listed once, in :mod:`cnnlab.engine.plan`, and
-numbered as ``csrc/net.cpp``'s ``Kind``; the chapter's three cases among them) runs its
-whole step through them (:mod:`cnnlab.engine.blocks`), with a hand-written backward pass
-(no autograd graph): the same arithmetic again, with the small layers fused and each
-convolution's backward pass summed over its nonzero gradients only. Any other network uses
-autograd on :func:`fast_forward`.
+declared as ``csrc/program.h``'s structs; the chapter's three cases and residual graphs such
+as ``resnet1d`` among them) runs its whole step through them (:mod:`cnnlab.engine.blocks`),
+with a hand-written backward pass (no autograd graph): the same arithmetic again, with the
+small layers fused and each convolution's backward pass summed over its nonzero gradients
+only. Any other network uses autograd on :func:`fast_forward`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -43,6 +44,7 @@ struct Saved {
   int64_t weight = -1;         // index of the block's first weight tensor
   cnnlab::Cache cache;
   at::Tensor kernel;  // a convolution's (Cout, Cin, kh, kw) weights (a 1-D one's as kh = 1)
+  bool reads_input = false;  // the block reads the network's input: no input gradient
 };
 
 // The forward pass, one block at a time: h the running map, each block's weights, dropout
@@ -53,6 +55,7 @@ struct Forward {
   int64_t n = 0;
   at::Tensor h;
   size_t wi = 0, mi = 0, si = 0;
+  std::vector<at::Tensor> slots{};  // a graph's kept maps (program.h: Store, Load, AddStored)
 
   at::Tensor take(bool has) {
     if (!has) return {};
@@ -135,27 +138,43 @@ struct Forward {
     map_needed("global pooling");
     h = at::mean(h.view({n, s.shape[1] * s.shape[2], s.shape[3]}), {1});
   }
+  at::Tensor& kept(int64_t slot) {
+    at::Tensor& t = slots[static_cast<size_t>(slot)];
+    TORCH_CHECK(t.defined(), "net: slot ", slot, " is read before a map is kept in it");
+    return t;
+  }
+  void run(const block::Store& b, Saved&) { slots[static_cast<size_t>(b.slot)] = h; }
+  void run(const block::Load& b, Saved&) { h = kept(b.slot); }
+  void run(const block::AddStored& b, Saved&) {
+    const at::Tensor& other = kept(b.slot);
+    TORCH_CHECK(other.sizes() == h.sizes(), "net: an Add of maps of different shapes");
+    h = h + other;
+  }
 };
 
 struct ForwardPass {
   at::Tensor out;
   std::vector<Saved> saved;
+  int64_t slots = 0;
 };
 
 ForwardPass forward(const at::Tensor& x, const Program& program, at::TensorList weights,
                     at::TensorList masks, at::TensorList state, bool train) {
   Forward f{weights, masks, state, train, x.size(0), x};
+  f.slots.resize(static_cast<size_t>(program.slots));
   ForwardPass pass;
   pass.saved.reserve(program.blocks.size());
   for (const Block& b : program.blocks) {
     Saved s;
     s.block = &b;
+    s.reads_input = f.h.is_same(x);
     std::visit([&](const auto& blk) { f.run(blk, s); }, b);
     pass.saved.push_back(std::move(s));
   }
   TORCH_CHECK(f.wi == weights.size(), "net: more weight tensors than the program uses");
   TORCH_CHECK(f.si == state.size(), "net: more state tensors than the program uses");
   pass.out = f.h;
+  pass.slots = program.slots;
   return pass;
 }
 
@@ -164,8 +183,9 @@ ForwardPass forward(const at::Tensor& x, const Program& program, at::TensorList 
 struct Backward {
   at::TensorList weights, grads;
   int64_t n = 0;
-  at::Tensor g;
+  at::Tensor g;  // undefined where no gradient reaches the running map (after a Load)
   bool below = false;
+  std::vector<at::Tensor> slots{};  // the kept maps' gradients, gathered from their readers
 
   void run(const block::ConvPoolRelu&, Saved& s) {
     at::Tensor gw = grads[s.weight], gb = grads[s.weight + 1];
@@ -209,6 +229,25 @@ struct Backward {
   void run(const block::Rescale& b, Saved&) { g = g * b.scale; }
   void run(const block::Pad& b, Saved& s) {
     g = g.narrow(1, b.pads.top, s.shape[1]).narrow(2, b.pads.left, s.shape[2]).contiguous();
+  }
+  // a kept map's readers' gradients, summed into its slot (a copy: g is changed in place)
+  void gather(int64_t slot, const at::Tensor& grad) {
+    if (!grad.defined()) return;
+    at::Tensor& t = slots[static_cast<size_t>(slot)];
+    t = t.defined() ? t + grad : grad.clone();
+  }
+  void run(const block::Store& b, Saved&) {
+    at::Tensor& t = slots[static_cast<size_t>(b.slot)];
+    // mutant 9: a kept map's gradient from its later readers is lost
+    if (t.defined() && mutant() != 9) g = g.defined() ? g + t : t;
+    t = at::Tensor();
+  }
+  void run(const block::Load& b, Saved&) {
+    gather(b.slot, g);
+    g = at::Tensor();  // the map that ran before is read no more, or is kept
+  }
+  void run(const block::AddStored& b, Saved&) {
+    if (mutant() != 10) gather(b.slot, g);  // mutant 10: an Add's kept input gets nothing
   }
 };
 
@@ -288,10 +327,22 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
     }
   }
   Backward back{weights, grads, n, g};
+  back.slots.resize(static_cast<size_t>(f.slots));
   for (int64_t b = static_cast<int64_t>(f.saved.size()) - 1; b >= first_weighted; --b) {
     Saved& s = f.saved[static_cast<size_t>(b)];
-    back.below = b > first_weighted;
-    std::visit([&](const auto& blk) { back.run(blk, s); }, *s.block);
+    back.below = b > first_weighted && !s.reads_input;
+    std::visit(
+        [&](const auto& blk) {
+          using Kind = std::decay_t<decltype(blk)>;
+          constexpr bool slot_op = std::is_same_v<Kind, block::Store> ||
+                                   std::is_same_v<Kind, block::Load> ||
+                                   std::is_same_v<Kind, block::AddStored>;
+          if constexpr (!slot_op) {
+            TORCH_CHECK(back.g.defined(), "net: a block's gradient is missing (graph order)");
+          }
+          back.run(blk, s);
+        },
+        *s.block);
   }
   return {at::scalar_tensor(loss, x.options().dtype(at::kDouble)),
           at::scalar_tensor(hits, x.options().dtype(at::kLong))};

@@ -5,6 +5,7 @@
 
 #include "program.h"
 
+#include <algorithm>
 #include <array>
 #include <string>
 #include <utility>
@@ -32,6 +33,16 @@ Pads pads_of(int64_t top, int64_t bottom, int64_t left, int64_t right) {
   Pads p;
   p.top = top, p.bottom = bottom, p.left = left, p.right = right;
   return p;
+}
+
+// A graph block's slot: numbered from 0, at most kMaxSlots; the Program counts them.
+constexpr int64_t kMaxSlots = 4096;
+
+int64_t slot_of(Program& program, int64_t slot) {
+  TORCH_CHECK(slot >= 0 && slot < kMaxSlots, "program: a slot must be in [0, ", kMaxSlots,
+              "), not ", slot);
+  program.slots = std::max(program.slots, slot + 1);
+  return slot;
 }
 
 void positive(int64_t v, const char* what) {
@@ -140,7 +151,22 @@ torch::class_<Program> register_program(torch::Library& m) {
            [](const ProgramPtr& self, double scale, double offset) {
              self->blocks.emplace_back(block::Rescale{scale, offset});
            },
-           "", {arg("scale"), arg("offset")});
+           "", {arg("scale"), arg("offset")})
+      .def(block::Store::kName,
+           [](const ProgramPtr& self, int64_t slot) {
+             self->blocks.emplace_back(block::Store{slot_of(*self, slot)});
+           },
+           "", {arg("slot")})
+      .def(block::Load::kName,
+           [](const ProgramPtr& self, int64_t slot) {
+             self->blocks.emplace_back(block::Load{slot_of(*self, slot)});
+           },
+           "", {arg("slot")})
+      .def(block::AddStored::kName,
+           [](const ProgramPtr& self, int64_t slot) {
+             self->blocks.emplace_back(block::AddStored{slot_of(*self, slot)});
+           },
+           "", {arg("slot")});
 }
 
 }  // namespace cnnlab

@@ -83,16 +83,37 @@ struct Rescale {
   double scale = 1.0, offset = 0.0;
 };
 
+// A graph's maps beside the running one (plan.py orders a graph's layers and places these):
+// a map read again later is kept in a numbered slot; a layer that reads a kept map makes it
+// the running map; Keras' Add adds kept maps to the running one. The backward pass runs them
+// backwards: a kept map's gradient is the running gradient plus what its slot gathered.
+struct Store {
+  static constexpr const char* kName = "store";
+  int64_t slot = 0;
+};
+// The map kept in `slot` becomes the running map (the running one is kept, or read no more).
+struct Load {
+  static constexpr const char* kName = "load";
+  int64_t slot = 0;
+};
+// The running map plus the map kept in `slot` (one call per further input of an Add).
+struct AddStored {
+  static constexpr const char* kName = "add";
+  int64_t slot = 0;
+};
+
 }  // namespace block
 
 // One block of any kind: the executor visits each alternative (a kind without a forward or
 // backward case does not compile).
 using Block = std::variant<block::ConvPoolRelu, block::Flatten, block::Dropout, block::Dense,
                            block::GlobalAverage, block::Conv, block::Pool, block::Activation,
-                           block::BatchNorm, block::GlobalMax, block::Pad, block::Rescale>;
+                           block::BatchNorm, block::GlobalMax, block::Pad, block::Rescale,
+                           block::Store, block::Load, block::AddStored>;
 
 struct Program : torch::CustomClassHolder {
   std::vector<Block> blocks;
+  int64_t slots = 0;  // slots the graph blocks use (one more than the largest number)
 };
 
 // Declares torch.classes.cnnlab.Program and one method per block kind (program.cpp); net.cpp
