@@ -258,6 +258,10 @@ def main() -> None:
     import bench_fcn1d  # the 1-D row: fcn1d on JapaneseVowels against Keras (its own script)
 
     result["fcn1d"] = bench_fcn1d.run(max(args.epochs, 5), HERE / ".work" / "fcn1d")
+    # resnet1d, the residual 1-D network (issue 23's goal: at most 0.5x of Keras' epoch)
+    result["resnet1d"] = bench_fcn1d.run(
+        max(args.epochs, 5), HERE / ".work" / "resnet1d", spinning=False, model="resnet1d"
+    )
     import bench_cases  # a row per case and the keras-zoo network, each against its Keras
 
     cases = ["1", "2", "3", "zoo"]
@@ -266,6 +270,7 @@ def main() -> None:
 
     result["rgb"] = profile_step.run(400, 60, "rgb", profile_step.torch.device("cpu"), True)
     md = table(result) + "\n\n" + bench_fcn1d.markdown(result["fcn1d"])
+    md += "\n\n" + bench_fcn1d.markdown(result["resnet1d"])
     md += "\n\n" + bench_cases.markdown(result["cases"])
     md += "\n\n" + profile_step.markdown(result["rgb"], ops=False)
     m = result["machine"]
@@ -274,6 +279,9 @@ def main() -> None:
         f"{result['keras']['stack']}; load average at start {m['load_average_at_start'][0]:.2f}."
     )
     checks = verdicts(result) + rgb_verdicts(result["rgb"])
+    ratio = result["resnet1d"]["ratio"]
+    ok = "met" if ratio <= GOALS["rgb_step"] else "NOT met"
+    checks.append(f"{ok}: resnet1d epoch <= 0.5x Keras' ({ratio:.2f}x)")
     result["verdicts"] = checks
     (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "bench.md").write_text(header + "\n\n" + md + "\n\n" + "\n".join(checks) + "\n")
