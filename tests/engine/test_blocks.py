@@ -386,6 +386,7 @@ MUTANTS = {
     8: "the program's interface: batch normalisation's epsilon and momentum swapped",
     9: "graphs: a kept map's gradient from its later readers lost",
     10: "graphs: an Add's kept input gets no gradient",
+    11: "graphs: a Concatenate's kept input gets the wrong channels of the gradient",
 }
 
 

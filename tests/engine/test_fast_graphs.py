@@ -58,24 +58,29 @@ GRAPHS = {
         _l("Softmax", "softmax", ["dense"]),
     ]),
 }  # fmt: skip
+# the same branches multiplied: a merge without a kernel keeps the step mixed
+_mul = GRAPHS["branches"].to_dict()
+_mul["layers"][6] = _l("Multiply", "cat", ["pa", "pb"])
+GRAPHS["multiplied"] = ModelDescription.from_dict(_mul | {"name": "multiplied"})
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_kernel_blocks_inside_a_graph(name: str) -> None:
     desc = GRAPHS[name]
     kinds = {b.layers: b.kind for b in plan(desc).blocks}
-    # every layer of the residual graph has a kernel: its whole step is one C++ call
-    # (test_native_graphs.py); a Concatenate has none: the branches' step is mixed
-    assert plan(desc).native == (name == "residual")
+    # every layer of the first two has a kernel (Add, Concatenate on the channels): the
+    # whole step is one C++ call (test_native_graphs.py); a Multiply has none
+    assert plan(desc).native == (name != "multiplied")
     blocks = [layers for layers, kind in kinds.items() if kind == "conv_pool_relu"]
     assert blocks == (
         [("c1", "p1"), ("c4", "p2")]
         if name == "residual"
         else [("stem", "pool"), ("a", "pa"), ("b", "pb")]
     )
-    if native.load() and name != "residual":
-        ran = where(desc, True)
-        assert {n for n, w in ran.items() if w == KERNEL} == {n for b in blocks for n in b}
+    if native.load():  # where the kernels run: every layer, or the blocks in a mixed step
+        ran = {n for n, w in where(desc, True).items() if w == KERNEL}
+        whole = {x.name for x in desc.layers}
+        assert ran == (whole if plan(desc).native else {n for b in blocks for n in b})
 
 
 @pytest.mark.parametrize("use_native", [None, False])

@@ -257,3 +257,27 @@ def test_keras_functional_files_give_keras_outputs(
     # a network that begins with Rescaling takes raw 0-255 pixels, as in Keras; others / 255
     raw = km.description.layers[0].class_name == "Rescaling"
     assert read_run_data(run).scale.divisor == (1.0 if raw else 255.0)
+
+
+@pytest.mark.parametrize("name", sorted(INDEX) or ["(keras-functional absent)"])
+def test_keras_functional_graphs_give_keras_outputs_in_the_kernels(name: str) -> None:
+    """A functional Keras network whose every layer has a kernel (Add, Concatenate: the
+    residual and Inception files) gives Keras' outputs through the kernels' one-call
+    forward pass (``csrc/net.cpp``'s program, its graph's maps kept in slots)."""
+    from cnnlab.engine import native
+    from cnnlab.engine.blocks import native_logits
+    from cnnlab.engine.plan import plan
+    from cnnlab.models import build_module
+
+    if FUNCTIONAL is None:
+        pytest.skip("keras-functional not found: set CNNLAB_DATA to a folder holding it")
+    km = read_keras(FUNCTIONAL / f"{name}.keras")
+    p = plan(km.description)
+    if not p.native or not native.load():
+        pytest.skip(f"{name}: a layer without a kernel, or no kernels here")
+    model = build_module(km.description)
+    model.load_state_dict(km.state_dict)
+    x = torch.from_numpy(np.load(FUNCTIONAL / f"{name}.inputs.npy")).movedim(-1, 1)
+    want = np.load(FUNCTIONAL / f"{name}.outputs.npy")
+    got = torch.softmax(native_logits(model.eval(), p, x.float().contiguous()), 1).numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5

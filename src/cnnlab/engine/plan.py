@@ -23,8 +23,9 @@ method of the kind's name, its arguments named and typed (``csrc/program.cpp``);
 
 1-D networks (time series) run through the same blocks: a (L, C) map is a (1, L, C) image,
 a Conv1D a Conv2D with a (1, k) kernel. Graphs (residual blocks, branches read from one map)
-run in the description's order on one running map, with ``store``, ``load`` and ``add``
-calls for the maps read again and Keras' ``Add`` (:func:`_graph_program`).
+run in the description's order on one running map, with ``store``, ``load`` calls for the
+maps read again, ``add`` for Keras' ``Add`` and ``concat`` for ``Concatenate`` on the
+channels (:func:`_graph_program`).
 
 When every block has a kernel, a training step is one call (:class:`cnnlab.engine.blocks.
 NativeStep`). Otherwise the step runs with autograd, the ``conv_pool_relu`` blocks through
@@ -102,7 +103,8 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
     The layers run in the description's order on one running map. Before a layer, slot
     calls (``csrc/program.h``) keep the running map where a later layer reads it again
     (``store``) and bring back the map the layer reads (``load``); Keras' ``Add`` adds the
-    kept maps to the running one (``add``). Each block carries its layer's slot calls first.
+    kept maps to the running one (``add``), ``Concatenate`` on the channels joins them to it
+    (``concat``, its first input running). Each block carries its layer's slot calls first.
     """
     lp, rank = desc.logits, desc.rank
     if rank not in (1, 2):
@@ -113,6 +115,7 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
         for source in desc.by_name[x.name].inputs:
             pending[source] += 1
     slots: dict[str, int] = {}
+    graded = {L.INPUT: False}  # the maps that depend on a weight (they need gradients)
     current, relu_left = L.INPUT, ""  # the running map; a conv whose ReLU its pool applies
     blocks: list[Block] = []
 
@@ -125,8 +128,10 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
     while i < len(layers):
         layer, info = layers[i], desc.by_name[layers[i].name]
         pre: list[Call] = []
+        # Concatenate on the channels: the running map must be its first input
+        joins = exact(layer, L.Concatenate) and layer.axis in (-1, len(info.in_shape))
         others = list(info.inputs)
-        run_in = current if current in others else others[0]
+        run_in = current if current in others and not joins else others[0]
         others.remove(run_in)
         if run_in != current:
             if pending[current] > 0:
@@ -138,9 +143,13 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
             keep(run_in, pre)
         nxt = layers[i + 1] if i + 1 < len(layers) else None
         alone = nxt if nxt is not None and desc.consumers[layer.name] == (nxt.name,) else None
-        conv_fits = info.in_shape[-1] > 1 or info.inputs == (L.INPUT,)
+        # a one-channel convolution's kernels give no input gradient: none may be needed
+        conv_fits = info.in_shape[-1] > 1 or not any(graded[x] for x in info.inputs)
         if exact(layer, L.Merge) and layer.op == "Add":
             block = Block("add", (layer.name,), tuple(call("add", slot=slots[o]) for o in others))
+        elif joins:
+            joined = tuple(call("concat", slot=slots[o]) for o in others)
+            block = Block("concat", (layer.name,), joined)
         elif len(others) > 0:
             return None  # another merge of several maps: no kernel
         elif rank == 2 and alone and conv_fits and conv_pool_fits(layer, alone, info.in_shape):
@@ -156,6 +165,8 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
             relu = exact(layer, L.Conv) and layer.activation == "relu" and max_pool(alone, rank)
             relu_left = layer.name if relu and block.kind == "conv" else ""
         blocks.append(replace(block, calls=(*pre, *block.calls)))
+        weighted = block.kind in WEIGHTED or any(graded[x] for x in info.inputs)
+        graded.update(dict.fromkeys(block.layers, weighted))
         current = block.layers[-1]
         i += 1
     return tuple(blocks) if current == lp.output else None

@@ -44,7 +44,7 @@ struct Saved {
   int64_t weight = -1;         // index of the block's first weight tensor
   cnnlab::Cache cache;
   at::Tensor kernel;  // a convolution's (Cout, Cin, kh, kw) weights (a 1-D one's as kh = 1)
-  bool reads_input = false;  // the block reads the network's input: no input gradient
+  bool in_needs = false;  // the block's input depends on a weight: it needs a gradient
 };
 
 // The forward pass, one block at a time: h the running map, each block's weights, dropout
@@ -56,6 +56,8 @@ struct Forward {
   at::Tensor h;
   size_t wi = 0, mi = 0, si = 0;
   std::vector<at::Tensor> slots{};  // a graph's kept maps (program.h: Store, Load, AddStored)
+  bool needs = false;               // the running map depends on a weight (else no gradient)
+  std::vector<char> slot_needs{};   // the same, for each kept map
 
   at::Tensor take(bool has) {
     if (!has) return {};
@@ -143,12 +145,33 @@ struct Forward {
     TORCH_CHECK(t.defined(), "net: slot ", slot, " is read before a map is kept in it");
     return t;
   }
-  void run(const block::Store& b, Saved&) { slots[static_cast<size_t>(b.slot)] = h; }
-  void run(const block::Load& b, Saved&) { h = kept(b.slot); }
-  void run(const block::AddStored& b, Saved&) {
+  void run(const block::Store& b, Saved&) {
+    slots[static_cast<size_t>(b.slot)] = h;
+    slot_needs[static_cast<size_t>(b.slot)] = needs;
+  }
+  void run(const block::Load& b, Saved&) {
+    h = kept(b.slot);
+    needs = slot_needs[static_cast<size_t>(b.slot)] != 0;
+  }
+  // a merge's input needs a gradient where either of its maps does
+  void merged(int64_t slot, Saved& s) {
+    needs = needs || slot_needs[static_cast<size_t>(slot)] != 0;
+    s.in_needs = needs;
+  }
+  void run(const block::AddStored& b, Saved& s) {
+    merged(b.slot, s);
     const at::Tensor& other = kept(b.slot);
     TORCH_CHECK(other.sizes() == h.sizes(), "net: an Add of maps of different shapes");
     h = h + other;
+  }
+  void run(const block::Concat& b, Saved& s) {
+    merged(b.slot, s);
+    const at::Tensor& other = kept(b.slot);
+    TORCH_CHECK(other.dim() == h.dim() && other.sizes().slice(0, h.dim() - 1) ==
+                                              h.sizes().slice(0, h.dim() - 1),
+                "net: a Concatenate of maps of different sizes");
+    s.shape = {h.size(-1)};  // the running map's channels, where the gradient splits
+    h = at::cat({h, other}, -1);
   }
 };
 
@@ -162,13 +185,15 @@ ForwardPass forward(const at::Tensor& x, const Program& program, at::TensorList 
                     at::TensorList masks, at::TensorList state, bool train) {
   Forward f{weights, masks, state, train, x.size(0), x};
   f.slots.resize(static_cast<size_t>(program.slots));
+  f.slot_needs.resize(static_cast<size_t>(program.slots), 0);
   ForwardPass pass;
   pass.saved.reserve(program.blocks.size());
   for (const Block& b : program.blocks) {
     Saved s;
     s.block = &b;
-    s.reads_input = f.h.is_same(x);
+    s.in_needs = f.needs;
     std::visit([&](const auto& blk) { f.run(blk, s); }, b);
+    f.needs = f.needs || s.weight >= 0;
     pass.saved.push_back(std::move(s));
   }
   TORCH_CHECK(f.wi == weights.size(), "net: more weight tensors than the program uses");
@@ -248,6 +273,12 @@ struct Backward {
   }
   void run(const block::AddStored& b, Saved&) {
     if (mutant() != 10) gather(b.slot, g);  // mutant 10: an Add's kept input gets nothing
+  }
+  void run(const block::Concat& b, Saved& s) {
+    const int64_t c = s.shape[0], rest = g.size(-1) - c;
+    // mutant 11: the kept map gets the running map's channels of the gradient
+    gather(b.slot, g.narrow(-1, mutant() == 11 ? 0 : c, rest).contiguous());
+    g = g.narrow(-1, 0, c).contiguous();
   }
 };
 
@@ -330,7 +361,7 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
   back.slots.resize(static_cast<size_t>(f.slots));
   for (int64_t b = static_cast<int64_t>(f.saved.size()) - 1; b >= first_weighted; --b) {
     Saved& s = f.saved[static_cast<size_t>(b)];
-    back.below = b > first_weighted && !s.reads_input;
+    back.below = b > first_weighted && s.in_needs;
     std::visit(
         [&](const auto& blk) {
           using Kind = std::decay_t<decltype(blk)>;
@@ -338,6 +369,10 @@ std::tuple<at::Tensor, at::Tensor> net_gradients(const at::Tensor& x, const at::
                                    std::is_same_v<Kind, block::Load> ||
                                    std::is_same_v<Kind, block::AddStored>;
           if constexpr (!slot_op) {
+            if (!s.in_needs && s.weight < 0) {  // no weight below this block: no gradient
+              back.g = at::Tensor();
+              return;
+            }
             TORCH_CHECK(back.g.defined(), "net: a block's gradient is missing (graph order)");
           }
           back.run(blk, s);

@@ -166,6 +166,11 @@ torch::class_<Program> register_program(torch::Library& m) {
            [](const ProgramPtr& self, int64_t slot) {
              self->blocks.emplace_back(block::AddStored{slot_of(*self, slot)});
            },
+           "", {arg("slot")})
+      .def(block::Concat::kName,
+           [](const ProgramPtr& self, int64_t slot) {
+             self->blocks.emplace_back(block::Concat{slot_of(*self, slot)});
+           },
            "", {arg("slot")});
 }
 

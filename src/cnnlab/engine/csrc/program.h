@@ -102,6 +102,13 @@ struct AddStored {
   int64_t slot = 0;
 };
 
+// The running map and the map kept in `slot` joined along the channels (Keras'
+// Concatenate on the last axis; one call per further input, in the layer's order).
+struct Concat {
+  static constexpr const char* kName = "concat";
+  int64_t slot = 0;
+};
+
 }  // namespace block
 
 // One block of any kind: the executor visits each alternative (a kind without a forward or
@@ -109,7 +116,7 @@ struct AddStored {
 using Block = std::variant<block::ConvPoolRelu, block::Flatten, block::Dropout, block::Dense,
                            block::GlobalAverage, block::Conv, block::Pool, block::Activation,
                            block::BatchNorm, block::GlobalMax, block::Pad, block::Rescale,
-                           block::Store, block::Load, block::AddStored>;
+                           block::Store, block::Load, block::AddStored, block::Concat>;
 
 struct Program : torch::CustomClassHolder {
   std::vector<Block> blocks;
