@@ -49,6 +49,17 @@ void positive(int64_t v, const char* what) {
   TORCH_CHECK(v >= 1, "program: ", what, " must be at least 1, not ", v);
 }
 
+// A graph's slot kinds (program.h: Store, Load, AddStored, Concat): one argument, the slot.
+template <typename Kind>
+void def_slot_kind(torch::class_<Program>& program) {
+  program.def(
+      Kind::kName,
+      [](const ProgramPtr& self, int64_t slot) {
+        self->blocks.emplace_back(Kind{slot_of(*self, slot)});
+      },
+      "", {torch::arg("slot")});
+}
+
 // A block's name in a Program's kinds(), as Python added it.
 const char* kind_of(const Block& b) {
   return std::visit([](const auto& blk) { return std::decay_t<decltype(blk)>::kName; }, b);
@@ -58,7 +69,7 @@ const char* kind_of(const Block& b) {
 
 torch::class_<Program> register_program(torch::Library& m) {
   using torch::arg;
-  return m.class_<Program>("Program")
+  auto program = m.class_<Program>("Program")
       .def(torch::init<>())
       .def("kinds",
            [](const ProgramPtr& self) {
@@ -151,27 +162,12 @@ torch::class_<Program> register_program(torch::Library& m) {
            [](const ProgramPtr& self, double scale, double offset) {
              self->blocks.emplace_back(block::Rescale{scale, offset});
            },
-           "", {arg("scale"), arg("offset")})
-      .def(block::Store::kName,
-           [](const ProgramPtr& self, int64_t slot) {
-             self->blocks.emplace_back(block::Store{slot_of(*self, slot)});
-           },
-           "", {arg("slot")})
-      .def(block::Load::kName,
-           [](const ProgramPtr& self, int64_t slot) {
-             self->blocks.emplace_back(block::Load{slot_of(*self, slot)});
-           },
-           "", {arg("slot")})
-      .def(block::AddStored::kName,
-           [](const ProgramPtr& self, int64_t slot) {
-             self->blocks.emplace_back(block::AddStored{slot_of(*self, slot)});
-           },
-           "", {arg("slot")})
-      .def(block::Concat::kName,
-           [](const ProgramPtr& self, int64_t slot) {
-             self->blocks.emplace_back(block::Concat{slot_of(*self, slot)});
-           },
-           "", {arg("slot")});
+           "", {arg("scale"), arg("offset")});
+  def_slot_kind<block::Store>(program);
+  def_slot_kind<block::Load>(program);
+  def_slot_kind<block::AddStored>(program);
+  def_slot_kind<block::Concat>(program);
+  return program;
 }
 
 }  // namespace cnnlab
