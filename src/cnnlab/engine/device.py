@@ -27,10 +27,15 @@ def to_tensors(
     """(N, *spatial, C) channels-last inputs + labels -> (N, C, *spatial) + int64 labels.
 
     The inputs keep their dtype: float32, or uint8 images (0-255), which the engines
-    scale batch by batch (a quarter of the memory).
+    scale batch by batch (a quarter of the memory). They also keep their layout: the
+    result is a channels-first view of the stored channels-last memory (on the CPU the
+    array's own, no copy), which PyTorch's ``channels_last`` format and cnnlab's kernels
+    read as it is.
     """
-    c = x.shape[-1]
-    # With one channel, channels-last and channels-first share the same memory layout.
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-    xt = xt.movedim(-1, 1) if c != 1 else xt.reshape(x.shape[0], 1, *x.shape[1:-1])
-    return xt.contiguous().to(device), torch.from_numpy(y).to(device)
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    return channels_first(xt), torch.from_numpy(y).to(device)
+
+
+def channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(N, *spatial, C) -> (N, C, *spatial) as a view: the memory stays channels-last."""
+    return x.movedim(-1, 1) if x.ndim > 2 else x

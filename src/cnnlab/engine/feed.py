@@ -4,8 +4,10 @@ A split that fits in memory moves to the device once and each batch is gathered 
 (the chapter's MNIST, series, clips). A folder of images larger than memory stays in its
 disk cache (:class:`cnnlab.data.rows.RowView`): each batch's rows are read as it is needed,
 the next one in a background thread while the current one computes, so memory holds a few
-batches, not the split. Either way a batch leaves here as it is stored (uint8 pixels stay
-uint8) in PyTorch's channels-first layout; the step scales it by the run's input scale.
+batches, not the split. Either way a batch leaves here as it is stored: uint8 pixels stay
+uint8 (the step scales them by the run's input scale), and the memory stays channels-last,
+seen through PyTorch's channels-first shape (:func:`cnnlab.engine.device.channels_first`):
+no copy of the split, and no transpose of a batch on its way to channels-last kernels.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.engine.device import to_tensors
+from cnnlab.engine.device import channels_first, to_tensors
 
 Batch = tuple[torch.Tensor, torch.Tensor, int]  # inputs (B, C, ...), labels, global batch size
 Shard = Callable[[torch.Tensor], torch.Tensor]
@@ -26,14 +28,6 @@ Shard = Callable[[torch.Tensor], torch.Tensor]
 def in_memory(x: Any) -> bool:
     """Whether ``x`` is an array in memory (else rows read from the disk on demand)."""
     return isinstance(x, np.ndarray)
-
-
-def _channels_first(x: np.ndarray) -> torch.Tensor:
-    """(B, *spatial, C) -> (B, C, *spatial), contiguous (one channel: the same memory)."""
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    if x.ndim > 2:
-        t = t.movedim(-1, 1) if x.shape[-1] != 1 else t.reshape(x.shape[0], 1, *x.shape[1:-1])
-    return t.contiguous()
 
 
 class Feed:
@@ -58,10 +52,11 @@ class Feed:
         order = np.argsort(rows, kind="stable")
         got = np.empty((len(rows), *self.rows.shape[1:]), dtype=self.rows.dtype)
         got[order] = self.rows[rows[order]]
-        return _channels_first(got).to(self.device, non_blocking=True)
+        return channels_first(torch.from_numpy(got)).to(self.device, non_blocking=True)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.x.index_select(0, idx)
+        # gathered whole rows of the stored (N, *spatial, C) memory, seen channels-first
+        return channels_first(self.x.movedim(1, -1).index_select(0, idx))
 
     def batches(
         self, order: torch.Tensor, batch_size: int, shard: Shard | None = None
