@@ -4,8 +4,9 @@ The fast engine's blocks (every kind :mod:`cnnlab.engine.plan` lists, and the lo
 Adam update and the speedrun's first block run through them on a CPU when they build; when
 they cannot (no C++ compiler, say), the same arithmetic runs in PyTorch operations, about
 2.5x slower, after one warning. ``make install`` builds them ahead (``python -m
-cnnlab.engine.native``), so no training run waits for the compiler: each source compiled by
-its own g++ process, as many at once as there are cores, then one link.
+cnnlab.engine.native``), so no training run waits for the compiler (about 38 s on two quiet
+cores: each source compiled by its own g++ process, as many at once as there are cores,
+then one link; one g++ process for every source took 69-73 s).
 
 The library is compiled with ``g++`` (or ``$CXX``) against the installed torch's headers
 and libraries, for this machine's CPU (``-march=native``), into
