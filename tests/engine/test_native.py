@@ -14,6 +14,7 @@ Skipped only where there is no C++ compiler; where there is one, the kernels mus
 from __future__ import annotations
 
 import copy
+import ctypes
 import shutil
 import subprocess
 from pathlib import Path
@@ -136,6 +137,20 @@ def test_build_is_atomic_and_a_missing_compiler_falls_back(
     with pytest.raises(native.NativeBuildError, match="failed"):
         native.build(target, [source])
     assert list(target.parent.iterdir()) == [target]  # the good library is untouched
+
+    # several sources, compiled side by side and linked into one library
+    sources = [tmp_path / f"part{i}.cpp" for i in range(3)]
+    for i, src in enumerate(sources):
+        src.write_text(f'extern "C" int cnnlab_part{i}() {{ return {i + 10}; }}\n')
+    native.build(target, sources)
+    lib = ctypes.CDLL(str(target))
+    assert [getattr(lib, f"cnnlab_part{i}")() for i in range(3)] == [10, 11, 12]
+    assert list(target.parent.iterdir()) == [target]  # no objects left behind
+    sources[1].write_text("int broken(\n")
+    before = target.read_bytes()
+    with pytest.raises(native.NativeBuildError, match="failed"):
+        native.build(target, sources)
+    assert list(target.parent.iterdir()) == [target] and target.read_bytes() == before
 
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
