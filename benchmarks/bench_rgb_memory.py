@@ -12,8 +12,9 @@ recipe: a stratified 75/25 split, batch 32, Adam, then the test accuracy.
   script (``astype("float32") / 255``, ``train_test_split``, ``fit``, ``evaluate``).
 
 Each is a fresh process; its peak resident memory is ``ru_maxrss`` from ``wait4``, measured
-from outside the same way for both (:func:`run_bench.measure`). Memory does not depend on
-the machine's load, so the rows need no quiet machine; the seconds beside them do.
+from outside the same way for both (:func:`run_bench.measure`). Memory moves less with the
+machine's load than seconds do, but it moves (cifar_cnn: 746 MiB at load 3.4, 614 quiet,
+against Keras' 2,771 and 2,769); the seconds need a quiet machine.
 Results: ``benchmarks/results/bench_rgb_memory.json`` and ``.md``.
 
 Usage: python benchmarks/bench_rgb_memory.py [--nets cifar_cnn vgg_bn resnet_small]
