@@ -35,6 +35,7 @@ import numpy as np
 from profile_step import RGB_NAMES, rgb_networks
 from run_bench import HERE, KERAS_PY, measure
 
+from cnnlab import fileio
 from cnnlab.models.files import save_description
 
 CNNLAB = Path(sys.executable).with_name("cnnlab")
@@ -58,7 +59,7 @@ def images(path: Path, shape: tuple[int, ...], n_train: int, n_test: int) -> Pat
     return path
 
 
-def row(name: str, data: Path, work: Path) -> dict[str, Any]:
+def row(name: str, data: Path, n_images: int, work: Path) -> dict[str, Any]:
     """One network: both sides' peak memory, wall seconds and test accuracy."""
     desc = rgb_networks()[name]
     net = work / f"{name}.json"
@@ -76,7 +77,7 @@ def row(name: str, data: Path, work: Path) -> dict[str, Any]:
     theirs |= json.loads(keras_json.read_text())["nets"][name]
     return {
         "data": data.name,
-        "n_images": int(np.load(data, mmap_mode="r")["y_train"].shape[0]),
+        "n_images": n_images,
         "cnnlab": ours,
         "keras": theirs,
         "ratio": ours["peak_rss_mib"] / theirs["peak_rss_mib"],
@@ -116,11 +117,11 @@ def main() -> None:
         shape = rgb_networks()[name].input_shape
         n, t = (args.train_64, args.test_64) if shape[0] == 64 else (args.train, args.test)
         data = images(args.work / f"rgb_{shape[0]}_{n}_{t}.npz", shape, n, t)
-        rows[name] = row(name, data, args.work)
+        rows[name] = row(name, data, n, args.work)
         print(markdown({name: rows[name]}).splitlines()[-1], flush=True)
     result = {"load_average_at_end": os.getloadavg(), "rows": rows}
-    OUT.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text(markdown(rows))
+    fileio.write_json(OUT.with_suffix(".json"), result)  # atomic: a killed run keeps the old
+    fileio.write_text(OUT.with_suffix(".md"), markdown(rows))
     print(markdown(rows))
 
 
