@@ -62,7 +62,6 @@ class EngineChoice:
 # The rule's thresholds, from benchmarks/bench_blocks.py (see kernel_wins)
 CONV_POOL_MAX_PIXELS = 32 * 32  # conv_pool_relu in the whole C++ step: input maps up to 32x32
 MIXED_MAX_VALUES = 8192  # conv_pool_relu inside an autograd step: H * W * Cout up to 8192
-NORM_MAX_PIXELS = 16 * 16  # batch_norm (with its ReLU and pooling) on maps up to 16x16
 DENSE_SLOW_INPUTS = (4096, 8192)  # dense: a window of input sizes where the kernel lost
 
 
@@ -83,9 +82,11 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
       (0.87 at 32x32x16, left to PyTorch): chosen up to ``MIXED_MAX_VALUES``;
     - ``conv`` (MKL-DNN's convolution called from C++, with the ReLU fused): 0.45-0.84 from
       8x8 to 64x64 maps, C 16-128: always chosen;
-    - ``batch_norm`` with its ReLU and max pooling (Conv 3x3 + BN + ReLU + pool): 0.59-0.90
-      on 8x8 and 16x16 maps, 1.06-1.14 on 32x32 and 64x64: chosen up to
-      ``NORM_MAX_PIXELS`` (16x16);
+    - ``batch_norm``, fused with the ReLU and the max pooling after it (``csrc/norm.cpp``),
+      measured on a quiet machine, two runs: BN + ReLU 0.39-0.76 from 8x8 to 64x64 maps (C
+      16-128) and 0.67 at 128x128 (C 16, 32); Conv 3x3 + BN + ReLU + pool 0.46-0.80 from 8x8
+      to 64x64: always chosen. (The unfused kernels measured 0.47-0.92 quietly, 1.15 once at
+      64x64; an earlier 1.06-1.14 at 32x32 and 64x64 was measured at load 3.5.)
     - ``dense`` (Flatten of S x S x C maps into 512 units, MKL's products and C++ Adam):
       0.47-0.99 at 1,024, 2,048 and 16,384 inputs, 0.40-0.85 at 32,768-65,536, but
       1.85-2.65 at 4,096 inputs (8x8x64, 16x16x16) and 1.35 at 8,192 (8x8x128); two more
@@ -101,8 +102,6 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
         measure, limit = ("input pixels", pixels), CONV_POOL_MAX_PIXELS
     elif b.kind == "conv_pool_relu":
         measure, limit = ("H*W*C in autograd", pixels * info.out_shape[-1]), MIXED_MAX_VALUES
-    elif b.kind == "batch_norm" and pixels > 1:
-        measure, limit = ("pixels", pixels), NORM_MAX_PIXELS
     elif b.kind == "dense":
         low, high = DENSE_SLOW_INPUTS
         won = not low <= info.in_shape[-1] <= high
