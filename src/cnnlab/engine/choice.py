@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.engine import heap
 from cnnlab.engine import native as native_lib
 from cnnlab.engine.plan import KERNEL, PYTORCH, Block, Plan, mixed_kernel, plan
 from cnnlab.models import ModelDescription
@@ -43,6 +44,7 @@ class EngineChoice:
     adam: bool = False  # Adam's update in C++ (else torch._fused_adam_)
     layers: Mapping[str, str] = field(default_factory=dict)  # layer -> "cnnlab" / "pytorch"
     reasons: tuple[str, ...] = ()  # why each kernel that could run does or does not
+    heap: bool = False  # glibc's heap kept between steps (cnnlab.engine.heap): fast, a CPU
 
     @property
     def fast(self) -> bool:
@@ -55,6 +57,7 @@ class EngineChoice:
             "kernels": self.kernels,
             "whole_step_in_kernels": self.whole is not None,
             "adam_in_kernels": self.adam,
+            "heap_kept": self.heap,
             "reasons": list(self.reasons),
         }
 
@@ -143,6 +146,7 @@ def resolve(
         return EngineChoice(PLAIN, layers=dict.fromkeys(names, PYTORCH), reasons=(reason,))
     device = torch.device(device)
     on_cpu = device.type == "cpu"
+    kept = on_cpu and heap.available()
     why = (
         "native=False" if not native
         else f"device {device.type}" if not on_cpu
@@ -153,7 +157,7 @@ def resolve(
     if why:
         layers = dict.fromkeys(names, PYTORCH)
         reason = f"PyTorch operations only ({why})"
-        return EngineChoice(FAST, False, None, {}, False, layers, (reason,))
+        return EngineChoice(FAST, False, None, {}, False, layers, (reason,), kept)
     whole: Plan | None = None
     reasons: tuple[str, ...] = ()
     if whole_step and p.native and trainable:
@@ -168,7 +172,8 @@ def resolve(
             reasons += (why,) if why and whole is None else ()
             if won:
                 blocks[index[b.layers[0]]] = b.pooled()
-    return EngineChoice(FAST, True, whole, blocks, True, _layers(desc, p, whole, blocks), reasons)
+    layers = _layers(desc, p, whole, blocks)
+    return EngineChoice(FAST, True, whole, blocks, True, layers, reasons, kept)
 
 
 def _layers(

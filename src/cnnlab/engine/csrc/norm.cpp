@@ -7,8 +7,9 @@
 // Each loop takes 16 channels of a pixel at a time (f32x16.h).
 //
 // Statistics are per-channel sums in float64 (ATen's channels-last kernel loses digits in
-// the variance: measured on ReLU maps, 1.5e-6 relative error against 6e-8 here), taken in
-// one sweep about a shift (each channel's first value), so the variance does not cancel.
+// the variance: measured on ReLU maps, 1.5e-6 relative error; these sums, against float64 on
+// fcn1d's maps, 3e-8 to 8e-8), taken in one sweep about a shift (each channel's first
+// value), so that the variance does not cancel.
 
 #include <ATen/Parallel.h>
 
