@@ -145,13 +145,13 @@ at::Tensor conv_backward(const at::Tensor& g, const Cache& cache, const at::Tens
     return {};
   }
   const ConvPadding pads = conv_padding(c.pads);
-  const std::vector<int64_t> bias_sizes{cout};
+  // the bias's gradient as ATen's sum over the (N*oh*ow, Cout) rows: MKL-DNN's own took
+  // 5.4% of vgg_bn's step (perf samples), ATen's sum 2.9%
+  if (gb != nullptr) at::sum_out(*gb, gy.view({-1, cout}), {0});
   auto [gi, gwt, gbt] = at::convolution_backward(
-      nchw(gy), cache.a, w.contiguous(at::MemoryFormat::ChannelsLast),
-      gb != nullptr ? at::OptionalIntArrayRef(bias_sizes) : c10::nullopt, {c.sh, c.sw},
-      pads.symmetric, {c.dh, c.dw}, false, {0, 0}, 1, {input_grad, true, gb != nullptr});
+      nchw(gy), cache.a, w.contiguous(at::MemoryFormat::ChannelsLast), c10::nullopt,
+      {c.sh, c.sw}, pads.symmetric, {c.dh, c.dw}, false, {0, 0}, 1, {input_grad, true, false});
   gw.copy_(gwt);
-  if (gb != nullptr) gb->copy_(gbt);
   if (!input_grad) return {};
   return nhwc(pads.explicit_zeros ? unpad(gi, c.pads, cache.in.size(1), cache.in.size(2)) : gi);
 }

@@ -27,24 +27,35 @@ namespace {
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef double f64x8 __attribute__((vector_size(64)));
 
-// acc[0, 16) += v, in float64
-inline void add_wide(double* acc, f32x16 v) {
-  const f32x8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
-  const f32x8 hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  f64x8 a, b;
-  std::memcpy(&a, acc, sizeof a);
-  std::memcpy(&b, acc + 8, sizeof b);
-  a += __builtin_convertvector(lo, f64x8);
-  b += __builtin_convertvector(hi, f64x8);
-  std::memcpy(acc, &a, sizeof a);
-  std::memcpy(acc + 8, &b, sizeof b);
-}
+// 16 float64 sums, kept in registers over a block of rows: widen(v) adds v's 16 floats
+struct Wide {
+  f64x8 lo{}, hi{};
+  void widen(f32x16 v) {
+    lo += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), f64x8);
+    hi += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),
+                                  f64x8);
+  }
+  // acc[0, 16) += the sums
+  void add_to(double* acc) const {
+    f64x8 a, b;
+    std::memcpy(&a, acc, sizeof a);
+    std::memcpy(&b, acc + 8, sizeof b);
+    a += lo;
+    b += hi;
+    std::memcpy(acc, &a, sizeof a);
+    std::memcpy(acc + 8, &b, sizeof b);
+  }
+};
+
+// Rows a sums' block takes: each group of 16 channels sweeps the block in turn, its sums in
+// registers, so a block must stay in the caches (256 rows of 128 channels: 128 KiB)
+constexpr int64_t kBlock = 256;
 
 int64_t padded(int64_t c) { return (c + 15) / 16 * 16; }
 
-// Two per-channel sums in float64 over items [0, items): add(item, acc) adds an item's terms
-// to acc[k] and acc[cp + k] (cp = c rounded up to 16); per-thread partial sums, added in
-// thread order (the same every run).
+// Two per-channel sums in float64 over items [0, items): add(first, end, acc) adds the terms
+// of items [first, end) (at most kBlock) to acc[k] and acc[cp + k] (cp = c rounded up to 16);
+// per-thread partial sums, added in thread order (the same every run).
 template <typename F>
 std::vector<double> channel_sums(int64_t items, int64_t c, const F& add) {
   const int threads = at::get_num_threads();
@@ -52,7 +63,7 @@ std::vector<double> channel_sums(int64_t items, int64_t c, const F& add) {
   std::vector<double> part(static_cast<size_t>(threads * 2 * cp), 0.0);
   at::parallel_for(0, items, 64, [&](int64_t begin, int64_t end) {
     double* acc = part.data() + at::get_thread_num() * 2 * cp;
-    for (int64_t q = begin; q < end; ++q) add(q, acc);
+    for (int64_t q = begin; q < end; q += kBlock) add(q, std::min(end, q + kBlock), acc);
   });
   std::vector<double> total(static_cast<size_t>(2 * c), 0.0);
   for (int t = 0; t < threads; ++t) {
@@ -111,13 +122,19 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& gamma, const at::T
   } else {
     TORCH_CHECK(rows >= 2, "net: batch normalisation needs two values per channel");
     // sums of d = x - x[0] and d * d; the float32 d is exact where x is near the shift
-    const std::vector<double> sums = channel_sums(rows, c, [&](int64_t r, double* acc) {
-      const int64_t cp = padded(c);
+    const std::vector<double> sums = channel_sums(rows, c, [&](int64_t r0, int64_t r1,
+                                                               double* acc) {
       for (int64_t k = 0; k < c; k += 16) {
         const int n = lanes(c, k);
-        const f32x16 d = ld<Full>(xp + r * c + k, n) - ld<Full>(xp + k, n);
-        add_wide(acc + k, d);
-        add_wide(acc + cp + k, d * d);
+        const f32x16 shift = ld<Full>(xp + k, n);
+        Wide s1, s2;
+        for (int64_t r = r0; r < r1; ++r) {
+          const f32x16 d = ld<Full>(xp + r * c + k, n) - shift;
+          s1.widen(d);
+          s2.widen(d * d);
+        }
+        s1.add_to(acc + k);
+        s2.add_to(acc + padded(c) + k);
       }
     });
     mean = at::empty({c}, x.options());
@@ -218,20 +235,28 @@ at::Tensor backward(const at::Tensor& g, const Cache& cache, const at::Tensor& g
   };
   // sum(g) and sum(g * xhat) over the output positions; a pooled one reads the input at its
   // window's maximum
-  const std::vector<double> sums = channel_sums(outs, c, [&](int64_t q, double* acc) {
-    const float* xw = geo.pooled() ? xp + geo.window(q) : xp + q * c;
+  const std::vector<double> sums = channel_sums(outs, c, [&](int64_t q0, int64_t q1,
+                                                             double* acc) {
+    int64_t window[kBlock];  // each position's first input value
+    for (int64_t q = q0; q < q1; ++q) window[q - q0] = geo.pooled() ? geo.window(q) : q * c;
     for (int64_t k = 0; k < c; k += 16) {
       const int n = lanes(c, k);
-      f32x16 xv = ld<Full>(xw + k, n);
-      if (wp != nullptr) {
-        const i32x16 arg = ld_arg<Full>(wp + q * c + k, n);
-        for (size_t cell = 1; cell < off.size(); ++cell) {
-          xv = arg == static_cast<int>(cell) ? ld<Full>(xw + off[cell] + k, n) : xv;
+      Wide s1, s2;
+      for (int64_t q = q0; q < q1; ++q) {
+        const float* xw = xp + window[q - q0];
+        f32x16 xv = ld<Full>(xw + k, n);
+        if (wp != nullptr) {
+          const i32x16 arg = ld_arg<Full>(wp + q * c + k, n);
+          for (size_t cell = 1; cell < off.size(); ++cell) {
+            xv = arg == static_cast<int>(cell) ? ld<Full>(xw + off[cell] + k, n) : xv;
+          }
         }
+        const f32x16 gv = grad(q, k, n);
+        s1.widen(gv);
+        s2.widen(gv * xhat(xv, k));
       }
-      const f32x16 gv = grad(q, k, n);
-      add_wide(acc + k, gv);
-      add_wide(acc + cp + k, gv * xhat(xv, k));
+      s1.add_to(acc + k);
+      s2.add_to(acc + cp + k);
     }
   });
   for (int64_t k = 0; k < c; ++k) {
