@@ -129,6 +129,21 @@ ZOO = {
         "Dense(9,tanh) Dense(4,softmax)",
         {4: [2, 3]},
     ),
+    # BatchNormalization with its ReLU and max pooling fused (csrc/norm.cpp; no biases before
+    # it, as series_fcn): odd maps whose last row or column no window reads, 3x3 and 1x2
+    # windows, 17 channels, a ReLU alone; overlapping windows are a pool block of their own
+    "bn_relu_pool": described(
+        "Input(15,13,3) Conv2D(6,3,padding=same,use_bias=False) BatchNormalization ReLU "
+        "MaxPooling2D(2) Conv2D(17,3,padding=same,use_bias=False) "
+        "BatchNormalization(center=False) Activation(relu) MaxPooling2D(3) "
+        "Conv2D(5,1,use_bias=False) BatchNormalization(scale=False) ReLU MaxPooling2D(1x2) "
+        "Flatten Dense(4,softmax)"
+    ),
+    "series_bn_pool": described(
+        "Input(29,4) Conv1D(9,3,padding=same,use_bias=False) BatchNormalization ReLU "
+        "MaxPooling1D(2) Conv1D(6,3,use_bias=False) BatchNormalization ReLU "
+        "MaxPooling1D(2,strides=1) GlobalAveragePooling1D Dense(3,softmax)"
+    ),
 }
 NETS = {name: create_model(name).description for name in ("case1", "case2", "case3")} | ZOO
 
@@ -225,10 +240,46 @@ def test_net_gradients_match_float64_autograd(name: str, n: int) -> None:
     desc = NETS[name]
     torch.manual_seed(n)
     model = build_module(desc)
-    p = plan(desc)
-    assert p.native, [b.kind for b in p.blocks]
     uint8 = len(desc.input_shape) == 3 and desc.input_shape[-1] == 1 and n != 7
     x = images(n, desc.input_shape, seed=n, uint8=uint8)
+    check_net_against_float64(desc, model, x)
+
+
+# BatchNormalization + ReLU + max pooling fused, alone after a 1x1 convolution (so that it
+# needs its input gradient): windows of 2x2, 2x3, 1x4; 5, 20 and 6 channels
+FUSED_NORM = [
+    "Input(9,11,5) Conv2D(5,1,use_bias=False) BatchNormalization ReLU MaxPooling2D(2) "
+    "Flatten Dense(3,softmax)",
+    "Input(8,7,20) Conv2D(20,1) BatchNormalization(center=False) Activation(relu) "
+    "MaxPooling2D(2x3) GlobalAveragePooling2D Dense(3,softmax)",
+    "Input(23,6) Conv1D(6,1) BatchNormalization ReLU MaxPooling1D(4) Flatten Dense(2,softmax)",
+]
+
+
+@pytest.mark.parametrize("n", [2, 9])
+@pytest.mark.parametrize("text", FUSED_NORM, ids=["2x2", "2x3", "1d"])
+def test_fused_batch_norm_with_gamma_of_either_sign(text: str, n: int) -> None:
+    """gamma of either sign (a negative one makes a window's largest input its smallest
+    output) and beta around 0 (some windows all zeros after the ReLU, some none), on inputs
+    with ties in the windows: the kernels' block against float64 autograd."""
+    desc = described(text)
+    torch.manual_seed(n)
+    model = build_module(desc)
+    g = torch.Generator().manual_seed(10 + n)
+    with torch.no_grad():
+        for name, q in model.named_parameters():
+            if name.startswith("batch_normalization."):
+                q.copy_(torch.randn(q.shape, generator=g))
+    assert [b.layers[1:] for b in plan(desc).blocks if b.kind == "batch_norm"] != [()]
+    check_net_against_float64(desc, model, images(n, desc.input_shape, seed=n, uint8=False))
+
+
+def check_net_against_float64(desc: ModelDescription, model: nn.Module, x: torch.Tensor) -> None:
+    """The kernels' step and logits of ``desc`` against autograd on its module in float64:
+    loss, hits, every weight's gradient, the moving statistics, evaluation logits."""
+    n = len(x)
+    p = plan(desc)
+    assert p.native, [b.kind for b in p.blocks]
     classes = desc.info[-1].out_shape[-1]
     y = torch.randint(0, classes, (n,))
     step = NativeStep(model, make_optimizer(model, TrainConfig()), p)
@@ -387,6 +438,7 @@ MUTANTS = {
     9: "graphs: a kept map's gradient from its later readers lost",
     10: "graphs: an Add's kept input gets no gradient",
     11: "graphs: a Concatenate's kept input gets the wrong channels of the gradient",
+    12: "fused batch normalisation: the pooled gradient to each window's first value",
 }
 
 

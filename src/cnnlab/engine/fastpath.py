@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.data.scaling import InputScale
+from cnnlab.engine import heap
 from cnnlab.engine.adam import FusedAdam
 from cnnlab.engine.batchnorm import batch_norm
 from cnnlab.engine.blocks import NativeStep, conv_pool_relu, native_logits
@@ -256,6 +257,8 @@ def make_step(
         choice = for_model(model, native=use_native is not False)
         if use_native and not choice.kernels:
             raise ValueError("cnnlab's C++ kernels do not run here (CPU only; see the warning)")
+    if choice.heap:
+        heap.keep()
     if choice.whole is not None:
         return NativeStep(model, optimizer, choice.whole, grad_hook, scale)
     return AutogradStep(model, optimizer, grad_hook, choice, scale)

@@ -157,10 +157,8 @@ def general_block(
     if exact(layer, L.ReLU) and layer.activation_name == "relu":
         # only a plain max(x, 0): the kernel has no max_value, negative_slope or threshold
         return Block("activation", name, (call("activation", function="relu"),))
-    if exact(layer, L.BatchNormalization) and len(shape) == rank + 1 and hw[0] * hw[1] >= 2:
-        norm = call("batch_norm", scale=bool(layer.scale), center=bool(layer.center),
-                    epsilon=float(layer.epsilon), momentum=float(layer.momentum))  # fmt: skip
-        return Block("batch_norm", name, (norm,))
+    if norm_fits(layer, shape, rank):
+        return norm_block(layer, None, None)
     if exact(layer, L.GlobalPool) and layer.rank == rank:
         if layer.kind == "average":
             return Block("global_average", name, (call("global_average"),))
@@ -172,7 +170,55 @@ def general_block(
     return None
 
 
-def max_pool(layer: L.Layer | None, rank: int = 2) -> bool:
+def norm_fits(layer: L.Layer, shape: tuple[int, ...], rank: int) -> TypeGuard[L.BatchNormalization]:
+    """BatchNormalization over the channels of a ``rank``-D map of two values or more."""
+    hw = as_2d(shape[:-1])
+    return exact(layer, L.BatchNormalization) and len(shape) == rank + 1 and hw[0] * hw[1] >= 2
+
+
+def plain_relu(layer: L.Layer | None) -> bool:
+    """A ReLU with nothing else: ``Activation('relu')`` or ``ReLU()`` with its defaults."""
+    return (exact(layer, L.Activation) and layer.activation == "relu") or (
+        exact(layer, L.ReLU) and layer.activation_name == "relu"
+    )
+
+
+def tiling_pool(layer: L.Layer | None, shape: tuple[int, ...], rank: int) -> bool:
+    """Max pooling whose windows tile the map (strides = pool size, 'valid'), at least one."""
+    if not (max_pool(layer, rank) and layer.padding == "valid"):
+        return False
+    size, hw = as_2d(layer.pool_size), as_2d(shape[:-1])
+    return (
+        as_2d(layer.strides) == size
+        and size[0] * size[1] <= 255
+        and hw[0] >= size[0]
+        and hw[1] >= size[1]
+    )
+
+
+def norm_block(layer: L.BatchNormalization, relu: L.Layer | None, pool: L.Layer | None) -> Block:
+    """BatchNormalization, with the ReLU that alone reads it and the max pooling that alone
+    reads that (:func:`tiling_pool`) fused in: one block over those layers."""
+    size = as_2d(pool.pool_size) if isinstance(pool, L.Pool) else (1, 1)
+    norm = call("batch_norm", scale=bool(layer.scale), center=bool(layer.center),
+                epsilon=float(layer.epsilon), momentum=float(layer.momentum),
+                relu=relu is not None, pool_h=size[0], pool_w=size[1])  # fmt: skip
+    names = tuple(x.name for x in (layer, relu, pool) if x is not None)
+    return Block("batch_norm", names, (norm,))
+
+
+def fused_norm(
+    layer: L.Layer, relu: L.Layer | None, pool: L.Layer | None, shape: tuple[int, ...], rank: int
+) -> Block | None:
+    """The fused batch-norm block of ``layer`` when it is a BatchNormalization on maps and
+    ``relu`` a plain ReLU (each read by the one after it alone: the caller's to check), with
+    ``pool`` when it tiles the map; None otherwise."""
+    if not (norm_fits(layer, shape, rank) and plain_relu(relu)):
+        return None
+    return norm_block(layer, relu, pool if tiling_pool(pool, shape, rank) else None)
+
+
+def max_pool(layer: L.Layer | None, rank: int = 2) -> TypeGuard[L.Pool]:
     return exact(layer, L.Pool) and layer.kind == "max" and layer.rank == rank
 
 

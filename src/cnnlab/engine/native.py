@@ -37,10 +37,8 @@ if TYPE_CHECKING:
     from cnnlab.engine.plan import Call
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = tuple(
-    CSRC / f
-    for f in ("common.cpp", "blocks.cpp", "layers.cpp", "program.cpp", "net.cpp", "speedrun.cpp")
-)
+_NAMES = ("common", "blocks", "layers", "norm", "program", "net", "speedrun")
+SOURCES = tuple(CSRC / f"{name}.cpp" for name in _NAMES)
 # (and the headers they share: blocks.h, layers.h, program.h, f32x16.h)
 # Warnings on for cnnlab's sources (torch's headers come in as -isystem, whose warnings are
 # not ours). Not -Werror here: another compiler's new warning must not cost a user the fast

@@ -50,6 +50,7 @@ from cnnlab.engine.kinds import (
     conv_pool_block,
     conv_pool_fits,
     exact,
+    fused_norm,
     layer_block,
     max_pool,
 )
@@ -88,6 +89,12 @@ def plan(desc: ModelDescription) -> Plan:
             assert isinstance(layer, L.Conv) and nxt is not None
             blocks.append(conv_pool_block(layer, nxt, shape))
             i += 2
+            continue
+        after = layers[i + 2] if i + 2 < len(layers) else None
+        fused = fused_norm(layer, nxt, after, shape, rank)
+        if fused is not None:  # BatchNormalization, its ReLU (and max pooling) as one block
+            blocks.append(fused)
+            i += len(fused.layers)
             continue
         relu_before = (  # a "conv" block that left its ReLU to this max pooling
             exact(prev, L.Conv) and prev.activation == "relu" and blocks[-1].kind == "conv"
@@ -152,6 +159,12 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
             block = Block("concat", (layer.name,), joined)
         elif len(others) > 0:
             return None  # another merge of several maps: no kernel
+        elif (fused := fused_norm(layer, alone, _alone(desc, alone, i + 2), info.in_shape,
+                                  rank)) is not None:  # fmt: skip
+            block = fused  # its ReLU and pooling read only the layer before them
+            for name in fused.layers[:-1]:
+                pending[name] -= 1
+            i += len(fused.layers) - 1
         elif rank == 2 and alone and conv_fits and conv_pool_fits(layer, alone, info.in_shape):
             assert isinstance(layer, L.Conv) and alone is not None
             block = conv_pool_block(layer, alone, info.in_shape)
@@ -170,6 +183,14 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
         current = block.layers[-1]
         i += 1
     return tuple(blocks) if current == lp.output else None
+
+
+def _alone(desc: ModelDescription, layer: L.Layer | None, j: int) -> L.Layer | None:
+    """The logits' layer ``j`` when it alone reads ``layer`` (and comes right after it)."""
+    layers = desc.logits.layers
+    if layer is None or j >= len(layers):
+        return None
+    return layers[j] if desc.consumers[layer.name] == (layers[j].name,) else None
 
 
 def _graph_blocks(desc: ModelDescription) -> tuple[Block, ...]:

@@ -23,9 +23,10 @@ struct Pads {
 
 // What a block's backward pass needs from its forward pass: its input and output, and two
 // tensors of its own kind's (a convolution's input columns or padded input; pooling's
-// indices or window counts and padded input; batch normalisation's mean and 1/std).
+// indices or window counts and padded input; batch normalisation's mean and 1/std), and
+// fused batch normalisation's pooling windows (each maximum's offset in its window, uint8).
 struct Cache {
-  at::Tensor in, out, a, b;
+  at::Tensor in, out, a, b, window;
 };
 
 struct ConvArgs {
@@ -54,17 +55,24 @@ at::Tensor pool_backward(const at::Tensor& g, const Cache& cache, const PoolArgs
 
 struct NormArgs {
   double eps = 1e-3, momentum = 0.99;
+  // the layers fused after it: a ReLU, then max pooling of ph x pw windows with strides
+  // (ph, pw), 'valid' (1 x 1: none); the ReLU goes after the pooling (the same values)
+  bool relu = false;
+  int64_t ph = 1, pw = 1;
 };
 
-// BatchNormalization over C; gamma and beta may be undefined (scale=False, center=False).
-// Training updates the moving statistics as Keras: moving * momentum + batch * (1 - momentum),
-// the batch's biased variance.
+// BatchNormalization over C; gamma and beta may be undefined (scale=False, center=False),
+// then the ReLU and max pooling of `a` (the output is the pooled map; the full normalised
+// map is never written). Training updates the moving statistics as Keras: moving * momentum +
+// batch * (1 - momentum), the batch's biased variance.
 at::Tensor batch_norm_forward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
                               at::Tensor& moving_mean, at::Tensor& moving_var, const NormArgs& a,
                               Cache& cache, bool train);
-// (the batch's statistics are in the cache: epsilon and momentum are not needed again)
+// g: dL/d(the output), pooled where `a` pools; the ReLU's zeros and the pooling's dropped
+// positions are left out of the sums (the batch's statistics are in the cache)
 at::Tensor batch_norm_backward(const at::Tensor& g, const Cache& cache, const at::Tensor& gamma,
-                               at::Tensor* ggamma, at::Tensor* gbeta, bool input_grad);
+                               const NormArgs& a, at::Tensor* ggamma, at::Tensor* gbeta,
+                               bool input_grad);
 
 // GlobalMaxPooling2D: (N, H, W, C) -> (N, C)
 at::Tensor global_max_forward(const at::Tensor& x, Cache& cache);

@@ -248,7 +248,8 @@ struct Backward {
     at::Tensor gg = b.scale ? grads[wg] : at::Tensor();
     at::Tensor gbeta = b.center ? grads[wb] : at::Tensor();
     g = cnnlab::batch_norm_backward(g.contiguous(), s.cache, b.scale ? weights[wg] : at::Tensor(),
-                                    b.scale ? &gg : nullptr, b.center ? &gbeta : nullptr, below);
+                                    b.args, b.scale ? &gg : nullptr, b.center ? &gbeta : nullptr,
+                                    below);
   }
   void run(const block::GlobalMax&, Saved& s) { g = cnnlab::global_max_backward(g, s.cache); }
   void run(const block::Rescale& b, Saved&) { g = g * b.scale; }

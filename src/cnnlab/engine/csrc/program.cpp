@@ -141,16 +141,25 @@ torch::class_<Program> register_program(torch::Library& m) {
            },
            "", {arg("function")})
       .def(block::BatchNorm::kName,
-           [](const ProgramPtr& self, bool scale, bool center, double epsilon, double momentum) {
+           [](const ProgramPtr& self, bool scale, bool center, double epsilon, double momentum,
+              bool relu, int64_t pool_h, int64_t pool_w) {
              TORCH_CHECK(epsilon > 0.0, "program: batch normalisation's epsilon must be > 0");
+             positive(pool_h, "batch normalisation's pool_h");
+             positive(pool_w, "batch normalisation's pool_w");
+             TORCH_CHECK(pool_h * pool_w <= 255,
+                         "program: batch normalisation's pooling window is over 255 values");
              block::BatchNorm b;
              b.scale = scale, b.center = center;
              // mutant 8: the interface swaps two fields of one type (epsilon, momentum)
              b.args.eps = mutant() == 8 ? momentum : epsilon;
              b.args.momentum = mutant() == 8 ? epsilon : momentum;
+             b.args.relu = relu;
+             b.args.ph = pool_h, b.args.pw = pool_w;
              self->blocks.emplace_back(b);
            },
-           "", {arg("scale"), arg("center"), arg("epsilon"), arg("momentum")})
+           "",
+           {arg("scale"), arg("center"), arg("epsilon"), arg("momentum"), arg("relu"),
+            arg("pool_h"), arg("pool_w")})
       .def(block::GlobalMax::kName,
            [](const ProgramPtr& self) { self->blocks.emplace_back(block::GlobalMax{}); })
       .def(block::Pad::kName,

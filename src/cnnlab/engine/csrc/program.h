@@ -60,8 +60,9 @@ struct Activation {
   static constexpr const char* kName = "activation";
   Act activation = kLinear;
 };
-// BatchNormalization over C (Keras' moving statistics). Weights [gamma][, beta]; two state
-// tensors, the moving mean and variance.
+// BatchNormalization over C (Keras' moving statistics), with the ReLU and the max pooling
+// (windows as strides, 'valid') that alone read it fused where args say (norm.cpp). Weights
+// [gamma][, beta]; two state tensors, the moving mean and variance.
 struct BatchNorm {
   static constexpr const char* kName = "batch_norm";
   bool scale = true, center = true;
