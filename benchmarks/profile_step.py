@@ -40,7 +40,7 @@ from cnnlab.engine.fastpath import Step, make_step
 from cnnlab.interop.keras_import import read_keras
 from cnnlab.models import ModelDescription, build_module, create_model, parse_compact
 from cnnlab.models import layers as L
-from cnnlab.models.zoo import resnet_small
+from cnnlab.models.zoo import resnet1d, resnet_small
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.loop import make_optimizer
 
@@ -70,6 +70,12 @@ def rgb_networks() -> dict[str, ModelDescription]:
 
 
 RGB_NAMES = ("cifar_cnn", "vgg_bn", "resnet_small")
+
+
+def series_networks() -> dict[str, ModelDescription]:
+    """Issue 23's series row: ``resnet1d`` on JapaneseVowels' shape (29 steps of 12
+    channels, 9 classes); its Keras step is ``bench_fcn1d.py``'s (an epoch, not a step)."""
+    return {"resnet1d": resnet1d((29, 12), 9)}
 
 
 def networks(folder: Path) -> dict[str, ModelDescription]:
@@ -228,10 +234,10 @@ def run(steps: int, rgb_steps: int, only: str, device: torch.device, keras: bool
         y = torch.from_numpy(mnist.y_train[:45000].astype(np.int64)).to(device)
         todo += [(n, d, batches(x, y), steps, 300) for n, d in networks(folder).items()]
     if only in ("all", "rgb"):
-        for name, desc in rgb_networks().items():
+        for name, desc in {**rgb_networks(), **series_networks()}.items():
             g = torch.Generator().manual_seed(0)
             x = torch.rand(8 * BATCH, *desc.input_shape, generator=g).movedim(-1, 1)
-            y = torch.randint(0, 10, (8 * BATCH,), generator=g)
+            y = torch.randint(0, desc.info[-1].out_shape[-1], (8 * BATCH,), generator=g)
             todo.append((name, desc, batches(x.contiguous().to(device), y.to(device)),
                          rgb_steps, 20))  # fmt: skip
     nets = {}

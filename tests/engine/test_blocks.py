@@ -245,35 +245,6 @@ def test_net_gradients_match_float64_autograd(name: str, n: int) -> None:
     check_net_against_float64(desc, model, x)
 
 
-# BatchNormalization + ReLU + max pooling fused, alone after a 1x1 convolution (so that it
-# needs its input gradient): windows of 2x2, 2x3, 1x4; 5, 20 and 6 channels
-FUSED_NORM = [
-    "Input(9,11,5) Conv2D(5,1,use_bias=False) BatchNormalization ReLU MaxPooling2D(2) "
-    "Flatten Dense(3,softmax)",
-    "Input(8,7,20) Conv2D(20,1) BatchNormalization(center=False) Activation(relu) "
-    "MaxPooling2D(2x3) GlobalAveragePooling2D Dense(3,softmax)",
-    "Input(23,6) Conv1D(6,1) BatchNormalization ReLU MaxPooling1D(4) Flatten Dense(2,softmax)",
-]
-
-
-@pytest.mark.parametrize("n", [2, 9])
-@pytest.mark.parametrize("text", FUSED_NORM, ids=["2x2", "2x3", "1d"])
-def test_fused_batch_norm_with_gamma_of_either_sign(text: str, n: int) -> None:
-    """gamma of either sign (a negative one makes a window's largest input its smallest
-    output) and beta around 0 (some windows all zeros after the ReLU, some none), on inputs
-    with ties in the windows: the kernels' block against float64 autograd."""
-    desc = described(text)
-    torch.manual_seed(n)
-    model = build_module(desc)
-    g = torch.Generator().manual_seed(10 + n)
-    with torch.no_grad():
-        for name, q in model.named_parameters():
-            if name.startswith("batch_normalization."):
-                q.copy_(torch.randn(q.shape, generator=g))
-    assert [b.layers[1:] for b in plan(desc).blocks if b.kind == "batch_norm"] != [()]
-    check_net_against_float64(desc, model, images(n, desc.input_shape, seed=n, uint8=False))
-
-
 def check_net_against_float64(desc: ModelDescription, model: nn.Module, x: torch.Tensor) -> None:
     """The kernels' step and logits of ``desc`` against autograd on its module in float64:
     loss, hits, every weight's gradient, the moving statistics, evaluation logits."""
@@ -454,7 +425,8 @@ def test_broken_kernels_fail_these_tests(tmp_path: Path) -> None:
         env = {**os.environ, "CNNLAB_NATIVE_LIB": str(lib), "CNNLAB_MUTANT": str(mutant)}
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(here),
-             str(here.with_name("test_native_graphs.py")), "-k", "float64 or mixed"],
+             str(here.with_name("test_native_graphs.py")), str(here.with_name("test_norm.py")),
+             "-k", "float64 or mixed"],
             cwd=here.parents[2], env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if mutant == 0:  # the mutant build itself, unbroken, passes
