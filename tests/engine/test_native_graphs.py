@@ -113,10 +113,21 @@ def test_graphs_are_one_program_with_slots() -> None:
         p = plan(desc)
         assert p.native, (name, [b.kind for b in p.blocks])
         kinds = [c.kind for c in p.calls()]
-        assert "store" in kinds and ("add" in kinds or "concat" in kinds), name
+        fused_adds = [c for c in p.calls() if c.kind == "batch_norm" and c["add_slot"] != -1]
+        assert "store" in kinds and ("add" in kinds or "concat" in kinds or fused_adds), name
+    # resnet1d's three Adds each go into the batch norm before them, with the ReLU after
+    ends = [b for b in plan(GRAPHS["resnet1d"]).blocks if b.kind == "batch_norm"]
+    assert [b.layers for b in ends if len(b.layers) == 3] == [
+        (f"block{i}_shortcut_bn", f"block{i}_add", f"block{i}_out") for i in (1, 2, 3)
+    ]
+    assert all(b.calls[-1]["add_slot"] != -1 and b.calls[-1]["relu"] for b in ends[-1:])
     calls = [(c.kind, dict(c.args)) for c in plan(GRAPHS["input_shortcut"]).calls()]
     assert calls[0] == ("store", {"slot": 0})  # the input, read again by the add
-    assert ("add", {"slot": 0}) in calls
+    # the Add and its ReLU go into the batch norm before them, reading the input's slot
+    assert [a["add_slot"] for k, a in calls if k == "batch_norm"] == [0]
+    assert "add" not in [k for k, _ in calls]
+    three = [c.kind for c in plan(GRAPHS["three_way"]).calls()]
+    assert "add" in three  # an Add of three maps stays an add block
     other = copy.deepcopy(GRAPHS["three_way"].to_dict())
     other["layers"][5]["class_name"] = "Multiply"  # a merge without a kernel
     assert not plan(ModelDescription.from_dict(other)).native

@@ -196,14 +196,21 @@ def tiling_pool(layer: L.Layer | None, shape: tuple[int, ...], rank: int) -> boo
     )
 
 
-def norm_block(layer: L.BatchNormalization, relu: L.Layer | None, pool: L.Layer | None) -> Block:
+def norm_block(
+    layer: L.BatchNormalization,
+    relu: L.Layer | None,
+    pool: L.Layer | None,
+    add: tuple[L.Layer, int] | None = None,
+) -> Block:
     """BatchNormalization, with the ReLU that alone reads it and the max pooling that alone
-    reads that (:func:`tiling_pool`) fused in: one block over those layers."""
+    reads that (:func:`tiling_pool`) fused in: one block over those layers. ``add``: a
+    residual block's Add between the batch norm and its ReLU, and the slot of its other map."""
     size = as_2d(pool.pool_size) if isinstance(pool, L.Pool) else (1, 1)
     norm = call("batch_norm", scale=bool(layer.scale), center=bool(layer.center),
                 epsilon=float(layer.epsilon), momentum=float(layer.momentum),
-                relu=relu is not None, pool_h=size[0], pool_w=size[1])  # fmt: skip
-    names = tuple(x.name for x in (layer, relu, pool) if x is not None)
+                relu=relu is not None, pool_h=size[0], pool_w=size[1],
+                add_slot=add[1] if add else -1)  # fmt: skip
+    names = tuple(x.name for x in (layer, add[0] if add else None, relu, pool) if x is not None)
     return Block("batch_norm", names, (norm,))
 
 

@@ -53,6 +53,9 @@ from cnnlab.engine.kinds import (
     fused_norm,
     layer_block,
     max_pool,
+    norm_block,
+    norm_fits,
+    plain_relu,
 )
 from cnnlab.models import ModelDescription
 from cnnlab.models import layers as L
@@ -159,6 +162,13 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
             block = Block("concat", (layer.name,), joined)
         elif len(others) > 0:
             return None  # another merge of several maps: no kernel
+        elif (res := _residual_norm(desc, i, slots, rank)) is not None:
+            add, ends, other = res  # BatchNormalization, the Add after it, the Add's ReLU
+            assert isinstance(layer, L.BatchNormalization)
+            block = norm_block(layer, ends, None, (add, slots[other]))
+            for name in (layer.name, other, add.name):  # read by the Add, the Add, the ReLU
+                pending[name] -= 1
+            i += 2
         elif (fused := fused_norm(layer, alone, _alone(desc, alone, i + 2), info.in_shape,
                                   rank)) is not None:  # fmt: skip
             block = fused  # its ReLU and pooling read only the layer before them
@@ -183,6 +193,30 @@ def _graph_program(desc: ModelDescription) -> tuple[Block, ...] | None:
         current = block.layers[-1]
         i += 1
     return tuple(blocks) if current == lp.output else None
+
+
+def _residual_norm(
+    desc: ModelDescription, i: int, slots: dict[str, int], rank: int
+) -> tuple[L.Layer, L.Layer, str] | None:
+    """A residual block's end: the logits' layer ``i`` a BatchNormalization with a weight on
+    maps, read only by an Add (the next layer) of it and one kept map, which only a plain ReLU
+    (the one after) reads: (the Add, the ReLU, the kept map's name); else None."""
+    layers = desc.logits.layers
+    if i + 2 >= len(layers):
+        return None
+    layer, add, relu = layers[i], layers[i + 1], layers[i + 2]
+    info = desc.by_name[layer.name]
+    if not (norm_fits(layer, info.in_shape, rank) and (layer.scale or layer.center)):
+        return None
+    if not (exact(add, L.Merge) and add.op == "Add" and plain_relu(relu)):
+        return None
+    inputs = desc.by_name[add.name].inputs
+    others = [x for x in inputs if x != layer.name]
+    if len(inputs) != 2 or len(others) != 1 or others[0] not in slots:
+        return None
+    if desc.consumers[layer.name] != (add.name,) or desc.consumers[add.name] != (relu.name,):
+        return None
+    return add, relu, others[0]
 
 
 def _alone(desc: ModelDescription, layer: L.Layer | None, j: int) -> L.Layer | None:

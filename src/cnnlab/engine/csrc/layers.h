@@ -65,9 +65,10 @@ struct NormArgs {
 // then the ReLU and max pooling of `a` (the output is the pooled map; the full normalised
 // map is never written). Training updates the moving statistics as Keras: moving * momentum +
 // batch * (1 - momentum), the batch's biased variance.
+// residual: a map of x's shape added before the ReLU (a residual block's Add), or undefined
 at::Tensor batch_norm_forward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
                               at::Tensor& moving_mean, at::Tensor& moving_var, const NormArgs& a,
-                              Cache& cache, bool train);
+                              Cache& cache, bool train, const at::Tensor& residual = {});
 // g: dL/d(the output), pooled where `a` pools; the ReLU's zeros and the pooling's dropped
 // positions are left out of the sums (the batch's statistics are in the cache)
 at::Tensor batch_norm_backward(const at::Tensor& g, const Cache& cache, const at::Tensor& gamma,

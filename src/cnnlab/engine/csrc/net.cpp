@@ -122,7 +122,12 @@ struct Forward {
     const at::Tensor gamma = take(b.scale), beta = take(b.center);
     at::Tensor mean = state[si], var = state[si + 1];
     si += 2;
-    h = cnnlab::batch_norm_forward(h, gamma, beta, mean, var, b.args, s.cache, train);
+    at::Tensor residual;
+    if (b.add_slot >= 0) {  // a residual block's Add, before the ReLU
+      residual = kept(b.add_slot);
+      needs = needs || slot_needs[static_cast<size_t>(b.add_slot)] != 0;
+    }
+    h = cnnlab::batch_norm_forward(h, gamma, beta, mean, var, b.args, s.cache, train, residual);
   }
   void run(const block::GlobalMax&, Saved& s) {
     map_needed("global pooling");
@@ -247,8 +252,14 @@ struct Backward {
     const int64_t wg = s.weight, wb = s.weight + (b.scale ? 1 : 0);
     at::Tensor gg = b.scale ? grads[wg] : at::Tensor();
     at::Tensor gbeta = b.center ? grads[wb] : at::Tensor();
+    cnnlab::NormArgs args = b.args;
+    if (b.add_slot >= 0) {  // the ReLU's mask first: the Add's kept input gets the same
+      g = at::threshold_backward(g, s.cache.out, 0);
+      if (mutant() != 10) gather(b.add_slot, g);  // mutant 10: an Add's kept input gets nothing
+      args.relu = false;
+    }
     g = cnnlab::batch_norm_backward(g.contiguous(), s.cache, b.scale ? weights[wg] : at::Tensor(),
-                                    b.args, b.scale ? &gg : nullptr, b.center ? &gbeta : nullptr,
+                                    args, b.scale ? &gg : nullptr, b.center ? &gbeta : nullptr,
                                     below);
   }
   void run(const block::GlobalMax&, Saved& s) { g = cnnlab::global_max_backward(g, s.cache); }

@@ -108,7 +108,7 @@ inline int lanes(int64_t c, int64_t k) { return static_cast<int>(std::min<int64_
 template <bool Full>
 at::Tensor forward(const at::Tensor& input, const at::Tensor& gamma, const at::Tensor& beta,
                    at::Tensor& moving_mean, at::Tensor& moving_var, const NormArgs& a, Cache& cache,
-                   bool train) {
+                   bool train, const at::Tensor& residual) {
   const at::Tensor x = input.contiguous();
   const Geometry geo(x, a);
   const int64_t c = geo.c, rows = x.numel() / c;
@@ -169,16 +169,22 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& gamma, const at::T
   if (!geo.pooled()) {
     y = at::empty_like(x);
     float* yp = y.data_ptr<float>();
+    const at::Tensor res = residual.defined() ? residual.contiguous() : at::Tensor();
+    TORCH_CHECK(!res.defined() || res.sizes() == x.sizes(),
+                "net: an Add of maps of different shapes");
+    const float* rp = res.defined() ? res.data_ptr<float>() : nullptr;
     at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         for (int64_t k = 0; k < c; k += 16) {
           const int n = lanes(c, k);
-          const f32x16 v = norm(xp + r * c, k, n);
+          f32x16 v = norm(xp + r * c, k, n);
+          if (rp != nullptr) v += ld<Full>(rp + r * c + k, n);
           st<Full>(yp + r * c + k, relu ? relu16(v) : v, n);  // NaN passes, as torch's relu
         }
       }
     });
   } else {
+    TORCH_CHECK(!residual.defined(), "net: a batch norm's Add with pooling");
     y = at::empty({geo.n, geo.oh, geo.ow, c}, x.options());
     at::Tensor win = at::empty({geo.n, geo.oh, geo.ow, c}, x.options().dtype(at::kByte));
     float* yp = y.data_ptr<float>();
@@ -318,10 +324,10 @@ at::Tensor backward(const at::Tensor& g, const Cache& cache, const at::Tensor& g
 
 at::Tensor batch_norm_forward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
                               at::Tensor& moving_mean, at::Tensor& moving_var, const NormArgs& a,
-                              Cache& cache, bool train) {
+                              Cache& cache, bool train, const at::Tensor& residual) {
   return x.size(3) % 16 == 0
-             ? forward<true>(x, gamma, beta, moving_mean, moving_var, a, cache, train)
-             : forward<false>(x, gamma, beta, moving_mean, moving_var, a, cache, train);
+             ? forward<true>(x, gamma, beta, moving_mean, moving_var, a, cache, train, residual)
+             : forward<false>(x, gamma, beta, moving_mean, moving_var, a, cache, train, residual);
 }
 
 at::Tensor batch_norm_backward(const at::Tensor& g, const Cache& cache, const at::Tensor& gamma,

@@ -142,7 +142,7 @@ torch::class_<Program> register_program(torch::Library& m) {
            "", {arg("function")})
       .def(block::BatchNorm::kName,
            [](const ProgramPtr& self, bool scale, bool center, double epsilon, double momentum,
-              bool relu, int64_t pool_h, int64_t pool_w) {
+              bool relu, int64_t pool_h, int64_t pool_w, int64_t add_slot) {
              TORCH_CHECK(epsilon > 0.0, "program: batch normalisation's epsilon must be > 0");
              positive(pool_h, "batch normalisation's pool_h");
              positive(pool_w, "batch normalisation's pool_w");
@@ -155,11 +155,16 @@ torch::class_<Program> register_program(torch::Library& m) {
              b.args.momentum = mutant() == 8 ? epsilon : momentum;
              b.args.relu = relu;
              b.args.ph = pool_h, b.args.pw = pool_w;
+             if (add_slot >= 0) {
+               TORCH_CHECK(relu && pool_h * pool_w == 1 && (scale || center),
+                           "program: a batch norm's Add needs its ReLU, no pooling, a weight");
+               b.add_slot = slot_of(*self, add_slot);
+             }
              self->blocks.emplace_back(b);
            },
            "",
            {arg("scale"), arg("center"), arg("epsilon"), arg("momentum"), arg("relu"),
-            arg("pool_h"), arg("pool_w")})
+            arg("pool_h"), arg("pool_w"), arg("add_slot")})
       .def(block::GlobalMax::kName,
            [](const ProgramPtr& self) { self->blocks.emplace_back(block::GlobalMax{}); })
       .def(block::Pad::kName,

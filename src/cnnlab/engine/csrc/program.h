@@ -67,6 +67,9 @@ struct BatchNorm {
   static constexpr const char* kName = "batch_norm";
   bool scale = true, center = true;
   NormArgs args;
+  // a graph's residual block: the map kept in this slot added before the ReLU (Keras' Add
+  // between the batch norm and its ReLU, fused in); -1: none
+  int64_t add_slot = -1;
 };
 // (N, H, W, C) -> (N, C), the maximum over H*W.
 struct GlobalMax {
