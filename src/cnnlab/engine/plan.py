@@ -13,9 +13,11 @@ method of the kind's name, its arguments named and typed (``csrc/program.cpp``);
 - ``conv``: any other Conv2D (padding, strides, dilation, with or without a bias, a linear,
   relu, tanh, sigmoid or elu activation); ``pool``: max or average pooling of any size and
   stride, ``valid`` or TensorFlow's ``same``; a ReLU convolution followed by max pooling
-  takes its ReLU after the pooling; ``activation``; ``batch_norm`` on maps (Keras' moving
-  statistics); ``global_max`` (``csrc/layers.cpp``, over MKL-DNN's convolution and ATen's
-  channels-last pooling loops);
+  takes its ReLU after the pooling; ``activation``; ``global_max`` (``csrc/layers.cpp``,
+  over MKL-DNN's convolution and ATen's channels-last pooling loops);
+- ``batch_norm`` on maps (Keras' moving statistics), with the ReLU that alone reads it and
+  the max pooling that alone reads that fused in (``csrc/norm.cpp``), and in a graph a
+  residual block's Add and ReLU after it (:func:`_residual_norm`);
 - ``flatten``, ``dropout`` (nn.Dropout's masks, bit for bit), ``dense`` (bias, any of
   those activations), ``global_average``, ``pad`` (ZeroPadding2D), ``rescale``
   (Rescaling);
