@@ -6,7 +6,7 @@ caches nothing and hands each block to malloc. glibc serves a block above its mm
 the kernel, and gives the free top of its heap back to the kernel past a trim threshold, so
 every step pays again for the page faults and the zeroing of its largest tensors. On the
 VGG-style network at 64x64x3 that was a quarter of the step (``benchmarks/README.md``:
-58 ms a step against 42 ms with the heap kept). Kept here means: blocks up to 32 MiB (the
+58 ms a step against 45 ms with the heap kept). Kept here means: blocks up to 32 MiB (the
 most glibc takes) come from the heap, and the heap is never trimmed, so its memory is reused
 from step to step, as TensorFlow's BFC allocator and PyTorch's CUDA caching allocator keep
 theirs. The process's resident memory then stays at its peak instead of falling back
@@ -37,10 +37,10 @@ def _mallopt() -> Callable[[int, int], int] | None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    gnu_get_libc_version.restype = ctypes.c_char_p
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only
+        return None
     mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

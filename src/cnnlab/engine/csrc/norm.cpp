@@ -97,10 +97,12 @@ struct Geometry {
   }
 };
 
-// Per channel: y = (x - mean) * scale + shift, and the backward pass's means.
-struct Channels {
-  std::vector<float> mean, invstd, scale, shift, mg, mgx;
-};
+// A (C) float32 tensor's values, zero-padded to cp: whole groups of 16 for load16
+std::vector<float> padded_values(const at::Tensor& t, int64_t cp) {
+  std::vector<float> out(static_cast<size_t>(cp), 0.0f);
+  std::copy_n(t.data_ptr<float>(), t.numel(), out.begin());
+  return out;
+}
 
 inline int lanes(int64_t c, int64_t k) { return static_cast<int>(std::min<int64_t>(16, c - k)); }
 
@@ -111,7 +113,7 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& gamma, const at::T
                    bool train, const at::Tensor& residual) {
   const at::Tensor x = input.contiguous();
   const Geometry geo(x, a);
-  const int64_t c = geo.c, rows = x.numel() / c;
+  const int64_t c = geo.c, cp = padded(c), rows = x.numel() / c;
   TORCH_CHECK(!geo.pooled() || (geo.oh >= 1 && geo.ow >= 1 && geo.ph * geo.pw <= 255),
               "net: batch normalisation's pooling window does not fit its map");
   const float* xp = x.data_ptr<float>();
@@ -134,7 +136,7 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& gamma, const at::T
           s2.widen(d * d);
         }
         s1.add_to(acc + k);
-        s2.add_to(acc + padded(c) + k);
+        s2.add_to(acc + cp + k);
       }
     });
     mean = at::empty({c}, x.options());
@@ -153,13 +155,10 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& gamma, const at::T
     moving_var.mul_(m).add_(var * unbias, 1 - m);
   }
   // y = (x - mean) * (invstd * gamma) + beta, per channel (padded to whole groups of 16)
-  const int64_t cp = padded(c);
-  std::vector<float> mv(cp, 0.0f), sc(cp, 0.0f), sh(cp, 0.0f);
-  for (int64_t k = 0; k < c; ++k) {
-    mv[k] = mean.data_ptr<float>()[k];
-    sc[k] = invstd.data_ptr<float>()[k] * (gamma.defined() ? gamma.data_ptr<float>()[k] : 1.0f);
-    sh[k] = beta.defined() ? beta.data_ptr<float>()[k] : 0.0f;
-  }
+  const std::vector<float> mv = padded_values(mean, cp);
+  std::vector<float> sc = padded_values(invstd, cp);
+  const std::vector<float> sh = beta.defined() ? padded_values(beta, cp) : std::vector<float>(cp);
+  for (int64_t k = 0; k < c && gamma.defined(); ++k) sc[k] *= gamma.data_ptr<float>()[k];
   const bool relu = a.relu;
   auto norm = [&](const float* xr, int64_t k, int n) {
     return (ld<Full>(xr + k, n) - load16(mv.data() + k)) * load16(sc.data() + k) +
@@ -226,11 +225,7 @@ at::Tensor backward(const at::Tensor& g, const Cache& cache, const at::Tensor& g
   const uint8_t* wp = geo.pooled() ? cache.window.data_ptr<uint8_t>() : nullptr;
   const std::vector<int64_t> off = geo.cells();
   const bool relu = a.relu;
-  std::vector<float> mv(cp, 0.0f), iv(cp, 0.0f);
-  for (int64_t k = 0; k < c; ++k) {
-    mv[k] = cache.a.data_ptr<float>()[k];
-    iv[k] = cache.b.data_ptr<float>()[k];
-  }
+  const std::vector<float> mv = padded_values(cache.a, cp), iv = padded_values(cache.b, cp);
   auto xhat = [&](f32x16 xv, int64_t k) {
     return (xv - load16(mv.data() + k)) * load16(iv.data() + k);
   };
